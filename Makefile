@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:  `make lab`  and  `make test`.
+# Both create .venv (python3 -m venv) and install the pins in requirements.txt once;
+# a stamp keyed on the pin file's hash makes the second run skip the install.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIN_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+STAMP  := $(VENV)/.installed-$(PIN_HASH)
+
+export TF_CPP_MIN_LOG_LEVEL := 2
+export TF_ENABLE_ONEDNN_OPTS := 0
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup system-deps test lab lab-instructor grade release check bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+setup: $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh
+
+test: setup system-deps
+	$(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) course/00_start_here.ipynb
+
+release: setup
+	$(BIN)/ste-course release
+
+check: setup
+	$(BIN)/ste-course check
+
+grade: setup system-deps
+	$(BIN)/ste-course grade examples/submissions --out graded
+
+bench: setup
+	$(BIN)/python bench/ste_overhead.py
+
+clean:
+	rm -rf $(VENV) graded .pytest_cache .hypothesis

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian packages that `make test` needs, if they are missing.
+#   bubblewrap: the grader's sandbox (ste-course grade)
+# Usage: scripts/system-deps.sh  (idempotent; does nothing when all commands exist)
+set -euo pipefail
+declare -A need=([bwrap]=bubblewrap)
+missing=()
+for cmd in "${!need[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "system-deps: missing Debian packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
+    exit 1
+fi
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "system-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,132 @@
+"""Thin Keras 3 layers over the quantizer functions.
+
+The functions in :mod:`ste_utils.quantizers` do the work; these classes only hold their
+arguments, report them in ``get_config`` and register for ``.keras`` serialization.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from ste_utils._validation import check_bits, check_clip_value
+from ste_utils.quantizers import ste_heaviside, ste_quantize, ste_round, ste_sign
+
+PACKAGE = "ste_utils"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SteSign(keras.layers.Layer):
+    """Binary activation: :func:`ste_sign` (forward +-1, gradient 1{|x| <= clip_value})."""
+
+    def __init__(self, clip_value=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.clip_value = check_clip_value(clip_value)
+
+    def call(self, inputs):
+        return ste_sign(inputs, clip_value=self.clip_value)
+
+    def get_config(self):
+        return {**super().get_config(), "clip_value": self.clip_value}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SteHeaviside(keras.layers.Layer):
+    """Step activation: :func:`ste_heaviside` (forward 1{x > 0}, gradient 1{|x| <= clip_value})."""
+
+    def __init__(self, clip_value=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.clip_value = check_clip_value(clip_value)
+
+    def call(self, inputs):
+        return ste_heaviside(inputs, clip_value=self.clip_value)
+
+    def get_config(self):
+        return {**super().get_config(), "clip_value": self.clip_value}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SteRound(keras.layers.Layer):
+    """Rounding activation: :func:`ste_round` (forward round half to even, gradient 1)."""
+
+    def call(self, inputs):
+        return ste_round(inputs)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SteQuantize(keras.layers.Layer):
+    """k-bit activation on [0, 1]: :func:`ste_quantize` (gradient 1 on [0, 1])."""
+
+    def __init__(self, bits=2, **kwargs):
+        super().__init__(**kwargs)
+        self.bits = check_bits(bits, tf.float64)
+
+    def call(self, inputs):
+        return ste_quantize(inputs, self.bits)
+
+    def get_config(self):
+        return {**super().get_config(), "bits": self.bits}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LatentClip(keras.constraints.Constraint):
+    """Keep latent (real-valued) weights in [-clip_value, clip_value], as BinaryConnect does.
+
+    Outside that window :func:`ste_sign` passes no gradient, so an unclipped latent weight could
+    drift there and freeze.
+    """
+
+    def __init__(self, clip_value=1.0):
+        clip_value = check_clip_value(clip_value)
+        if clip_value is None:
+            raise TypeError("clip_value must be a number >= 0. Received: clip_value=None")
+        self.clip_value = clip_value
+
+    def __call__(self, w):
+        return keras.ops.clip(w, -self.clip_value, self.clip_value)
+
+    def get_config(self):
+        return {"clip_value": self.clip_value}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BinaryDense(keras.layers.Dense):
+    """Dense layer with binarized weights and, optionally, binarized inputs (BinaryNet).
+
+    Forward:  y = ste_sign(x) @ ste_sign(W) + b   (inputs binarized when ``binarize_inputs``)
+    Backward: straight through ``ste_sign`` to the latent float weights ``W`` (and to ``x``),
+              clipped to |.| <= clip_value. Latent weights are kept in [-clip_value,
+              clip_value] by :class:`LatentClip` unless another constraint is given.
+
+    Args:
+        units: output size.
+        binarize_inputs: also binarize the inputs (the first layer of a network usually keeps
+            real-valued inputs).
+        clip_value: clip window of both ``ste_sign`` calls.
+        **kwargs: passed to ``keras.layers.Dense``.
+    """
+
+    def __init__(self, units, binarize_inputs=False, clip_value=1.0, **kwargs):
+        clip_value = check_clip_value(clip_value)
+        if kwargs.get("kernel_constraint") is None and clip_value is not None:
+            kwargs["kernel_constraint"] = LatentClip(clip_value)
+        super().__init__(units, **kwargs)
+        self.binarize_inputs = bool(binarize_inputs)
+        self.clip_value = clip_value
+
+    def call(self, inputs, training=None):
+        if self.binarize_inputs:
+            inputs = ste_sign(inputs, clip_value=self.clip_value)
+        outputs = keras.ops.matmul(inputs, ste_sign(self.kernel, clip_value=self.clip_value))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "binarize_inputs": self.binarize_inputs,
+                "clip_value": self.clip_value}
+
+
+__all__ = ["SteSign", "SteHeaviside", "SteRound", "SteQuantize", "LatentClip", "BinaryDense"]
