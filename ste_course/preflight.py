@@ -1,0 +1,130 @@
+"""Read a submitted notebook defensively and rebuild the notebook that will run.
+
+Nothing in a submission is trusted except the source of its solution cells (and cells the
+student added). Locked cells (set-up, instructions, tests) come from the instructor's source by
+``grade_id``: edited ones are restored, deleted ones re-added, duplicated ones graded as if the
+copy were not there. The kernelspec and nbgrader metadata are the instructor's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ste_course.source import SourceNotebook
+
+MAX_NOTEBOOK_BYTES = 5 * 2**20
+MAX_CELL_CHARS = 200_000
+
+
+class PreflightError(ValueError):
+    """A submission that cannot be graded at all; ``status`` goes into grades.csv."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class RunCell:
+    index: int  # position in the run
+    source: str
+    locked: bool
+    grade_id: str | None = None
+    cell_type: str = "code"
+
+
+@dataclass
+class Prepared:
+    cells: list  # RunCell, code and markdown, in order
+    notes: list = field(default_factory=list)  # repairs made, for the instructor's reason column
+
+    @property
+    def code_cells(self):
+        return [c for c in self.cells if c.cell_type == "code"]
+
+
+def read_submission(path: Path) -> dict:
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        raise PreflightError("invalid", f"{path.name} is not a regular file")
+    size = path.stat().st_size
+    if size > MAX_NOTEBOOK_BYTES:
+        raise PreflightError("invalid", f"{path.name} is {size / 2**20:.1f} MB; the limit is "
+                                        f"{MAX_NOTEBOOK_BYTES // 2**20} MB")
+    try:
+        nb = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise PreflightError("invalid", f"{path.name} is not valid notebook JSON ({str(err)[:120]})") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise PreflightError("invalid", f"{path.name} has no list of cells (nbformat 4 is required)")
+    if nb.get("nbformat") != 4:
+        raise PreflightError("invalid", f"{path.name} is nbformat {nb.get('nbformat')!r}; nbformat 4 "
+                                        "is required (re-save it in JupyterLab)")
+    return nb
+
+
+def _text(value) -> str:
+    if isinstance(value, list):
+        return "".join(v for v in value if isinstance(v, str))
+    return value if isinstance(value, str) else ""
+
+
+def prepare(source: SourceNotebook, submitted: dict) -> Prepared:
+    """Merge the student's answers into the instructor's notebook."""
+    by_id = source.by_id()
+    answers, extras, notes = {}, {}, []
+    anchor = None
+    for cell in submitted["cells"]:
+        if not isinstance(cell, dict):
+            continue
+        meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
+        grade_id = nbg.get("grade_id") if isinstance(nbg.get("grade_id"), str) else None
+        text = _text(cell.get("source", ""))
+        if len(text) > MAX_CELL_CHARS:
+            notes.append(f"a cell of {len(text)} characters was cut to {MAX_CELL_CHARS}")
+            text = text[:MAX_CELL_CHARS]
+        if grade_id in by_id:
+            anchor = grade_id
+            original = by_id[grade_id]
+            if original.solution and not original.locked:
+                if grade_id in answers:
+                    notes.append(f"duplicate of cell {grade_id} ignored")
+                elif cell.get("cell_type") != original.cell_type:
+                    notes.append(f"cell {grade_id} changed type; the original was used")
+                else:
+                    answers[grade_id] = text
+            continue
+        if grade_id is not None:
+            notes.append(f"cell with unknown grade_id {grade_id[:40]!r} kept as the student's own")
+        if cell.get("cell_type") == "code" and text.strip():
+            extras.setdefault(anchor, []).append(text)
+    missing = [c.grade_id for c in source.cells if c.grade_id and c.solution and c.grade_id not in answers]
+    if missing:
+        notes.append("missing answer cells (the blank versions were used): " + ", ".join(missing))
+
+    cells = []
+
+    def add(text, locked, grade_id=None, cell_type="code"):
+        cells.append(RunCell(len(cells), text, locked, grade_id, cell_type))
+
+    for text in extras.get(None, []):
+        add(text, False)
+    for original in source.cells:
+        if original.solution and not original.locked:
+            add(answers.get(original.grade_id, _blank(original)), False, original.grade_id,
+                original.cell_type)
+        else:
+            add(original.source, True, original.grade_id, original.cell_type)
+        for text in extras.get(original.grade_id, []) if original.grade_id else []:
+            add(text, False)
+    return Prepared(cells=cells, notes=notes)
+
+
+def _blank(original) -> str:
+    """What the released notebook holds in a solution cell."""
+    from ste_course.release import blank_solution
+
+    return blank_solution(original.source)

@@ -1,0 +1,166 @@
+"""Start and talk to grading workers: a fork server (:mod:`ste_course.runner`) per worker,
+inside bubblewrap unless the instructor passed ``--no-sandbox``.
+
+What the sandbox sees (everything else does not exist in it):
+* read-only: ``/usr`` (and the ``/lib``, ``/bin`` links), the dynamic linker cache, the Python
+  installation, the virtual environment, and the ``ste_utils`` and ``ste_course`` packages;
+* a private ``/tmp`` (tmpfs) in which each notebook gets its own scratch folder;
+* fresh ``/proc`` and ``/dev``, and new network, PID, IPC and UTS namespaces: no network at all
+  (not even the host's loopback), and nothing started inside survives the sandbox.
+
+Not visible: the submissions, ``solutions/``, the gradebook and output folder, the instructor's
+home. As root, the server keeps CAP_SETUID/CAP_SETGID/CAP_CHOWN to give each notebook a uid of
+its own; as another user bubblewrap runs unprivileged (a user namespace) and a fresh sandbox is
+started per notebook instead, since one uid cannot be split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ste_course
+import ste_utils
+
+UID_BASE = 61000
+READY_TIMEOUT = 180.0
+
+
+@dataclass
+class Limits:
+    cell_seconds: float = 60.0
+    notebook_seconds: float = 300.0
+    memory_bytes: int = 2 * 2**30
+    processes: int = 64
+    output_chars: int = 2**20
+    file_bytes: int = 64 * 2**20
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def bwrap_path():
+    return shutil.which("bwrap")
+
+
+def _package_dirs():
+    return sorted({str(Path(ste_utils.__file__).resolve().parent),
+                   str(Path(ste_course.__file__).resolve().parent)})
+
+
+def bwrap_command(privileged: bool) -> list:
+    """The bubblewrap command line that runs the fork server."""
+    venv = Path(sys.prefix).resolve()
+    base = Path(sys.base_prefix).resolve()
+    cmd = [bwrap_path(), "--die-with-parent", "--new-session",
+           "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if privileged:
+        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN"]
+    else:
+        cmd += ["--unshare-user"]
+    cmd += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for name in ("lib", "lib64", "bin", "sbin"):
+        path = Path("/") / name
+        if path.is_symlink():
+            cmd += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            cmd += ["--ro-bind", str(path), str(path)]
+    for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/nsswitch.conf"):
+        if Path(etc).exists():
+            cmd += ["--ro-bind", etc, etc]
+    binds = [p for p in [str(base), str(venv)] + _package_dirs() if not p.startswith("/usr/")]
+    ancestors = sorted({str(a) for p in binds for a in Path(p).parents if str(a) not in ("/", "/tmp")},
+                       key=lambda a: a.count("/"))
+    for ancestor in ancestors:  # bwrap would create them 0700: the per-notebook uid must traverse
+        cmd += ["--perms", "0755", "--dir", ancestor]
+    for path in binds:
+        cmd += ["--ro-bind", path, path]
+    cmd += ["--chdir", "/tmp", "--clearenv",
+            "--setenv", "PATH", f"{venv}/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
+            "--setenv", "TF_CPP_MIN_LOG_LEVEL", "2", "--setenv", "TF_ENABLE_ONEDNN_OPTS", "0",
+            "--setenv", "PYTHONNOUSERSITE", "1", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            "--setenv", "MPLBACKEND", "Agg", "--setenv", "LANG", "C.UTF-8"]
+    return cmd
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Worker:
+    """One fork server; ``run(job)`` returns the plain-data result of one notebook."""
+
+    def __init__(self, index: int, sandbox: bool, limits: Limits):
+        self.index, self.sandbox, self.limits = index, sandbox, limits
+        self.privileged = os.geteuid() == 0
+        self.uid = UID_BASE + index if self.privileged else None
+        self.proc = None
+        self.restart_each_job = sandbox and not self.privileged
+
+    def _command(self):
+        python = str(Path(sys.prefix) / "bin" / "python")
+        server = [python, "-m", "ste_course.runner", str(self.uid) if self.uid is not None else "none"]
+        return (bwrap_command(self.privileged) + server) if self.sandbox else server
+
+    def start(self):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", MPLBACKEND="Agg")
+        self.proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=env, cwd="/tmp" if self.sandbox else None)
+        line = self._readline(READY_TIMEOUT)
+        if not line or not json.loads(line).get("ready"):
+            self.stop()
+            raise WorkerError("the grading worker did not start (is the environment complete?)")
+
+    def _readline(self, timeout: float):
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        buf = b""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                sel.close()
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                sel.close()
+                return None
+            buf += chunk
+        sel.close()
+        return buf.decode("utf-8", "replace")
+
+    def run(self, job: dict) -> dict:
+        job = dict(job, limits=self.limits.as_dict())
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        try:
+            self.proc.stdin.write((json.dumps(job) + "\n").encode())
+            self.proc.stdin.flush()
+            line = self._readline(self.limits.notebook_seconds + 60)
+        except (BrokenPipeError, OSError):
+            line = None
+        if line is None:
+            self.stop()
+            return {"id": job["id"], "status": "error", "reason": "the grading worker stopped unexpectedly",
+                    "events": [], "seconds": None}
+        if self.restart_each_job:
+            self.stop()
+        return json.loads(line)
+
+    def stop(self):
+        if self.proc is not None:
+            try:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001
+                pass
+            self.proc = None
