@@ -101,7 +101,7 @@ class Worker:
     def __init__(self, index: int, sandbox: bool, limits: Limits):
         self.index, self.sandbox, self.limits = index, sandbox, limits
         self.privileged = os.geteuid() == 0
-        self.uid = UID_BASE + index if self.privileged else None
+        self.uid = UID_BASE + index if (self.privileged and sandbox) else None
         self.proc = None
         self.restart_each_job = sandbox and not self.privileged
 

@@ -1,0 +1,71 @@
+"""``ste-course check``: the release is in sync and every notebook behaves.
+
+1. A fresh release of ``solutions/`` equals the committed ``exercises/``.
+2. Every solution notebook runs with no error in any cell (so every check passes: full points).
+3. Every released notebook runs with errors only where a student has work to do: unfinished
+   solution cells (``NotImplementedError``) and the tests that depend on them; no test passes.
+
+Notebooks run through the same fork server as grading (trusted code, so without a sandbox).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ste_course.release import drift
+from ste_course.sandbox import Limits, Worker
+from ste_course.source import load_assignments, load_notebook
+
+ALLOWED_IN_RELEASE = ("NotImplementedError", "AssertionError", "NameError")
+
+
+def _cells(nb_path: Path, assignment: str):
+    nb = load_notebook(nb_path, assignment)
+    return nb, [{"index": c.index, "source": c.source, "locked": False} for c in nb.cells
+                if c.cell_type == "code"]
+
+
+def run_checks(solutions: Path, exercises: Path, log=print) -> list:
+    problems = [f"drift: {p}" for p in drift(solutions, exercises)]
+    sources = load_assignments(solutions)
+    worker = Worker(0, sandbox=False, limits=Limits(cell_seconds=120, notebook_seconds=600))
+    try:
+        for assignment, notebooks in sources.items():
+            for nb in notebooks:
+                for kind, path in (("solution", nb.path), ("release", Path(exercises) / assignment / nb.path.name)):
+                    if not path.exists():
+                        continue  # reported by the drift check
+                    problems += _run_one(worker, kind, path, assignment, log)
+    finally:
+        worker.stop()
+    return problems
+
+
+def _run_one(worker, kind, path, assignment, log):
+    nb, cells = _cells(path, assignment)
+    result = worker.run({"id": str(path), "cells": cells, "calls": {}, "seed": 0})
+    ends = {e["cell"]: e for e in result["events"] if e.get("event") == "end"}
+    problems = []
+    if result.get("status"):
+        problems.append(f"{path}: {result['status']}: {result.get('reason')}")
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        where = f"{path} cell {cell.index}" + (f" ({cell.grade_id})" if cell.grade_id else "")
+        end = ends.get(cell.index)
+        if end is None:
+            problems.append(f"{where}: did not run")
+            continue
+        error = end.get("error")
+        if kind == "solution" and error:
+            problems.append(f"{where}: {error}")
+        if kind == "release":
+            if error and not error.startswith(ALLOWED_IN_RELEASE):
+                problems.append(f"{where}: unexpected error in the student version: {error}")
+            if cell.grade and not error:
+                problems.append(f"{where}: this test passes in the blank student version (points for nothing)")
+            if error and not (cell.grade or cell.solution):
+                problems.append(f"{where}: a locked cell fails in the student version: {error}")
+    log(f"{'ok  ' if not problems else 'FAIL'} {kind:8s} {path} ({result.get('seconds')} s)")
+    return problems

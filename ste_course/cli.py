@@ -1,0 +1,105 @@
+"""The ``ste-course`` command: release, check, grade."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# nbgrader's gradebook runs `alembic` by name: make this environment's bin/ findable.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def _root() -> Path:
+    """The course root: the folder holding solutions/ (current folder or the package's repo)."""
+    here = Path.cwd()
+    if (here / "solutions").is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent
+
+
+def cmd_release(args) -> int:
+    from ste_course.release import generate
+
+    names = generate(args.solutions, args.exercises)
+    print(f"released {len(names)} assignments into {args.exercises}: {', '.join(names)}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from ste_course.check import run_checks
+
+    problems = run_checks(args.solutions, args.exercises)
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    print(f"ste-course check: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+def cmd_grade(args) -> int:
+    from ste_course.grade import GradeError, grade, load_secret
+    from ste_course.sandbox import Limits
+    from ste_course.source import load_assignments
+
+    limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
+                    memory_bytes=args.memory_mb * 2**20, processes=args.processes,
+                    output_chars=args.output_kb * 1024)
+    try:
+        results = grade(args.submissions, args.out, load_assignments(args.solutions),
+                        load_secret(args.secret_file), jobs_n=args.jobs, sandbox=not args.no_sandbox,
+                        limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
+                        force=args.force)
+    except GradeError as err:
+        print(f"ste-course grade: {err}", file=sys.stderr)
+        return 2
+    _summary(Path(args.out) / "grades.csv", len(results))
+    return 0
+
+
+def _summary(csv_path: Path, graded_now: int) -> None:
+    import csv
+
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    widths = {"student_id": 12, "assignment": 18, "score": 11, "status": 8}
+    print(f"{'student':<{widths['student_id']}} {'assignment':<{widths['assignment']}} "
+          f"{'score':>{widths['score']}} {'status':<{widths['status']}} reason")
+    for r in rows:
+        score = f"{r['score']}/{r['max_score']}"
+        print(f"{r['student_id'][:12]:<12} {r['assignment'][:18]:<18} {score:>11} {r['status']:<8} {r['reason'][:70]}")
+    print(f"{len(rows)} notebooks in {csv_path} ({graded_now} graded in this run)")
+
+
+def main(argv=None) -> int:
+    root = _root()
+    parser = argparse.ArgumentParser(prog="ste-course", description=__doc__)
+    parser.add_argument("--solutions", type=Path, default=root / "solutions", help="instructor's source (default: solutions/)")
+    parser.add_argument("--exercises", type=Path, default=root / "exercises", help="student release (default: exercises/)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("release", help="regenerate exercises/ from solutions/").set_defaults(func=cmd_release)
+    sub.add_parser("check", help="release in sync, solutions pass, releases give no points").set_defaults(func=cmd_check)
+    g = sub.add_parser("grade", help="grade SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb")
+    g.add_argument("submissions", nargs="?", type=Path, default=Path("submitted"))
+    g.add_argument("--out", type=Path, default=Path("graded"), help="output course folder (default: graded/)")
+    g.add_argument("--db", default=None, help="SQLAlchemy URL of the gradebook (default: SQLite in --out)")
+    g.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers (default: cores)")
+    g.add_argument("--no-sandbox", action="store_true", help="run without bubblewrap: only for trusted submissions")
+    g.add_argument("--secret-file", type=Path, default=Path("~/.config/ste-course/secret"),
+                   help="instructor's secret that seeds the hidden inputs (created if missing)")
+    g.add_argument("--cell-timeout", type=float, default=60.0, help="seconds per cell (default 60)")
+    g.add_argument("--notebook-timeout", type=float, default=300.0, help="seconds per notebook (default 300)")
+    g.add_argument("--memory-mb", type=int, default=2048, help="address-space limit per notebook (default 2048)")
+    g.add_argument("--processes", type=int, default=64, help="process limit per notebook (default 64)")
+    g.add_argument("--output-kb", type=int, default=1024, help="output kept per cell (default 1024 KB)")
+    g.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    g.add_argument("--assignment", action="append", help="grade only this assignment (repeatable)")
+    g.add_argument("--force", action="store_true", help="re-grade notebooks already graded with the same files")
+    g.set_defaults(func=cmd_grade)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

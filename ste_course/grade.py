@@ -1,0 +1,232 @@
+"""``ste-course grade``: collect -> preflight -> restore -> run in sandbox -> judge -> record.
+
+Each stage is a function over plain data; the runs go to a pool of workers (one fork server
+each, :mod:`ste_course.sandbox`), while judging and recording stay in this process, the single
+writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import re
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ste_course.judge import judge, plan, scrubber
+from ste_course.preflight import PreflightError, prepare, read_submission
+from ste_course.record import NotebookResult, Recorder
+from ste_course.sandbox import Limits, Worker, bwrap_path
+from ste_course.source import SourceNotebook
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+
+
+class GradeError(RuntimeError):
+    pass
+
+
+@dataclass
+class Job:
+    student: str
+    source: SourceNotebook
+    path: Path
+
+    @property
+    def key(self):
+        return (self.student, self.source.assignment, self.source.name)
+
+
+def collect(submissions: Path, sources: dict, students=None, assignments=None):
+    """Jobs for every ``SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb`` the course expects,
+    plus the results for folders that cannot be graded (bad student ids)."""
+    submissions = Path(submissions)
+    if not submissions.is_dir():
+        raise GradeError(f"no submissions folder at {submissions}")
+    jobs, rejected = [], []
+    for folder in sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        student = folder.name
+        if students and student not in students:
+            continue
+        if not STUDENT_ID.match(student):
+            rejected.append(student)
+            continue
+        for assignment, notebooks in sources.items():
+            if assignments and assignment not in assignments:
+                continue
+            if not (folder / assignment).is_dir():
+                continue  # not submitted at all: no row (nbgrader does the same)
+            for nb in notebooks:
+                jobs.append(Job(student, nb, folder / assignment / f"{nb.name}.ipynb"))
+    return jobs, rejected
+
+
+def load_secret(path: Path) -> str:
+    """The instructor's grading secret (created on first use, readable by its owner only)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32) + "\n")
+        path.chmod(0o600)
+        print(f"ste-course: created a grading secret at {path}; keep it (re-grading needs it) "
+              "and out of the repository", file=sys.stderr)
+    return path.read_text().strip()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _missing_reason(job: Job) -> str:
+    folder = job.path.parent
+    others = sorted(p.name for p in folder.glob("*.ipynb")) if folder.is_dir() else []
+    hint = f" (found {', '.join(others[:5])}; the notebook must keep its name)" if others else ""
+    return f"{job.path.name} was not submitted{hint}"
+
+
+def _feedback_cells(source, prepared, events, scrub):
+    """What the student sees: their code, instructions, visible test source and verdicts."""
+    ends = {e.get("cell"): e for e in events if isinstance(e, dict) and e.get("event") == "end"}
+    by_id = source.by_id()
+    cells = []
+    for cell in prepared.cells:
+        original = by_id.get(cell.grade_id) if cell.locked else None
+        if cell.cell_type == "markdown":
+            cells.append({"kind": "markdown", "text": cell.source, "grade_id": cell.grade_id})
+            continue
+        if original is not None and original.grade:
+            cells.append({"kind": "test", "text": original.visible_source, "grade_id": original.grade_id})
+            continue
+        cells.append({"kind": "code", "text": cell.source, "grade_id": cell.grade_id})
+        end = ends.get(cell.index)
+        if end is not None and not cell.locked:
+            out = str(end.get("stdout") or "")[:5000]
+            if end.get("error"):
+                out += ("\n" if out else "") + str(end["error"])[:500]
+            if out.strip():
+                cells.append({"kind": "output", "text": scrub(out), "grade_id": None})
+    return cells
+
+
+def _stop_status(events, result, prepared, source):
+    """(status, reason) from how the run ended."""
+    if result.get("status") in ("timeout", "output", "error"):
+        return result["status"], result.get("reason") or ""
+    fatal = [e for e in events if e.get("event") == "fatal"]
+    if fatal:
+        return "error", f"the notebook could not start: {fatal[0].get('error', '')[:200]}"
+    ended = {e.get("cell") for e in events if e.get("event") == "end"}
+    graded = {c.index for c in prepared.code_cells if c.locked and c.grade_id in
+              {g.grade_id for g in source.grade_cells}}
+    if not graded <= ended:
+        return "crash", "the notebook's process ended before its tests ran (a crash, os._exit or sys.exit at top level)"
+    return "ok", ""
+
+
+def grade_one(job: Job, worker: Worker, secret: str) -> tuple:
+    """Everything for one notebook except recording: returns (NotebookResult, source)."""
+    source = job.source
+    base = dict(student=job.student, assignment=source.assignment, notebook=source.name,
+                max_score=source.max_score, source_sha256=_sha256(source.path.read_bytes()))
+    if not job.path.exists() and not job.path.is_symlink():
+        return NotebookResult(score=0.0, status="missing", reason=_missing_reason(job), **base), source
+    try:
+        raw = job.path.read_bytes() if job.path.is_file() and not job.path.is_symlink() else b""
+        submitted = read_submission(job.path)
+        prepared = prepare(source, submitted)
+    except PreflightError as err:
+        return NotebookResult(score=0.0, status=err.status, reason=err.reason, **base), source
+    the_plan = plan(source, prepared, secret, job.student)
+    run = {"id": "/".join(job.key), "cells": [c.__dict__ for c in prepared.code_cells],
+           "calls": the_plan.calls, "seed": 0}
+    result = worker.run(run)
+    events = [e for e in result.get("events", []) if isinstance(e, dict)]
+    status, reason = _stop_status(events, result, prepared, source)
+    cell_grades = judge(source, the_plan, events, reason or None)
+    scrub = scrubber(source)
+    notes = "; ".join(prepared.notes)
+    if notes:
+        reason = f"{reason}; {notes}" if reason else notes
+    return NotebookResult(
+        score=float(sum(g.points for g in cell_grades)), status=status, reason=scrub(reason),
+        cells=[{"grade_id": g.grade_id, "points": g.points, "max_points": g.max_points,
+                "messages": [scrub(m) for m in g.messages]} for g in cell_grades],
+        submission_sha256=_sha256(raw), seconds=result.get("seconds"),
+        feedback_cells=_feedback_cells(source, prepared, events, scrub), **base), source
+
+
+def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int = 2,
+          sandbox: bool = True, limits: Limits | None = None, db_url: str | None = None,
+          students=None, assignments=None, force: bool = False, progress: bool = True):
+    """Grade a class; returns the list of NotebookResult recorded in this run."""
+    if sandbox and not bwrap_path():
+        raise GradeError("bubblewrap (bwrap) is not installed, so submissions cannot be sandboxed. "
+                         "Install it (Debian: apt-get install bubblewrap) or pass --no-sandbox if "
+                         "you trust every submission.")
+    limits = limits or Limits()
+    jobs, rejected = collect(submissions, sources, students, assignments)
+    recorder = Recorder(out, db_url, sources)
+    done = []
+    try:
+        for student in rejected:
+            print(f"ste-course: skipped folder {student[:60]!r}: not a valid student id", file=sys.stderr)
+        todo = []
+        for job in jobs:
+            prev = recorder.previous(*job.key)
+            if prev and not force and job.path.is_file() and prev.get("submission_sha256") == _sha256(job.path.read_bytes()) \
+                    and prev.get("source_sha256") == _sha256(job.source.path.read_bytes()):
+                continue  # graded already by an interrupted or earlier run: same grade
+            todo.append(job)
+        results: queue.Queue = queue.Queue()
+        pending: queue.Queue = queue.Queue()
+        for job in todo:
+            pending.put(job)
+        n = max(1, min(jobs_n, len(todo))) if todo else 0
+        workers = [Worker(i, sandbox, limits) for i in range(n)]
+
+        def work(worker):
+            try:
+                while True:
+                    try:
+                        job = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        results.put(grade_one(job, worker, secret))
+                    except Exception as err:  # noqa: BLE001 - one job never stops the class
+                        src = job.source
+                        results.put((NotebookResult(job.student, src.assignment, src.name, 0.0, src.max_score,
+                                                    "error", f"internal grading error: {type(err).__name__}: {err}"[:300]), src))
+            finally:
+                worker.stop()
+
+        threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in workers]
+        for t in threads:
+            t.start()
+        bar = _progress(len(todo), progress)
+        for _ in range(len(todo)):
+            result, source = results.get()
+            recorder.record(result, source)
+            done.append(result)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        for t in threads:
+            t.join()
+    finally:
+        recorder.write_csv()
+        recorder.close()
+    return done
+
+
+def _progress(total, enabled):
+    if not enabled or not sys.stderr.isatty() or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="nb", desc="grading")

@@ -1,0 +1,188 @@
+"""The single writer: results, gradebook, ``grades.csv`` and feedback, written by the parent only.
+
+Each graded notebook is recorded as soon as it is judged, in its own gradebook transaction and
+an atomically replaced result file, so an interrupted run keeps everything already written and a
+re-run picks up where it stopped. The SQLite gradebook is backed up before a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ste_course.source import SourceNotebook
+
+CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason"]
+
+
+@dataclass
+class NotebookResult:
+    student: str
+    assignment: str
+    notebook: str
+    score: float
+    max_score: float
+    status: str  # ok, missing, invalid, timeout, crash, output, error
+    reason: str = ""
+    cells: list = field(default_factory=list)  # [{"grade_id", "points", "max_points", "messages"}]
+    submission_sha256: str = ""
+    source_sha256: str = ""
+    seconds: float | None = None
+    feedback_cells: list = field(default_factory=list)  # [{"kind", "text", "grade_id"}]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class Recorder:
+    def __init__(self, out: Path, db_url: str | None, sources: dict):
+        self.out = Path(out).resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.db_url = db_url or f"sqlite:///{self.out / 'gradebook.db'}"
+        self.sources = sources
+        self._backup()
+        import warnings
+
+        from nbgrader.api import Gradebook
+
+        warnings.filterwarnings("ignore", module="nbgrader.api")
+        warnings.filterwarnings("ignore", message=".*not in session.*")
+
+        self.gb = Gradebook(self.db_url)
+        self._sync_assignments()
+
+    # ---------------------------------------------------------------- set-up
+    def _backup(self):
+        db = self.out / "gradebook.db"
+        if self.db_url.startswith("sqlite:///") and db.exists():
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            backups = self.out / "backups"
+            backups.mkdir(exist_ok=True)
+            shutil.copy2(db, backups / f"gradebook-{stamp}.db")
+
+    def _sync_assignments(self):
+        gb = self.gb
+        for assignment, notebooks in self.sources.items():
+            gb.update_or_create_assignment(assignment)
+            for nb in notebooks:
+                gb.update_or_create_notebook(nb.name, assignment)
+                for cell in nb.cells:
+                    if cell.grade:
+                        gb.update_or_create_grade_cell(cell.grade_id, nb.name, assignment,
+                                                       max_score=cell.points, cell_type=cell.cell_type)
+                    if cell.solution:
+                        gb.update_or_create_solution_cell(cell.grade_id, nb.name, assignment)
+        gb.db.commit()
+
+    # ---------------------------------------------------------------- results
+    def result_path(self, student, assignment, notebook) -> Path:
+        return self.out / "results" / student / assignment / f"{notebook}.json"
+
+    def previous(self, student, assignment, notebook):
+        path = self.result_path(student, assignment, notebook)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def record(self, result: NotebookResult, source: SourceNotebook | None) -> None:
+        self._gradebook(result)
+        if source is not None:
+            self._feedback(result, source)
+        _atomic_write(self.result_path(result.student, result.assignment, result.notebook),
+                      json.dumps(asdict(result), indent=1))
+
+    def _gradebook(self, result: NotebookResult) -> None:
+        gb = self.gb
+        try:
+            gb.update_or_create_student(result.student)
+            try:
+                gb.find_submission(result.assignment, result.student)
+            except Exception:  # noqa: BLE001 - MissingEntry
+                gb.add_submission(result.assignment, result.student)
+            points = {c["grade_id"]: c["points"] for c in result.cells}
+            for grade_id, score in points.items():
+                grade = gb.find_grade(grade_id, result.notebook, result.assignment, result.student)
+                grade.auto_score = float(score)
+            gb.db.commit()
+        except Exception:
+            gb.db.rollback()
+            raise
+
+    def _feedback(self, result: NotebookResult, source: SourceNotebook) -> None:
+        path = self.out / "feedback" / result.student / result.assignment / f"{result.notebook}.html"
+        _atomic_write(path, render_feedback(result))
+
+    # ---------------------------------------------------------------- csv
+    def write_csv(self) -> Path:
+        rows = []
+        for path in sorted((self.out / "results").glob("*/*/*.json")):
+            try:
+                r = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            rows.append({k: r.get(k.replace("student_id", "student"), "") for k in CSV_COLUMNS})
+        target = self.out / "grades.csv"
+        fd, tmp = tempfile.mkstemp(dir=self.out, prefix=".grades.")
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in sorted(rows, key=lambda r: (r["student_id"], r["assignment"], r["notebook"])):
+                row["score"] = f"{float(row['score']):g}"
+                row["max_score"] = f"{float(row['max_score']):g}"
+                writer.writerow(row)
+        os.replace(tmp, target)
+        return target
+
+    def close(self):
+        self.gb.close()
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+pre{background:#f6f8fa;padding:.6rem;border-radius:4px;overflow-x:auto;white-space:pre-wrap}
+.test{border-left:4px solid #999;padding-left:.8rem;margin:1rem 0}
+.pass{border-color:#2a7d2a}.fail{border-color:#b22}
+.score{font-weight:bold}.out{background:#fffbe6}
+"""
+
+
+def render_feedback(result: NotebookResult) -> str:
+    """Static HTML, everything escaped; test cells shown without their hidden part."""
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(result.assignment)} "
+             f"feedback</title><style>{_STYLE}</style></head><body>",
+             f"<h1>{e(result.assignment)} / {e(result.notebook)}</h1>",
+             f"<p class='score'>Score: {result.score:g} / {result.max_score:g}</p>"]
+    if result.status != "ok":
+        parts.append(f"<p><b>Status:</b> {e(result.status)}: {e(result.reason)}</p>")
+    by_id = {c["grade_id"]: c for c in result.cells}
+    for cell in result.feedback_cells:
+        kind, text = cell["kind"], cell["text"]
+        if kind == "markdown":
+            parts.append(f"<div class='md'><pre>{e(text)}</pre></div>")
+        elif kind == "code":
+            parts.append(f"<pre>{e(text)}</pre>")
+        elif kind == "output":
+            parts.append(f"<pre class='out'>{e(text)}</pre>")
+        elif kind == "test":
+            grade = by_id.get(cell["grade_id"], {})
+            ok = grade.get("points", 0) == grade.get("max_points", 0)
+            verdict = (f"{grade.get('points', 0):g} / {grade.get('max_points', 0):g} points")
+            messages = "".join(f"<li>{e(m)}</li>" for m in grade.get("messages", []))
+            parts.append(f"<div class='test {'pass' if ok else 'fail'}'><pre>{e(text)}</pre>"
+                         f"<p class='score'>{verdict}</p>{'<ul>' + messages + '</ul>' if messages else ''}</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
