@@ -1,0 +1,120 @@
+"""Submissions are read defensively and locked cells restored from the instructor's source."""
+
+import json
+
+import pytest
+
+from ste_course.preflight import PreflightError, prepare, read_submission
+from ste_course.release import blank_solution
+from ste_course.source import SourceError, load_notebook, parse_checks, strip_hidden
+
+
+def _cell(cell_type, source, **nbgrader):
+    meta = {"nbgrader": {"schema_version": 3, "grade": False, "solution": False, "locked": False,
+                         "task": False, **nbgrader}} if nbgrader else {}
+    cell = {"cell_type": cell_type, "metadata": meta, "source": source}
+    if cell_type == "code":
+        cell.update(outputs=[], execution_count=None)
+    return cell
+
+
+TEST_SRC = ('"""checks"""\ncheck(f, "ste_sign/value")\n### BEGIN HIDDEN TESTS\n'
+            'check(f, "ste_sign/value", hidden=True)\n### END HIDDEN TESTS')
+
+
+def _source_nb(tmp_path):
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": [
+        _cell("markdown", "# Title", grade_id="intro", locked=True),
+        _cell("code", "from ste_course.checks import check", grade_id="setup", locked=True),
+        _cell("code", "def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION",
+              grade_id="answer", solution=True),
+        _cell("code", TEST_SRC, grade_id="test_f", grade=True, locked=True, points=2),
+    ]}
+    path = tmp_path / "a.ipynb"
+    path.write_text(json.dumps(nb))
+    return load_notebook(path, "a"), nb
+
+
+def test_source_reads_points_and_checks(tmp_path):
+    source, _ = _source_nb(tmp_path)
+    test = source.by_id()["test_f"]
+    assert test.points == 2 and source.max_score == 2
+    assert [(c.spec, c.hidden) for c in test.checks] == [("ste_sign/value", False), ("ste_sign/value", True)]
+    assert "hidden=True" not in test.visible_source
+
+
+def test_check_names_must_be_literals():
+    with pytest.raises(SourceError, match="string literal"):
+        parse_checks("name = 'x'\ncheck(f, name)", "cell")
+    with pytest.raises(SourceError, match="True or False"):
+        parse_checks("check(f, 'x', hidden=flag)", "cell")
+
+
+def test_strip_hidden_removes_only_the_block():
+    assert strip_hidden("a\n### BEGIN HIDDEN TESTS\nb\n### END HIDDEN TESTS\nc") == "a\nc"
+
+
+def test_blank_solution_matches_the_release_stub():
+    assert blank_solution("def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION") == \
+        "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+
+
+def test_edited_deleted_and_duplicated_locked_cells_are_restored(tmp_path):
+    source, nb = _source_nb(tmp_path)
+    student = json.loads(json.dumps(nb))
+    student["cells"][2]["source"] = "def f(x):\n    return 2 * x"
+    student["cells"][3]["source"] = "pass  # the student emptied the test"
+    student["cells"].append(json.loads(json.dumps(student["cells"][2])))  # duplicated answer
+    student["cells"][2]["metadata"]["nbgrader"]["points"] = 100
+    del student["cells"][1]  # deleted set-up cell
+    prepared = prepare(source, student)
+    sources = [c.source for c in prepared.cells]
+    assert sources[1] == "from ste_course.checks import check"
+    assert sources[2] == "def f(x):\n    return 2 * x"
+    assert sources[3] == TEST_SRC
+    assert len(prepared.cells) == 4
+    assert any("duplicate" in n for n in prepared.notes)
+
+
+def test_cells_the_student_added_are_kept_in_place(tmp_path):
+    source, nb = _source_nb(tmp_path)
+    student = json.loads(json.dumps(nb))
+    student["cells"].insert(3, _cell("code", "helper = 1"))
+    prepared = prepare(source, student)
+    assert [c.source for c in prepared.code_cells][1:3] == [nb["cells"][2]["source"], "helper = 1"]
+    assert not prepared.code_cells[2].locked and prepared.code_cells[3].locked
+
+
+def test_missing_answer_uses_the_blank_version(tmp_path):
+    source, nb = _source_nb(tmp_path)
+    student = json.loads(json.dumps(nb))
+    del student["cells"][2]
+    prepared = prepare(source, student)
+    assert "raise NotImplementedError()" in prepared.code_cells[1].source
+    assert any("missing answer" in n for n in prepared.notes)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"{not json", "not valid notebook JSON"),
+    (b"\xff\xfe", "not valid notebook JSON"),
+    (json.dumps({"nbformat": 3, "cells": []}).encode(), "nbformat 3"),
+    (json.dumps({"nbformat": 4}).encode(), "no list of cells"),
+    (json.dumps([1, 2]).encode(), "no list of cells"),
+])
+def test_unreadable_submissions_get_a_reason(tmp_path, content, message):
+    path = tmp_path / "s.ipynb"
+    path.write_bytes(content)
+    with pytest.raises(PreflightError, match=message) as err:
+        read_submission(path)
+    assert err.value.status == "invalid"
+
+
+def test_huge_and_linked_files_are_refused(tmp_path):
+    big = tmp_path / "big.ipynb"
+    big.write_bytes(b" " * (6 * 2**20))
+    with pytest.raises(PreflightError, match="limit"):
+        read_submission(big)
+    link = tmp_path / "link.ipynb"
+    link.symlink_to(big)
+    with pytest.raises(PreflightError, match="not a regular file"):
+        read_submission(link)
