@@ -25,7 +25,10 @@ setup: $(STAMP)
 system-deps:
 	@scripts/system-deps.sh
 
+# Every test: the release is in sync and every solution passes (ste-course check), then pytest
+# (ste_utils, grader, adversarial suite, browser tests, and the course chapters via nbval).
 test: setup system-deps
+	$(BIN)/ste-course check
 	$(BIN)/python -m pytest
 
 lab: setup
