@@ -46,5 +46,9 @@ grade: setup system-deps
 bench: setup
 	$(BIN)/python bench/ste_overhead.py
 
+.PHONY: bench-chapters
+bench-chapters: setup
+	$(BIN)/python bench/chapter_times.py
+
 clean:
 	rm -rf $(VENV) graded .pytest_cache .hypothesis
