@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ste_course.judge import judge, plan, scrubber
 from ste_course.preflight import PreflightError, prepare, read_submission
-from ste_course.record import NotebookResult, Recorder
+from ste_course.record import NotebookResult, Recorder, previous_result
 from ste_course.sandbox import Limits, Worker, bwrap_path
 from ste_course.source import SourceNotebook
 
@@ -169,44 +169,38 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
                          "you trust every submission.")
     limits = limits or Limits()
     jobs, rejected = collect(submissions, sources, students, assignments)
-    recorder = Recorder(out, db_url, sources)
+    for student in rejected:
+        print(f"ste-course: skipped folder {student[:60]!r}: not a valid student id", file=sys.stderr)
+    todo = [job for job in jobs if force or not _already_graded(out, job)]
+    results: queue.Queue = queue.Queue()
+    pending: queue.Queue = queue.Queue()
+    for job in todo:
+        pending.put(job)
+    workers = [Worker(i, sandbox, limits) for i in range(max(1, min(jobs_n, len(todo))) if todo else 0)]
+
+    def work(worker):
+        try:
+            while True:
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    results.put(grade_one(job, worker, secret))
+                except Exception as err:  # noqa: BLE001 - one job never stops the class
+                    src = job.source
+                    results.put((NotebookResult(job.student, src.assignment, src.name, 0.0, src.max_score,
+                                                "error", f"internal grading error: {type(err).__name__}: {err}"[:300]), src))
+        finally:
+            worker.stop()
+
+    # Workers boot (import TensorFlow) while this process opens the gradebook.
+    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
     done = []
+    recorder = Recorder(out, db_url, sources)
     try:
-        for student in rejected:
-            print(f"ste-course: skipped folder {student[:60]!r}: not a valid student id", file=sys.stderr)
-        todo = []
-        for job in jobs:
-            prev = recorder.previous(*job.key)
-            if prev and not force and job.path.is_file() and prev.get("submission_sha256") == _sha256(job.path.read_bytes()) \
-                    and prev.get("source_sha256") == _sha256(job.source.path.read_bytes()):
-                continue  # graded already by an interrupted or earlier run: same grade
-            todo.append(job)
-        results: queue.Queue = queue.Queue()
-        pending: queue.Queue = queue.Queue()
-        for job in todo:
-            pending.put(job)
-        n = max(1, min(jobs_n, len(todo))) if todo else 0
-        workers = [Worker(i, sandbox, limits) for i in range(n)]
-
-        def work(worker):
-            try:
-                while True:
-                    try:
-                        job = pending.get_nowait()
-                    except queue.Empty:
-                        return
-                    try:
-                        results.put(grade_one(job, worker, secret))
-                    except Exception as err:  # noqa: BLE001 - one job never stops the class
-                        src = job.source
-                        results.put((NotebookResult(job.student, src.assignment, src.name, 0.0, src.max_score,
-                                                    "error", f"internal grading error: {type(err).__name__}: {err}"[:300]), src))
-            finally:
-                worker.stop()
-
-        threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in workers]
-        for t in threads:
-            t.start()
         bar = _progress(len(todo), progress)
         for _ in range(len(todo)):
             result, source = results.get()
@@ -222,6 +216,14 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
         recorder.write_csv()
         recorder.close()
     return done
+
+
+def _already_graded(out: Path, job: Job) -> bool:
+    """Graded by an earlier or interrupted run from the same files: the grade would be the same."""
+    prev = previous_result(out, *job.key)
+    return bool(prev) and job.path.is_file() and not job.path.is_symlink() \
+        and prev.get("submission_sha256") == _sha256(job.path.read_bytes()) \
+        and prev.get("source_sha256") == _sha256(job.source.path.read_bytes())
 
 
 def _progress(total, enabled):

@@ -46,6 +46,18 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def result_path(out: Path, student: str, assignment: str, notebook: str) -> Path:
+    return Path(out).resolve() / "results" / student / assignment / f"{notebook}.json"
+
+
+def previous_result(out: Path, student: str, assignment: str, notebook: str):
+    """The result an earlier (possibly interrupted) run recorded, or None."""
+    try:
+        return json.loads(result_path(out, student, assignment, notebook).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 class Recorder:
     def __init__(self, out: Path, db_url: str | None, sources: dict):
         self.out = Path(out).resolve()
@@ -88,14 +100,7 @@ class Recorder:
 
     # ---------------------------------------------------------------- results
     def result_path(self, student, assignment, notebook) -> Path:
-        return self.out / "results" / student / assignment / f"{notebook}.json"
-
-    def previous(self, student, assignment, notebook):
-        path = self.result_path(student, assignment, notebook)
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        return result_path(self.out, student, assignment, notebook)
 
     def record(self, result: NotebookResult, source: SourceNotebook | None) -> None:
         self._gradebook(result)

@@ -27,8 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import ste_course
-import ste_utils
+import importlib.util
 
 UID_BASE = 61000
 READY_TIMEOUT = 180.0
@@ -52,8 +51,9 @@ def bwrap_path():
 
 
 def _package_dirs():
-    return sorted({str(Path(ste_utils.__file__).resolve().parent),
-                   str(Path(ste_course.__file__).resolve().parent)})
+    """Folders of the packages the sandbox imports (found without importing TensorFlow)."""
+    return sorted({str(Path(importlib.util.find_spec(name).origin).resolve().parent)
+                   for name in ("ste_utils", "ste_course")})
 
 
 def bwrap_command(privileged: bool) -> list:
