@@ -23,7 +23,9 @@ explain a mismatch. The same spec serves two modes:
 from __future__ import annotations
 
 import hashlib
+import sys
 import traceback
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -142,11 +144,75 @@ def student_case(spec: Spec, case: Case) -> Case:
     return {k: v for k, v in case.items() if k not in spec.hidden_inputs}
 
 
-# ------------------------------------------------------------------------------ evidence
-def collect(spec: Spec, obj, case: Case) -> dict:
-    """Run the student's code on one case and return plain-data evidence (never raises Exception)."""
+# ------------------------------------------------------------------------------ reference use
+def reference_codes() -> dict:
+    """``{code object: "ste_utils.<name>"}`` for every function of ``ste_utils`` and the code
+    nested in it (closures such as the function ``ste()`` returns). Built once, before any
+    student code runs, from the genuine modules, so re-binding a name does not hide a call."""
+    import inspect
+
+    import ste_utils
+
+    codes = {}
+
+    def walk(code, label):
+        if code in codes:
+            return
+        codes[code] = label
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                walk(const, label)
+
+    modules = [m for n, m in sorted(sys.modules.items()) if n == "ste_utils" or n.startswith("ste_utils.")]
+    for module in modules:
+        for name, value in vars(module).items():
+            if getattr(value, "__module__", "").startswith("ste_utils"):
+                if inspect.isfunction(value):
+                    walk(value.__code__, f"ste_utils.{name}")
+                elif inspect.isclass(value):
+                    for attr in vars(value).values():
+                        if inspect.isfunction(attr):
+                            walk(attr.__code__, f"ste_utils.{name}")
+    return codes
+
+
+def _run_watching(spec: Spec, obj, case: Case, forbid, codes):
+    """``spec.run`` while a profiler notes calls into the forbidden reference functions."""
+    watched = {code: label for code, label in codes.items() if label in forbid}
+    hits = []
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code in watched:
+            hits.append(watched[frame.f_code])
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
     try:
         outputs = spec.run(obj, case)
+    finally:
+        intact = sys.getprofile() is hook
+        sys.setprofile(previous)
+    if hits:
+        return None, hits[0]
+    if not intact:
+        return None, "sys.setprofile (the check that watches for reference calls was switched off)"
+    return outputs, None
+
+
+# ------------------------------------------------------------------------------ evidence
+def collect(spec: Spec, obj, case: Case, forbid=(), codes=None) -> dict:
+    """Run the student's code on one case and return plain-data evidence (never raises Exception).
+
+    With ``forbid`` (names like ``"ste_utils.ste_sign"``), a call into one of those reference
+    functions while the student's code runs is recorded instead of the outputs.
+    """
+    try:
+        if forbid:
+            outputs, hit = _run_watching(spec, obj, case, set(forbid), codes or reference_codes())
+            if hit:
+                return {"forbidden": hit}
+        else:
+            outputs = spec.run(obj, case)
         if not isinstance(outputs, dict):
             raise TypeError(f"spec {spec.name} returned {type(outputs).__name__}")
         return {"outputs": {str(k): encode_array(v) for k, v in outputs.items()}}
@@ -171,6 +237,8 @@ def compare(spec: Spec, case: Case, expected: dict, evidence) -> list:
     where = spec.describe(case)
     if not isinstance(evidence, dict):
         return [f"{spec.summary}: no result was recorded for {where}."]
+    if "forbidden" in evidence:
+        return [f"This part must be your own implementation; it called {str(evidence['forbidden'])[:120]}."]
     if "error" in evidence:
         error = evidence["error"] if isinstance(evidence["error"], str) else "an error"
         return [f"On {where} your code raised {error[:300]}"]
@@ -225,8 +293,9 @@ def _dtype_name(value) -> str:
 class GradingSession:
     """Installed by the sandbox harness: cases per test cell in, evidence per call out."""
 
-    calls: dict  # cell index (str) -> list of {"spec": name, "cases": [encoded case]}
+    calls: dict  # cell index (str) -> list of {"spec": name, "cases": [encoded case], "forbid": [name]}
     cell: int = -1
+    reference_codes: Optional[dict] = None  # from reference_codes(), taken before student code
     evidence: dict = field(default_factory=dict)  # cell index (str) -> list of {"spec", "results"}
 
     def next_call(self, spec_name: str):
@@ -258,7 +327,8 @@ def check(obj, spec_name: str, hidden: bool = False) -> None:
         planned = session.next_call(spec_name)
         if planned is None:
             return
-        results = [collect(spec, obj, decode_case(c)) for c in planned["cases"]]
+        forbid = planned.get("forbid") or ()
+        results = [collect(spec, obj, decode_case(c), forbid, session.reference_codes) for c in planned["cases"]]
         session.evidence[str(session.cell)].append({"spec": spec_name, "results": results})
         return
     cases = draw_cases(spec, hidden, SOLUTION_HIDDEN_SEED)

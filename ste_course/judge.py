@@ -38,7 +38,8 @@ def plan(source: SourceNotebook, prepared, secret: str, student: str) -> Plan:
             spec = get_spec(call.spec)
             seed = stable_seed(secret, student, source.assignment, source.name, original.grade_id, k)
             cases = draw_cases(spec, call.hidden, seed)
-            calls[key].append({"spec": call.spec, "cases": [encode_case(student_case(spec, c)) for c in cases]})
+            calls[key].append({"spec": call.spec, "cases": [encode_case(student_case(spec, c)) for c in cases],
+                               "forbid": list(original.forbid)})
             full[key].append((call.spec, cases))
     return Plan(calls, full, grade_ids)
 

@@ -48,10 +48,13 @@ def _preload():
     import ste_course.checks as checks
     import ste_course.specs  # noqa: F401
     import ste_utils  # noqa: F401
+    import ste_utils.data  # noqa: F401  (every module, so reference_codes() sees them all)
+    import ste_utils.plotting  # noqa: F401
+    import ste_utils.training  # noqa: F401
 
     shell = InteractiveShell.instance()
     manager = TransformerManager()
-    genuine = {"checks_module": checks, "checks_dict": dict(checks.__dict__),
+    genuine = {"checks_module": checks, "reference_codes": checks.reference_codes(), "checks_dict": dict(checks.__dict__),
                "specs": dict(checks.SPECS), "check": checks.check,
                "transform": manager.transform_cell}
     return shell, genuine
@@ -101,7 +104,7 @@ def _child(job, shell, genuine, fd, scratch, uid):
         from ste_course.checks import GradingSession
         from ste_course.harness import Notebook
 
-        session = GradingSession(calls=job.get("calls", {}))
+        session = GradingSession(calls=job.get("calls", {}), reference_codes=genuine["reference_codes"])
         notebook = Notebook(shell, genuine, session, fd, int(limits["output_chars"]),
                             float(limits["cell_seconds"]))
         notebook.run(job["cells"])
