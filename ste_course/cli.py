@@ -41,6 +41,7 @@ def cmd_check(args) -> int:
 
 def cmd_grade(args) -> int:
     from ste_course.grade import GradeError, grade, load_secret
+    from ste_course.late import LatePolicy
     from ste_course.sandbox import Limits
     from ste_course.source import load_assignments
 
@@ -51,11 +52,29 @@ def cmd_grade(args) -> int:
         results = grade(args.submissions, args.out, load_assignments(args.solutions),
                         load_secret(args.secret_file), jobs_n=args.jobs, sandbox=not args.no_sandbox,
                         limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
-                        force=args.force)
+                        force=args.force, late=LatePolicy.load(args.config))
     except GradeError as err:
         print(f"ste-course grade: {err}", file=sys.stderr)
         return 2
     _summary(Path(args.out) / "grades.csv", len(results))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ste_course.export import export
+
+    try:
+        text, warnings = export(args.graded, args.format, args.roster)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"ste-course export: {err}", file=sys.stderr)
+        return 2
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -96,7 +115,15 @@ def main(argv=None) -> int:
     g.add_argument("--student", action="append", help="grade only this student (repeatable)")
     g.add_argument("--assignment", action="append", help="grade only this assignment (repeatable)")
     g.add_argument("--force", action="store_true", help="re-grade notebooks already graded with the same files")
+    g.add_argument("--config", type=Path, default=root / "ste_course.toml",
+                   help="due dates and late penalty (default: ste_course.toml in the course root, if present)")
     g.set_defaults(func=cmd_grade)
+    x = sub.add_parser("export", help="grades as one row per student: csv, canvas or moodle")
+    x.add_argument("--graded", type=Path, default=Path("graded"), help="folder written by grade (default: graded/)")
+    x.add_argument("--format", choices=("csv", "canvas", "moodle"), default="csv")
+    x.add_argument("--roster", type=Path, default=None, help="CSV mapping student_id to the LMS's ids")
+    x.add_argument("--output", "-o", type=Path, default=None, help="file to write (default: standard output)")
+    x.set_defaults(func=cmd_export)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ste_course.late import LatePolicy
 from ste_course.judge import judge, plan, scrubber
 from ste_course.preflight import PreflightError, prepare, read_submission
 from ste_course.record import NotebookResult, Recorder, previous_result
@@ -127,7 +128,15 @@ def _stop_status(events, result, prepared, source):
     return "ok", ""
 
 
-def grade_one(job: Job, worker: Worker, secret: str) -> tuple:
+def grade_one(job: Job, worker: Worker, secret: str, late: LatePolicy | None = None) -> tuple:
+    result, source = _grade_one(job, worker, secret)
+    if late is not None and result.status not in ("missing",):
+        result.late, _, result.penalty = late.assess(result.assignment, job.path.parent, result.score, result.max_score)
+        result.score = max(0.0, result.score - result.penalty)
+    return result, source
+
+
+def _grade_one(job: Job, worker: Worker, secret: str) -> tuple:
     """Everything for one notebook except recording: returns (NotebookResult, source)."""
     source = job.source
     base = dict(student=job.student, assignment=source.assignment, notebook=source.name,
@@ -161,7 +170,8 @@ def grade_one(job: Job, worker: Worker, secret: str) -> tuple:
 
 def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int = 2,
           sandbox: bool = True, limits: Limits | None = None, db_url: str | None = None,
-          students=None, assignments=None, force: bool = False, progress: bool = True):
+          students=None, assignments=None, force: bool = False, progress: bool = True,
+          late: LatePolicy | None = None):
     """Grade a class; returns the list of NotebookResult recorded in this run."""
     if sandbox and not bwrap_path():
         raise GradeError("bubblewrap (bwrap) is not installed, so submissions cannot be sandboxed. "
@@ -171,6 +181,8 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     jobs, rejected = collect(submissions, sources, students, assignments)
     for student in rejected:
         print(f"ste-course: skipped folder {student[:60]!r}: not a valid student id", file=sys.stderr)
+    # Naming students or assignments asks for a re-grade of exactly those.
+    force = force or bool(students) or bool(assignments)
     todo = [job for job in jobs if force or not _already_graded(out, job)]
     results: queue.Queue = queue.Queue()
     pending: queue.Queue = queue.Queue()
@@ -186,7 +198,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
                 except queue.Empty:
                     return
                 try:
-                    results.put(grade_one(job, worker, secret))
+                    results.put(grade_one(job, worker, secret, late))
                 except Exception as err:  # noqa: BLE001 - one job never stops the class
                     src = job.source
                     results.put((NotebookResult(job.student, src.assignment, src.name, 0.0, src.max_score,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ste_course.source import SourceNotebook
 
-CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason"]
+CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason",
+               "late", "penalty"]
 
 
 @dataclass
@@ -36,6 +37,8 @@ class NotebookResult:
     source_sha256: str = ""
     seconds: float | None = None
     feedback_cells: list = field(default_factory=list)  # [{"kind", "text", "grade_id"}]
+    late: bool = False
+    penalty: float = 0.0  # points taken off ``score`` already
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -138,7 +141,7 @@ class Recorder:
                 r = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            rows.append({k: r.get(k.replace("student_id", "student"), "") for k in CSV_COLUMNS})
+            rows.append({k: r.get("student" if k == "student_id" else k, "") for k in CSV_COLUMNS})
         target = self.out / "grades.csv"
         fd, tmp = tempfile.mkstemp(dir=self.out, prefix=".grades.")
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
@@ -147,6 +150,7 @@ class Recorder:
             for row in sorted(rows, key=lambda r: (r["student_id"], r["assignment"], r["notebook"])):
                 row["score"] = f"{float(row['score']):g}"
                 row["max_score"] = f"{float(row['max_score']):g}"
+                row["penalty"] = f"{float(row['penalty'] or 0):g}"
                 writer.writerow(row)
         os.replace(tmp, target)
         return target
@@ -171,6 +175,8 @@ def render_feedback(result: NotebookResult) -> str:
              f"feedback</title><style>{_STYLE}</style></head><body>",
              f"<h1>{e(result.assignment)} / {e(result.notebook)}</h1>",
              f"<p class='score'>Score: {result.score:g} / {result.max_score:g}</p>"]
+    if result.late:
+        parts.append(f"<p><b>Late:</b> {result.penalty:g} points deducted.</p>")
     if result.status != "ok":
         parts.append(f"<p><b>Status:</b> {e(result.status)}: {e(result.reason)}</p>")
     by_id = {c["grade_id"]: c for c in result.cells}
