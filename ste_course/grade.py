@@ -128,52 +128,123 @@ def _stop_status(events, result, prepared, source):
     return "ok", ""
 
 
-def grade_one(job: Job, worker: Worker, secret: str, late: LatePolicy | None = None) -> tuple:
-    result, source = _grade_one(job, worker, secret)
-    if late is not None and result.status not in ("missing",):
-        result.late, _, result.penalty = late.assess(result.assignment, job.path.parent, result.score, result.max_score)
-        result.score = max(0.0, result.score - result.penalty)
-    return result, source
+@dataclass
+class Pending:
+    """A notebook that passed preflight: what to run and what to judge it with."""
+
+    job: Job
+    prepared: object
+    plan: object
+    raw: bytes
+
+    @property
+    def run(self) -> dict:
+        """The plain-data job for a worker (nothing here lets the sandbox see other files)."""
+        return {"id": "/".join(self.job.key), "cells": [c.__dict__ for c in self.prepared.code_cells],
+                "calls": self.plan.calls, "seed": 0}
 
 
-def _grade_one(job: Job, worker: Worker, secret: str) -> tuple:
-    """Everything for one notebook except recording: returns (NotebookResult, source)."""
+def _base(job: Job) -> dict:
     source = job.source
-    base = dict(student=job.student, assignment=source.assignment, notebook=source.name,
+    return dict(student=job.student, assignment=source.assignment, notebook=source.name,
                 max_score=source.max_score, source_sha256=_sha256(source.path.read_bytes()))
+
+
+def preflight(job: Job, secret: str):
+    """A ``NotebookResult`` for a notebook that cannot run (missing, invalid), else a ``Pending``."""
+    source = job.source
     if not job.path.exists() and not job.path.is_symlink():
-        return NotebookResult(score=0.0, status="missing", reason=_missing_reason(job), **base), source
+        return NotebookResult(score=0.0, status="missing", reason=_missing_reason(job), **_base(job))
     try:
         raw = job.path.read_bytes() if job.path.is_file() and not job.path.is_symlink() else b""
-        submitted = read_submission(job.path)
-        prepared = prepare(source, submitted)
+        prepared = prepare(source, read_submission(job.path))
     except PreflightError as err:
-        return NotebookResult(score=0.0, status=err.status, reason=err.reason, **base), source
-    the_plan = plan(source, prepared, secret, job.student)
-    run = {"id": "/".join(job.key), "cells": [c.__dict__ for c in prepared.code_cells],
-           "calls": the_plan.calls, "seed": 0}
-    result = worker.run(run)
-    events = [e for e in result.get("events", []) if isinstance(e, dict)]
-    status, reason = _stop_status(events, result, prepared, source)
-    cell_grades = judge(source, the_plan, events, reason or None)
+        return NotebookResult(score=0.0, status=err.status, reason=err.reason, **_base(job))
+    return Pending(job, prepared, plan(source, prepared, secret, job.student), raw)
+
+
+def conclude(pending: Pending, result: dict) -> NotebookResult:
+    """Judge a worker's plain-data result (outside the sandbox)."""
+    source, prepared = pending.job.source, pending.prepared
+    events = [e for e in result.get("events", []) if isinstance(e, dict)] if isinstance(result, dict) else []
+    status, reason = _stop_status(events, result if isinstance(result, dict) else {}, prepared, source)
+    cell_grades = judge(source, pending.plan, events, reason or None)
     scrub = scrubber(source)
     notes = "; ".join(prepared.notes)
     if notes:
         reason = f"{reason}; {notes}" if reason else notes
+    seconds = result.get("seconds") if isinstance(result, dict) else None
     return NotebookResult(
         score=float(sum(g.points for g in cell_grades)), status=status, reason=scrub(reason),
         cells=[{"grade_id": g.grade_id, "points": g.points, "max_points": g.max_points,
                 "messages": [scrub(m) for m in g.messages]} for g in cell_grades],
-        submission_sha256=_sha256(raw), seconds=result.get("seconds"),
-        feedback_cells=_feedback_cells(source, prepared, events, scrub), **base), source
+        submission_sha256=_sha256(pending.raw), seconds=seconds if isinstance(seconds, (int, float)) else None,
+        feedback_cells=_feedback_cells(source, prepared, events, scrub), **_base(pending.job))
+
+
+def apply_late(result: NotebookResult, job: Job, late: LatePolicy | None) -> NotebookResult:
+    if late is not None and result.status != "missing":
+        result.late, _, result.penalty = late.assess(result.assignment, job.path.parent, result.score,
+                                                     result.max_score)
+        result.score = max(0.0, result.score - result.penalty)
+    return result
+
+
+def grade_one(job: Job, worker: Worker, secret: str, late: LatePolicy | None = None) -> NotebookResult:
+    """Grade one notebook on ``worker`` (preflight, run, judge); nothing is recorded."""
+    item = preflight(job, secret)
+    if isinstance(item, Pending):
+        item = conclude(item, worker.run(item.run))
+    return apply_late(item, job, late)
+
+
+class LocalExecutor:
+    """Runs notebooks on ``n`` fork-server workers of this machine, one thread each."""
+
+    def __init__(self, n: int, sandbox: bool, limits: Limits):
+        self.workers = [Worker(i, sandbox, limits) for i in range(n)]
+
+    def run_all(self, runs: list, on_result) -> None:
+        """Call ``on_result(index, result)`` (from worker threads) for each run dict."""
+        pending: queue.Queue = queue.Queue()
+        for item in enumerate(runs):
+            pending.put(item)
+
+        def work(worker):
+            try:
+                while True:
+                    try:
+                        index, run = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        result = worker.run(run)
+                    except Exception as err:  # noqa: BLE001 - one notebook never stops the class
+                        result = {"status": "error", "reason": f"the worker failed: {type(err).__name__}: {err}"[:300],
+                                  "events": []}
+                    on_result(index, result)
+            finally:
+                worker.stop()
+
+        self.threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in self.workers]
+        for t in self.threads:
+            t.start()
+
+    def join(self):
+        for t in getattr(self, "threads", []):
+            t.join()
 
 
 def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int = 2,
           sandbox: bool = True, limits: Limits | None = None, db_url: str | None = None,
           students=None, assignments=None, force: bool = False, progress: bool = True,
-          late: LatePolicy | None = None):
-    """Grade a class; returns the list of NotebookResult recorded in this run."""
-    if sandbox and not bwrap_path():
+          late: LatePolicy | None = None, executor=None):
+    """Grade a class; returns the list of NotebookResult recorded in this run.
+
+    ``executor`` runs the notebooks (default: a :class:`LocalExecutor` with ``jobs_n`` workers);
+    whatever runs them, this process alone judges and records.
+    """
+    if sandbox and executor is None and not bwrap_path():
         raise GradeError("bubblewrap (bwrap) is not installed, so submissions cannot be sandboxed. "
                          "Install it (Debian: apt-get install bubblewrap) or pass --no-sandbox if "
                          "you trust every submission.")
@@ -184,46 +255,43 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     # Naming students or assignments asks for a re-grade of exactly those.
     force = force or bool(students) or bool(assignments)
     todo = [job for job in jobs if force or not _already_graded(out, job)]
-    results: queue.Queue = queue.Queue()
-    pending: queue.Queue = queue.Queue()
+    finished: queue.Queue = queue.Queue()
+    runnable = []
     for job in todo:
-        pending.put(job)
-    workers = [Worker(i, sandbox, limits) for i in range(max(1, min(jobs_n, len(todo))) if todo else 0)]
-
-    def work(worker):
-        try:
-            while True:
-                try:
-                    job = pending.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    results.put(grade_one(job, worker, secret, late))
-                except Exception as err:  # noqa: BLE001 - one job never stops the class
-                    src = job.source
-                    results.put((NotebookResult(job.student, src.assignment, src.name, 0.0, src.max_score,
-                                                "error", f"internal grading error: {type(err).__name__}: {err}"[:300]), src))
-        finally:
-            worker.stop()
-
-    # Workers boot (import TensorFlow) while this process opens the gradebook.
-    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in workers]
-    for t in threads:
-        t.start()
+        item = preflight(job, secret)
+        if isinstance(item, Pending):
+            runnable.append(item)
+        else:
+            finished.put((job, item))
+    if executor is None and runnable:
+        executor = LocalExecutor(max(1, min(jobs_n, len(runnable))), sandbox, limits)
+    if runnable:
+        # Workers boot (import TensorFlow) while this process opens the gradebook.
+        executor.run_all([p.run for p in runnable], lambda i, result: finished.put((runnable[i], result)))
     done = []
     recorder = Recorder(out, db_url, sources)
     try:
         bar = _progress(len(todo), progress)
         for _ in range(len(todo)):
-            result, source = results.get()
-            recorder.record(result, source)
+            item, payload = finished.get()
+            if isinstance(item, Pending):
+                try:
+                    result = conclude(item, payload)
+                except Exception as err:  # noqa: BLE001
+                    src = item.job.source
+                    result = NotebookResult(item.job.student, src.assignment, src.name, 0.0, src.max_score, "error",
+                                            f"internal grading error: {type(err).__name__}: {err}"[:300])
+                job = item.job
+            else:
+                job, result = item, payload
+            recorder.record(apply_late(result, job, late), job.source)
             done.append(result)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        for t in threads:
-            t.join()
+        if runnable:
+            executor.join()
     finally:
         recorder.write_csv()
         recorder.close()
