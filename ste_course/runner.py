@@ -31,6 +31,7 @@ import tempfile
 import time
 
 MAX_EVENT_BYTES = 8 * 2**20
+_SERVER_FDS: list = []  # the server's reply channel: a forked child must not inherit it
 
 
 def _preload():
@@ -73,6 +74,8 @@ def _limit(kind, value):
 def _child(job, shell, genuine, fd, scratch, uid):
     """Runs in the forked child; never returns."""
     try:
+        for server_fd in _SERVER_FDS:  # else student code could write forged replies for other jobs
+            os.close(server_fd)
         devnull = os.open(os.devnull, os.O_RDWR)
         for target in (0, 1, 2):
             os.dup2(devnull, target)
@@ -214,6 +217,7 @@ def run_job(job, shell, genuine, uid):
 def serve(uid=None) -> None:
     """Answer jobs from stdin until EOF."""
     out = os.fdopen(os.dup(1), "w")
+    _SERVER_FDS.append(out.fileno())
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # stray prints (TensorFlow, libraries) must not corrupt the protocol
     shell, genuine = _preload()

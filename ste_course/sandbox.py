@@ -152,9 +152,17 @@ class Worker:
             self.stop()
             return {"id": job["id"], "status": "error", "reason": "the grading worker stopped unexpectedly",
                     "events": [], "seconds": None}
+        try:
+            result = json.loads(line)
+        except ValueError:
+            result = None
+        if not isinstance(result, dict) or result.get("id") != job["id"]:  # never trust a stray line
+            self.stop()
+            return {"id": job["id"], "status": "error", "reason": "the grading worker answered out of turn",
+                    "events": [], "seconds": None}
         if self.restart_each_job:
             self.stop()
-        return json.loads(line)
+        return result
 
     def stop(self):
         if self.proc is not None:
