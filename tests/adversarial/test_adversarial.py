@@ -85,6 +85,17 @@ def _host_ip() -> str:
         return "127.0.0.1"
 
 
+def _probe(listener, tcp_port, udp_port):
+    socket.create_connection(("127.0.0.1", tcp_port), timeout=2).close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"probe", ("127.0.0.1", udp_port))
+    deadline = time.monotonic() + 5
+    while len(listener.hits) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(h[0] for h in listener.hits) == ["tcp", "udp"], listener.hits
+    listener.hits.clear()
+
+
 def _snapshot(*roots: Path) -> dict:
     """sha256 of every file (and the target of every symlink) under ``roots``."""
     out = {}
@@ -132,6 +143,7 @@ def graded(tmp_path_factory):
     out.mkdir()
     listener = Listener()
     tcp_port, udp_port = listener.ports
+    _probe(listener, tcp_port, udp_port)  # the listener does see what reaches it
     ctx = {"root": str(root), "gradebook": str(out / "gradebook.db"), "csv": str(out / "grades.csv"),
            "source_nb": str(source_nb_path), "other_nb": str(subs / "complete" / cases.ASSIGNMENT / f"{cases.ASSIGNMENT}.ipynb"),
            "canary": str(canary), "secret": str(secret_file), "tcp_port": tcp_port, "udp_port": udp_port,
