@@ -53,7 +53,11 @@ def _preload():
     import ste_utils.plotting  # noqa: F401
     import ste_utils.training  # noqa: F401
 
-    shell = InteractiveShell.instance()
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database handle for children to inherit
+    shell = InteractiveShell.instance(config=config)
     manager = TransformerManager()
     genuine = {"checks_module": checks, "reference_codes": checks.reference_codes(), "checks_dict": dict(checks.__dict__),
                "specs": dict(checks.SPECS), "check": checks.check,
@@ -154,8 +158,14 @@ def kill_uid(uid) -> None:
 
 
 def _read_events(fd, pid, limits, started):
-    """Collect events until EOF or a limit; returns (events, status, reason)."""
+    """Collect events until EOF, the notebook's process exits, or a limit.
+
+    Returns ``(events, status, reason, reaped)``. A process the notebook left running may keep
+    the pipe open, so the notebook counts as finished when its own process has exited and the
+    pipe has nothing more to read (``reaped`` says the child was waited for here).
+    """
     events, buf, total = [], b"", 0
+    exited = False
     cell_started = time.monotonic()
     notebook_deadline = started + float(limits["notebook_seconds"])
     cell_budget = float(limits["cell_seconds"]) + 5.0  # the child's own alarm fires first
@@ -165,16 +175,19 @@ def _read_events(fd, pid, limits, started):
         if now >= deadline:
             which = "notebook" if notebook_deadline <= cell_started + cell_budget else "cell"
             limit = limits["notebook_seconds"] if which == "notebook" else limits["cell_seconds"]
-            return events, "timeout", f"the {which} time limit of {limit:g} s was exceeded"
-        ready, _, _ = select.select([fd], [], [], min(deadline - now, 1.0))
+            return events, "timeout", f"the {which} time limit of {limit:g} s was exceeded", exited
+        ready, _, _ = select.select([fd], [], [], 0.0 if exited else min(deadline - now, 0.2))
         if not ready:
+            if exited:  # its own process is gone and nothing is left to read
+                return events, None, None, True
+            exited = os.waitpid(pid, os.WNOHANG)[0] == pid
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
-            return events, None, None
+            return events, None, None, exited
         total += len(chunk)
         if total > MAX_EVENT_BYTES:
-            return events, "output", f"more than {MAX_EVENT_BYTES // 2**20} MB of results and output"
+            return events, "output", f"more than {MAX_EVENT_BYTES // 2**20} MB of results and output", exited
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
@@ -199,14 +212,18 @@ def run_job(job, shell, genuine, uid):
         _child(job, shell, genuine, write_fd, scratch, uid)
     os.close(write_fd)
     try:
-        events, status, reason = _read_events(read_fd, pid, job["limits"], started)
+        events, status, reason, reaped = _read_events(read_fd, pid, job["limits"], started)
+    except BaseException:
+        reaped = False
+        raise
     finally:
         os.close(read_fd)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
+        if not reaped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
         if uid is not None:
             kill_uid(uid)
         shutil.rmtree(scratch, ignore_errors=True)
