@@ -42,7 +42,7 @@ def straight_through(x, result):
     Example:
         >>> x = tf.constant([-0.4, 0.7])
         >>> straight_through(x, tf.round(x)).numpy()
-        array([-0.,  1.], dtype=float32)
+        array([0., 1.], dtype=float32)
     """
     x = as_float_tensor(x, "x")
     result = as_float_tensor(result, "result")
