@@ -78,6 +78,25 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_similarity(args) -> int:
+    from ste_course.similarity import THRESHOLD, similarity_report
+
+    threshold = THRESHOLD if args.threshold is None else args.threshold
+    try:
+        flagged = similarity_report(args.submissions, args.solutions, args.exercises, args.out, threshold)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"ste-course similarity: {err}", file=sys.stderr)
+        return 2
+
+    def shown(name):
+        return "".join(c if c.isprintable() else "?" for c in name)[:40]
+
+    for m in flagged:
+        print(f"{m.assignment[:18]:<18} {m.score:5.2f}  {shown(m.left)} ~ {shown(m.right)} ({m.kind})")
+    print(f"{len(flagged)} flagged pair(s); ranked report: {args.out / 'similarity.html'}")
+    return 0
+
+
 def _summary(csv_path: Path, graded_now: int) -> None:
     import csv
 
@@ -124,6 +143,13 @@ def main(argv=None) -> int:
     x.add_argument("--roster", type=Path, default=None, help="CSV mapping student_id to the LMS's ids")
     x.add_argument("--output", "-o", type=Path, default=None, help="file to write (default: standard output)")
     x.set_defaults(func=cmd_export)
+    m = sub.add_parser("similarity", help="rank pairs of submissions by shared code (copies of each other, "
+                                          "of solutions/ or of ste_utils) in an HTML report")
+    m.add_argument("submissions", type=Path, help="SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb")
+    m.add_argument("--out", type=Path, default=Path("similarity"), help="report folder (default: similarity/)")
+    m.add_argument("--threshold", type=float, default=None,
+                   help="flag pairs whose score reaches this, 0..1 (default: ste_course.similarity.THRESHOLD)")
+    m.set_defaults(func=cmd_similarity)
     args = parser.parse_args(argv)
     return args.func(args)
 

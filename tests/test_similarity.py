@@ -233,6 +233,17 @@ def test_highlight_escapes_and_marks():
     assert shown.split("\n") == ["...", "line9", "<mark>line10</mark>", "line11", "..."]
 
 
+def test_cli_prints_the_flagged_pairs(course, capsys):
+    from ste_course.cli import main
+
+    root = course["root"]
+    code = main(["--solutions", str(root / "solutions"), "--exercises", str(root / "exercises"),
+                 "similarity", str(root / "submitted"), "--out", str(root / "cli_report")])
+    out = capsys.readouterr().out
+    assert code == 0 and (root / "cli_report" / "similarity.html").is_file()
+    assert "ann ~ bob (students)" in out and f"{len(course['flagged'])} flagged pair(s)" in out
+
+
 def test_threshold_is_checked(tmp_path):
     with pytest.raises(ValueError, match="threshold=1.5"):
         similarity_report(tmp_path, tmp_path, tmp_path, tmp_path / "out", threshold=1.5)
