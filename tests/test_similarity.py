@@ -1,7 +1,7 @@
 """``ste-course similarity`` on a tiny fake assignment: copies are flagged, honest work is not.
 
 The fake assignment ``01_sign`` has one notebook with two solution cells: ``ste_sign`` (provided
-signature, docstring and argument check; 8-14 lines to write) and a one-line ``clip_window``.
+signature, docstring and argument check; 7-14 lines to write) and a one-line ``clip_window``.
 Every notebook is written here from Python, so the test does not depend on the real assignments.
 """
 
