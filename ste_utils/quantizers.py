@@ -11,6 +11,7 @@ eagerly, inside ``tf.function`` and with ``jit_compile=True``.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from ste_utils._validation import as_float_tensor, check_axis, check_bits, check_clip_value
@@ -33,12 +34,32 @@ def heaviside(x):
     return tf.cast(x > 0, x.dtype)
 
 
+def _level_table(bits: int, dtype: tf.DType) -> tf.Tensor:
+    """The levels i / n, i = 0..n, each the float of ``dtype`` nearest to the exact quotient.
+
+    Divided in float64 by NumPy and rounded once to ``dtype``: n < 2**16, so no i / n lies
+    within float64's rounding error of a midpoint between two floats of a narrower dtype.
+    """
+    n = 2 ** bits - 1
+    return tf.constant((np.arange(n + 1, dtype=np.float64) / n).astype(dtype.as_numpy_dtype))
+
+
 def quantize(x, bits: int):
-    """k-bit uniform quantizer on [0, 1]: round(clip(x, 0, 1) * n) / n with n = 2**bits - 1."""
+    """k-bit uniform quantizer on [0, 1]: round(clip(x, 0, 1) * n) / n with n = 2**bits - 1.
+
+    The integer level i = round(clip(x, 0, 1) * n) (half to even, product in the dtype of
+    ``x``) indexes a table of the correctly rounded quotients i / n rather than dividing in the
+    graph: Grappler (``tf.function``) and XLA rewrite a division by the constant n into a
+    multiplication by 1/n, which is off by one unit in the last place for some levels (e.g.
+    9/15 in float16), so the three execution modes would disagree. NaN stays NaN.
+    """
     x = as_float_tensor(x, "x")
-    n = float(2 ** check_bits(bits, x.dtype) - 1)
+    bits = check_bits(bits, x.dtype)
+    n = 2 ** bits - 1
     clipped = tf.clip_by_value(x, tf.zeros_like(x), tf.ones_like(x))
-    return tf.round(clipped * n) / n
+    index = tf.clip_by_value(tf.cast(tf.round(clipped * n), tf.int32), 0, n)
+    levels = tf.gather(_level_table(bits, x.dtype), index)
+    return tf.where(tf.math.is_nan(x), x, levels)
 
 
 def one_hot_argmax(logits, axis: int = -1):
