@@ -23,7 +23,7 @@ from ste_utils.quantizers import (  # noqa: E402
 )
 from ste_utils.jacobian import jacobian, straight_through_jacobian  # noqa: E402
 from ste_utils.layers import (  # noqa: E402
-    BinaryDense, LatentClip, SteHeaviside, SteQuantize, SteRound, SteSign,
+    BinaryDense, LatentClip, SteActivation, SteHeaviside, SteQuantize, SteRound, SteSign,
 )
 
 __version__ = "0.1.0"
@@ -33,5 +33,6 @@ __all__ = [
     "binarize", "heaviside", "quantize", "one_hot_argmax",
     "ste_sign", "ste_heaviside", "ste_round", "ste_quantize", "ste_argmax",
     "jacobian", "straight_through_jacobian",
-    "SteSign", "SteHeaviside", "SteRound", "SteQuantize", "LatentClip", "BinaryDense",
+    "SteSign", "SteHeaviside", "SteRound", "SteQuantize", "SteActivation", "LatentClip",
+    "BinaryDense",
 ]

@@ -6,11 +6,15 @@ arguments, report them in ``get_config`` and register for ``.keras`` serializati
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 
 from ste_utils._validation import check_bits, check_clip_value
-from ste_utils.quantizers import ste_heaviside, ste_quantize, ste_round, ste_sign
+from ste_utils.estimators import ste
+from ste_utils.proxies import get_proxy
+from ste_utils.quantizers import quantize, ste_heaviside, ste_quantize, ste_round, ste_sign
 
 PACKAGE = "ste_utils"
 
@@ -66,6 +70,43 @@ class SteQuantize(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "bits": self.bits}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SteActivation(keras.layers.Layer):
+    """k-bit activation on [0, 1] whose backward pass uses a chosen proxy's derivative.
+
+    Forward:  q(x) = round(clip(x, 0, 1) * n) / n,   n = 2**bits - 1   (:func:`quantize`)
+    Backward: dq/dx := p'(x) for the named proxy p (:mod:`ste_utils.proxies`): ``"identity"``
+              (1), ``"relu"`` (1{x > 0}), ``"clipped_relu"`` (1{0 < x <= 1}) or ``"hardtanh"``
+              (1{|x| <= 1}); built with :func:`ste_utils.ste`. The proxies compared by Yin et al.
+              (2019, arXiv:1903.05662) for quantized ReLU activations.
+
+    Args:
+        bits: integer from 1 to 16.
+        proxy: name of the proxy (a name, not a callable, so the layer serializes).
+
+    Example:
+        >>> layer = SteActivation(bits=2, proxy="relu")
+        >>> layer(tf.constant([-0.5, 0.2, 0.5, 3.0])).numpy()
+        array([0.        , 0.33333334, 0.6666667 , 1.        ], dtype=float32)
+    """
+
+    def __init__(self, bits=2, proxy="clipped_relu", **kwargs):
+        super().__init__(**kwargs)
+        self.bits = check_bits(bits, tf.float64)
+        if not isinstance(proxy, str):
+            raise TypeError("proxy must be the name of a proxy (callables do not serialize). "
+                            f"Received: proxy={proxy!r}")
+        get_proxy(proxy)  # raises for unknown names, listing the known ones
+        self.proxy = proxy
+        self._estimator = ste(functools.partial(quantize, bits=self.bits), proxy=proxy)
+
+    def call(self, inputs):
+        return self._estimator(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "bits": self.bits, "proxy": self.proxy}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -129,4 +170,5 @@ class BinaryDense(keras.layers.Dense):
                 "clip_value": self.clip_value}
 
 
-__all__ = ["SteSign", "SteHeaviside", "SteRound", "SteQuantize", "LatentClip", "BinaryDense"]
+__all__ = ["SteSign", "SteHeaviside", "SteRound", "SteQuantize", "SteActivation", "LatentClip",
+           "BinaryDense"]
