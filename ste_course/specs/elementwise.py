@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Callable, Optional
 
 import numpy as np
 
 from ste_course.checks import Spec, register
+from ste_course.specs.common import distinct, precision_note
 
 HIDDEN_DTYPES = ("float16", "float32", "float64")
 HIDDEN_SHAPES = ((9,), (3, 4), (2, 3, 2))
@@ -81,7 +83,7 @@ def _describe(case) -> str:
 
 def elementwise_specs(name: str, reference: Callable, boundary: Callable[[dict], list],
                       params_choices: list, why_value: Callable, why_gradient: Callable,
-                      label: str, scale: float = 2.0):
+                      label: str, scale: float = 2.0, cases: Optional[Callable] = None):
     """Register ``<name>/value`` and ``<name>/gradient``.
 
     Args:
@@ -92,8 +94,10 @@ def elementwise_specs(name: str, reference: Callable, boundary: Callable[[dict],
         why_value / why_gradient: ``why(x, params) -> str``: the rule at ``x``, used as
             "... should be 0 because <why>; yours is 1".
         label: how to call the student's function in messages, e.g. ``"your ste_sign"``.
+        cases: a ``cases(rng, hidden)`` function replacing ``make_cases(boundary,
+            params_choices, scale)`` (e.g. :func:`make_cycling_cases`).
     """
-    cases = make_cases(boundary, params_choices, scale)
+    cases = cases or make_cases(boundary, params_choices, scale)
 
     def ref_value(case):
         return _run_value(reference, case)
@@ -108,8 +112,9 @@ def elementwise_specs(name: str, reference: Callable, boundary: Callable[[dict],
             up = float(np.asarray(case["upstream"]).ravel()[index])
             at = f"x = {x:.6g}" + (f" with upstream gradient {up:.4g}" if output == "gradient" and up != 1 else "")
             dtype = np.asarray(case["x"]).dtype.name
-            return (f"The {what} of {label} at {at} ({dtype}) should be {expected:.6g} because "
-                    f"{why(x, params)}; yours is {got:.6g}.")
+            e, g = distinct(expected, got)
+            return (f"The {what} of {label} at {at} ({dtype}) should be {e} because "
+                    f"{why(x, params)}; yours is {g}.{precision_note(expected, got)}")
         return _explain
 
     register(Spec(name=f"{name}/value", summary=f"forward values of {label}", cases=cases,
@@ -143,4 +148,185 @@ elementwise_specs(
     boundary=lambda p: [0.0, p["clip_value"], -p["clip_value"], 0.5 * p["clip_value"], -1.5 * p["clip_value"], 3.0],
     params_choices=[{"clip_value": 1.0}, {"clip_value": 0.5}, {"clip_value": 2.0}],
     why_value=_sign_why_value, why_gradient=_sign_why_gradient, label="your ste_sign",
+)
+
+
+# ============================================================================ more elementwise specs
+def normal_neighbours(points: np.ndarray) -> np.ndarray:
+    """The float neighbours of ``points`` on both sides, in their dtype, subnormals excluded.
+
+    TensorFlow's CPU kernels flush subnormal numbers to zero, so at ``nextafter(0, 1)`` its
+    ``x > 0`` is False while NumPy's (and the message's arithmetic) is True; the smallest
+    normal number stands in for them.
+    """
+    dtype = points.dtype
+    near = np.concatenate([np.nextafter(points, np.array(np.inf, dtype)),
+                           np.nextafter(points, np.array(-np.inf, dtype))])
+    tiny = np.finfo(dtype).tiny
+    return np.where((near != 0) & (np.abs(near) < tiny), np.sign(near) * tiny, near).astype(dtype)
+
+
+def make_cycling_cases(boundary: Callable[[dict], list], params_choices: list, scale: float = 2.0,
+                       visible_params: Optional[list] = None,
+                       sanitize: Optional[Callable[[np.ndarray, dict], np.ndarray]] = None):
+    """Like :func:`make_cases`, but every parameter choice is exercised.
+
+    Visible: one float32 case per entry of ``visible_params`` (default: the first choice) with
+    upstream gradient 1, plus one more with the first parameters and upstream gradients other
+    than 1 (so forgetting to multiply by the upstream gradient shows before grading).
+    Hidden: one case per dtype and shape, the parameters cycling through ``params_choices``
+    from a random start, so each choice appears. ``sanitize(x, params)`` may replace inputs
+    whose reference value is ill-conditioned (e.g. near-ties that depend on the precision of
+    an intermediate product).
+    """
+    visible_params = visible_params or params_choices[:1]
+    fix = sanitize or (lambda x, params: x)
+
+    def cases(rng, hidden):
+        if not hidden:
+            out = []
+            for k, params in enumerate(list(visible_params) + [visible_params[0]]):
+                x = fix(np.array(sorted(set(boundary(params))), dtype=np.float32), params)
+                x = np.unique(x)  # sanitizing may have made duplicates
+                if k < len(visible_params):
+                    upstream = np.ones_like(x)
+                else:
+                    upstream = np.resize(np.array([2.0, 0.5, -1.0, 1.5], np.float32), x.shape)
+                out.append({"x": x, "upstream": upstream, **params})
+            return out
+        out = []
+        start = int(rng.integers(len(params_choices)))
+        for i, (dtype, shape) in enumerate([(d, s) for d in HIDDEN_DTYPES for s in HIDDEN_SHAPES]):
+            params = params_choices[(start + i) % len(params_choices)]
+            points = np.array(boundary(params), dtype=np.float64).astype(dtype)
+            near = normal_neighbours(points)
+            x = _fill(rng, np.concatenate([points, near]).astype(np.float64), shape, scale).astype(dtype)
+            x = fix(x, params)
+            upstream = (rng.uniform(0.5, 1.5, size=shape) if i % 2 else np.ones(shape)).astype(dtype)
+            out.append({"x": x, "upstream": upstream, **params})
+        return out
+
+    return cases
+
+
+# ----------------------------------------------------------------------------- 03: ste_sign twice
+def _sign_boundary(p):
+    c = p["clip_value"]
+    return [0.0, c, -c, 0.5 * c, -1.5 * c, 3.0]
+
+
+_SIGN_CHOICES = [{"clip_value": 1.0}, {"clip_value": 0.5}, {"clip_value": 2.0}]
+
+for _name in ("ste_sign_stop_gradient", "ste_sign_custom_gradient"):
+    # The stop_gradient idiom x + sg(q - x) cancels for huge |x| (ste_utils.estimators); inputs
+    # drawn with a small scale keep that numerical caveat out of the grade.
+    elementwise_specs(
+        _name, _sign_reference, boundary=_sign_boundary, params_choices=_SIGN_CHOICES,
+        why_value=_sign_why_value, why_gradient=_sign_why_gradient, label=f"your {_name}",
+        cases=make_cycling_cases(_sign_boundary, _SIGN_CHOICES, scale=1.5),
+    )
+
+
+# ----------------------------------------------------------------------------- k-bit quantizers
+def unambiguous_levels(x: np.ndarray, bits: int) -> np.ndarray:
+    """Replace the inputs whose level depends on the precision of ``x * n`` (n = 2**bits - 1).
+
+    ``round(x * n)`` with ``x * n`` rounded to ``x``'s dtype can land on a tie k + 1/2 that the
+    exact product misses (or the reverse). A student who computes the product in a wider dtype
+    is not wrong there, so such inputs are moved to the level k / n itself. Exact ties, such
+    as x = 0.5 (x * n = n / 2 for every odd n), stay: every precision agrees on them.
+    """
+    n = 2 ** int(bits) - 1
+    dtype = x.dtype
+    clipped = np.clip(x, 0, 1).astype(dtype)
+    in_dtype = np.round((clipped * dtype.type(n)).astype(np.float64))
+    exact = np.round(clipped.astype(np.longdouble) * n).astype(np.float64)
+    wide = np.round((clipped.astype(np.float64) * n))
+    bad = (in_dtype != exact) | (in_dtype != wide)
+    return np.where(bad, (exact / n).astype(dtype), x).astype(dtype)
+
+
+def _level_why(x, bits):
+    n = 2 ** int(bits) - 1
+    if x < 0:
+        return f"x < 0 is clipped to 0 (level 0 of {n})"
+    if x > 1:
+        return f"x > 1 is clipped to 1 (level {n} of {n})"
+    product = x * n
+    k = float(np.round(product))
+    tie = (Fraction(x) * n).denominator == 2  # exactly halfway between two integers
+    near_tie = not tie and abs(product - np.floor(product) - 0.5) < 1e-4
+    shown = f"{product:.17g}" if near_tie else f"{product:.6g}"
+    rule = " (a tie: tf.round rounds half to even)" if tie else ""
+    return f"x * {n} = {shown} rounds to {k:g}{rule}, and {k:g} / {n} is the level"
+
+
+def _quantize_reference(x, bits):
+    import ste_utils
+
+    return ste_utils.ste_quantize(x, bits)
+
+
+def _quantize_boundary(p):
+    n = 2 ** int(p["bits"]) - 1
+    return [0.0, 1.0, 0.5, -0.25, 1.25, 1.0 / n, (n - 1.0) / n, 0.5 / n, (n - 0.5) / n, 3.0, -2.0]
+
+
+def _quantize_why_gradient(x, params):
+    if 0 <= x <= 1:
+        return "it lies in [0, 1] (both edges included), where the upstream gradient passes"
+    return "it lies outside [0, 1], where the clipped straight-through gradient is 0"
+
+
+_QUANTIZE_CHOICES = [{"bits": b} for b in range(1, 9)]
+
+elementwise_specs(
+    "quantize_ste", _quantize_reference, boundary=_quantize_boundary,
+    params_choices=_QUANTIZE_CHOICES,
+    why_value=lambda x, p: _level_why(x, p["bits"]), why_gradient=_quantize_why_gradient,
+    label="your quantize_ste",
+    cases=make_cycling_cases(_quantize_boundary, _QUANTIZE_CHOICES, scale=1.0,
+                             visible_params=[{"bits": 2}, {"bits": 1}],
+                             sanitize=lambda x, p: unambiguous_levels(x, p["bits"])),
+)
+
+
+# ----------------------------------------------------------------------------- 06: 2-bit activation, chosen proxy
+PROXY_RULES = {
+    "identity": ("1 for every x", lambda x: True),
+    "relu": ("1{x > 0} (0 at the kink x = 0)", lambda x: x > 0),
+    "clipped_relu": ("1{0 < x <= 1} (0 at x = 0, 1 at x = 1)", lambda x: 0 < x <= 1),
+    "hardtanh": ("1{|x| <= 1} (1 at x = -1 and x = 1)", lambda x: abs(x) <= 1),
+}
+
+
+def proxy_why(name: str, x: float) -> str:
+    """Why the derivative of proxy ``name`` at ``x`` is what it is (for messages)."""
+    rule, inside = PROXY_RULES[name]
+    return f"the {name} proxy's derivative is {rule}, which is {1 if inside(x) else 0} here"
+
+
+def _quantized_relu_reference(x, proxy):
+    import functools
+
+    import ste_utils
+
+    return ste_utils.ste(functools.partial(ste_utils.quantize, bits=2), proxy=proxy)(x)
+
+
+def _quantized_relu_boundary(p):
+    return [0.0, 1.0, -1.0, 0.5, 1.0 / 3, 2.0 / 3, 1.0 / 6, 5.0 / 6, -0.5, 1.5, 3.0]
+
+
+_PROXY_CHOICES = [{"proxy": name} for name in PROXY_RULES]
+
+elementwise_specs(
+    "quantized_relu", _quantized_relu_reference, boundary=_quantized_relu_boundary,
+    params_choices=_PROXY_CHOICES,
+    why_value=lambda x, p: _level_why(x, 2),
+    why_gradient=lambda x, p: proxy_why(p["proxy"], x),
+    label="your ste_quantized_relu",
+    cases=make_cycling_cases(_quantized_relu_boundary, _PROXY_CHOICES, scale=1.0,
+                             visible_params=_PROXY_CHOICES,
+                             sanitize=lambda x, p: unambiguous_levels(x, 2)),
 )
