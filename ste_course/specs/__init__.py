@@ -4,3 +4,4 @@ Importing this package registers every spec in :data:`ste_course.checks.SPECS`.
 """
 
 from ste_course.specs import elementwise  # noqa: F401
+from ste_course.specs import backprop, jacobian, proxies, stop_gradient, zero_gradient  # noqa: F401,E402

@@ -1,0 +1,156 @@
+"""Specs for assignment 01 (backpropagation by hand), judged against ``tf.GradientTape``.
+
+The network (float64 NumPy arrays, a batch of B rows)::
+
+    z1  = x @ W1 + b1          x: (B, D)  W1: (D, H)  b1: (H,)
+    h   = tanh(z1)
+    out = h @ W2 + b2          W2: (H, K)  b2: (K,)
+    L   = mean((out - y)**2)   over all B * K entries, y: (B, K)
+
+Specs:
+    ``backprop/dense_backward``  ``dense_backward(x, W, b, upstream)`` -> dict "x", "W", "b":
+                                 the gradients of L for out = x @ W + b, given dL/dout.
+    ``backprop/hidden_upstream`` ``hidden_upstream(x, y, W1, b1, W2, b2)`` -> dL/dh, (B, H).
+    ``backprop/backward``        ``backward(x, y, W1, b1, W2, b2)`` -> dict "W1", "b1", "W2", "b2".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ste_course.checks import Spec, register
+from ste_course.specs.common import (compare_with_hint, distinct, fresh, precision_note, keyed, scale_hint, to_array,
+                                      transpose_hint)
+
+PARAMS = ("W1", "b1", "W2", "b2")
+# (B, D, H, K): a batch of one, a single output, and sizes where transposes cannot hide.
+HIDDEN_SIZES = ((1, 3, 4, 2), (6, 5, 3, 1), (5, 2, 6, 3))
+VISIBLE_SIZES = ((4, 3, 5, 2),)
+
+
+# ----------------------------------------------------------------------------- cases
+def _network_case(rng, B, D, H, K) -> dict:
+    return {"x": rng.normal(0.0, 1.0, (B, D)), "y": rng.normal(0.0, 1.0, (B, K)),
+            "W1": rng.normal(0.0, 0.7, (D, H)), "b1": rng.normal(0.0, 0.3, (H,)),
+            "W2": rng.normal(0.0, 0.7, (H, K)), "b2": rng.normal(0.0, 0.3, (K,))}
+
+
+def _network_cases(rng, hidden):
+    return [_network_case(rng, *sizes) for sizes in (HIDDEN_SIZES if hidden else VISIBLE_SIZES)]
+
+
+def _dense_cases(rng, hidden):
+    sizes = ((1, 3, 2), (5, 4, 1), (3, 2, 6)) if hidden else ((4, 3, 2),)
+    return [{"x": rng.normal(0.0, 1.0, (B, D)), "W": rng.normal(0.0, 1.0, (D, M)),
+             "b": rng.normal(0.0, 1.0, (M,)), "upstream": rng.normal(0.0, 1.0, (B, M))}
+            for B, D, M in sizes]
+
+
+def _describe_network(case) -> str:
+    B, D = np.shape(case["x"])
+    H, K = np.shape(case["W2"])
+    return f"a batch of B = {B} (D = {D} inputs, H = {H} hidden units, K = {K} outputs)"
+
+
+def _describe_dense(case) -> str:
+    (B, D), M = np.shape(case["x"]), np.shape(case["W"])[1]
+    return f"x of shape ({B}, {D}), W of shape ({D}, {M}), upstream of shape ({B}, {M})"
+
+
+# ----------------------------------------------------------------------------- references (tape)
+def _tape_network(case):
+    """(gradients of PARAMS, dL/dh) from tf.GradientTape."""
+    import tensorflow as tf
+
+    x, y = tf.constant(case["x"]), tf.constant(case["y"])
+    params = [tf.Variable(case[k]) for k in PARAMS]
+    W1, b1, W2, b2 = params
+    with tf.GradientTape(persistent=True) as tape:
+        h = tf.tanh(x @ W1 + b1)
+        loss = tf.reduce_mean(tf.square(h @ W2 + b2 - y))
+    grads = tape.gradient(loss, params)
+    d_h = tape.gradient(loss, h)
+    del tape
+    return {f"dL/d{k}": g.numpy() for k, g in zip(PARAMS, grads)}, d_h.numpy()
+
+
+def _ref_backward(case):
+    return _tape_network(case)[0]
+
+
+def _ref_hidden(case):
+    return {"dL/dh": _tape_network(case)[1]}
+
+
+def _ref_dense(case):
+    import tensorflow as tf
+
+    x, W, b = (tf.Variable(case[k]) for k in ("x", "W", "b"))
+    with tf.GradientTape() as tape:
+        out = x @ W + b
+    grads = tape.gradient(out, [x, W, b], output_gradients=tf.constant(case["upstream"]))
+    return {f"dL/d{k}": g.numpy() for k, g in zip(("x", "W", "b"), grads)}
+
+
+# ----------------------------------------------------------------------------- running the student's code
+def _run_backward(fn, case):
+    grads = keyed(fn(*fresh(case, "x", "y", *PARAMS)), PARAMS, "backward(...)")
+    return {f"dL/d{k}": v for k, v in grads.items()}
+
+
+def _run_hidden(fn, case):
+    return {"dL/dh": to_array(fn(*fresh(case, "x", "y", *PARAMS)), "hidden_upstream(...)")}
+
+
+def _run_dense(fn, case):
+    grads = keyed(fn(*fresh(case, "x", "W", "b", "upstream")), ("x", "W", "b"), "dense_backward(...)")
+    return {f"dL/d{k}": v for k, v in grads.items()}
+
+
+# ----------------------------------------------------------------------------- messages
+_OUT = "dL/dout = 2 (out - y) / (B * K)"
+RULES = {
+    "dL/dx": "dL/dx = upstream @ W.T",
+    "dL/dW": "dL/dW = x.T @ upstream",
+    "dL/db": "dL/db = upstream summed over the batch (axis 0)",
+    "dL/dh": f"dL/dh = dL/dout @ W2.T with {_OUT}",
+    "dL/dW2": f"dL/dW2 = h.T @ dL/dout with {_OUT}",
+    "dL/db2": "dL/db2 = dL/dout summed over the batch (axis 0)",
+    "dL/dW1": "dL/dW1 = x.T @ dL/dz1 with dL/dz1 = (dL/dout @ W2.T) * (1 - h**2)",
+    "dL/db1": "dL/db1 = dL/dz1 summed over the batch (axis 0)",
+}
+
+
+def _shape_of(case, output):
+    name = output[len("dL/d"):]
+    if name == "h":
+        return (np.shape(case["x"])[0], np.shape(case["W1"])[1])
+    return np.shape(case[name])
+
+
+def _explain(describe):
+    def explain(case, output, index, expected, got):
+        position = tuple(int(i) for i in np.unravel_index(index, _shape_of(case, output)))
+        at = position[0] if len(position) == 1 else position
+        e, g = distinct(expected, got)
+        return (f"On {describe(case)} {output} at {at} should be {e}; yours is {g} "
+                f"({RULES[output]}).{precision_note(expected, got)}")
+    return explain
+
+
+def _hint(case, output, expected, got):
+    return transpose_hint(expected, got, output) or scale_hint(expected, got, output)
+
+
+def _register(name, summary, cases, run, reference, describe):
+    register(Spec(name=name, summary=summary, cases=cases, run=run, reference=reference,
+                  describe=describe, explain=_explain(describe),
+                  compare=compare_with_hint(name, _hint)))
+
+
+_register("backprop/dense_backward", "the backward pass of your dense_backward", _dense_cases,
+          _run_dense, _ref_dense, _describe_dense)
+_register("backprop/hidden_upstream", "the upstream gradient dL/dh from your hidden_upstream",
+          _network_cases, _run_hidden, _ref_hidden, _describe_network)
+_register("backprop/backward", "the parameter gradients from your backward", _network_cases,
+          _run_backward, _ref_backward, _describe_network)
