@@ -75,6 +75,15 @@ def _limit(kind, value):
         resource.setrlimit(kind, (min(value, hard) if hard != resource.RLIM_INFINITY else value, hard))
 
 
+def _address_space() -> int:
+    """This process's current virtual size in bytes (VmSize)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _child(job, shell, genuine, fd, scratch, uid):
     """Runs in the forked child; never returns."""
     try:
@@ -87,7 +96,9 @@ def _child(job, shell, genuine, fd, scratch, uid):
         limits = job["limits"]
         _limit(resource.RLIMIT_CORE, 0)
         _limit(resource.RLIMIT_FSIZE, int(limits["file_bytes"]))
-        _limit(resource.RLIMIT_AS, int(limits["memory_bytes"]))
+        # The warm server already maps ~1.3 GB (TensorFlow, mostly shared and copy-on-write):
+        # the notebook may allocate memory_bytes on top of that footprint.
+        _limit(resource.RLIMIT_AS, _address_space() + int(limits["memory_bytes"]))
         if uid is not None:
             os.chown(scratch, uid, uid)
             _limit(resource.RLIMIT_NPROC, int(limits["processes"]))

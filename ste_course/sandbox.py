@@ -35,6 +35,9 @@ READY_TIMEOUT = 180.0
 
 @dataclass
 class Limits:
+    """Per-notebook limits. ``memory_bytes`` is address space on top of the warm fork server's
+    own footprint (about 1.3 GB of TensorFlow, shared copy-on-write with the server)."""
+
     cell_seconds: float = 60.0
     notebook_seconds: float = 300.0
     memory_bytes: int = 2 * 2**30
