@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Callable, Optional
 
 import numpy as np
@@ -252,9 +251,9 @@ def _level_why(x, bits):
         return f"x < 0 is clipped to 0 (level 0 of {n})"
     if x > 1:
         return f"x > 1 is clipped to 1 (level {n} of {n})"
-    product = x * n
+    product = x * n  # exact for float16/32 inputs; float64's own rounding for float64 inputs
     k = float(np.round(product))
-    tie = (Fraction(x) * n).denominator == 2  # exactly halfway between two integers
+    tie = product - np.floor(product) == 0.5
     near_tie = not tie and abs(product - np.floor(product) - 0.5) < 1e-4
     shown = f"{product:.17g}" if near_tie else f"{product:.6g}"
     rule = " (a tie: tf.round rounds half to even)" if tie else ""

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ste_course.checks import Spec, register
@@ -24,6 +26,20 @@ from ste_course.specs.elementwise import HIDDEN_DTYPES, _fill, _sign_why_gradien
 
 # tape.jacobian is slow (a traced loop per call): few, small hidden cases.
 SHAPES = ((1,), (2, 3))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence TensorFlow's retracing warnings from ``tape.jacobian`` (one traced loop per call)."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _pairs(rng, hidden):
@@ -54,7 +70,8 @@ def _run_st(fn, case):
 def _ref_st(case):
     import ste_utils
 
-    return {"jacobian": ste_utils.straight_through_jacobian(case["x"], case["r"])}
+    with _quiet():
+        return {"jacobian": ste_utils.straight_through_jacobian(case["x"], case["r"])}
 
 
 def _explain_st(case, output, index, expected, got):
@@ -114,7 +131,8 @@ def _ref_sign(case):
 
     c = case["clip_value"]
     flat = np.asarray(case["x"]).ravel()
-    return {"jacobian": ste_utils.jacobian(lambda t: ste_utils.ste_sign(t, clip_value=c), flat)[0]}
+    with _quiet():
+        return {"jacobian": ste_utils.jacobian(lambda t: ste_utils.ste_sign(t, clip_value=c), flat)[0]}
 
 
 def _explain_sign(case, output, index, expected, got):
