@@ -7,8 +7,9 @@
    written out by hand.
 
 Cancellation: ``x + (r - x)`` is computed in the dtype of ``x``. When |x| is much larger than
-|r|, ``r - x`` rounds to ``-x`` and the sum is 0 instead of ``r``: for r = 1 this happens from
-x = 3000 in float16 (spacing 2 there) and from x = 1e8 in float32 (spacing 8). Gradients are
+|r|, ``r - x`` rounds to ``-x`` and the sum is 0 instead of ``r``. For r = 1 this starts where
+the spacing of floats around x exceeds 1: just above |x| = 2048 in float16 and around
+|x| = 2**24 (about 1.7e7) in float32; x = 3000 (float16) and x = 1e8 (float32) give 0. Gradients are
 unaffected. The quantizers in :mod:`ste_utils.quantizers` therefore use ``tf.custom_gradient``.
 """
 
