@@ -163,16 +163,29 @@ def reference_codes() -> dict:
             if isinstance(const, types.CodeType):
                 walk(const, label)
 
+    def visit(value, label, depth=0):
+        if inspect.isfunction(value):
+            walk(value.__code__, label)
+        elif inspect.isclass(value) and getattr(value, "__module__", "").startswith("ste_utils"):
+            for attr in vars(value).values():
+                visit(attr, label, depth + 1)
+        elif isinstance(value, (staticmethod, classmethod)):
+            visit(value.__func__, label, depth)
+        elif isinstance(value, property):
+            for f in (value.fget, value.fset, value.fdel):
+                visit(f, label, depth)
+        elif isinstance(value, (dict, list, tuple)) and depth < 3:  # e.g. PROXIES: name -> Proxy(fn, fn')
+            for item in (value.values() if isinstance(value, dict) else value):
+                visit(item, label, depth + 1)
+
     modules = [m for n, m in sorted(sys.modules.items()) if n == "ste_utils" or n.startswith("ste_utils.")]
     for module in modules:
         for name, value in vars(module).items():
-            if getattr(value, "__module__", "").startswith("ste_utils"):
-                if inspect.isfunction(value):
-                    walk(value.__code__, f"ste_utils.{name}")
-                elif inspect.isclass(value):
-                    for attr in vars(value).values():
-                        if inspect.isfunction(attr):
-                            walk(attr.__code__, f"ste_utils.{name}")
+            if inspect.ismodule(value):
+                continue
+            if inspect.isfunction(value) and not value.__module__.startswith("ste_utils"):
+                continue  # imported from elsewhere (numpy, keras, ...)
+            visit(value, f"ste_utils.{name}")
     return codes
 
 
