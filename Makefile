@@ -6,6 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIN_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(PIN_HASH)
+# JupyterLab's student set-up (scripts/lab-config.sh), redone when the venv or the script changes
+LAB_STAMP := $(VENV)/.lab-configured
+# Token authentication stays on (Jupyter's default); localhost only. Root (containers, CI) needs allow_root.
+LAB_FLAGS := --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) \
+	$(if $(filter 0,$(shell id -u)),--ServerApp.allow_root=True)
 
 export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_ENABLE_ONEDNN_OPTS := 0
@@ -20,7 +25,11 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-setup: $(STAMP)
+$(LAB_STAMP): $(STAMP) scripts/lab-config.sh jupyter-config/jupyter_lab_config.json
+	PYTHON=$(BIN)/python scripts/lab-config.sh
+	@touch $@
+
+setup: $(STAMP) $(LAB_STAMP)
 
 system-deps:
 	@scripts/system-deps.sh
@@ -31,8 +40,14 @@ test: setup system-deps
 	$(BIN)/ste-course check
 	$(BIN)/python -m pytest
 
+# The student's seat: the landing page open (the printed URL opens it too), nbgrader's Validate
+# button and Assignment List.
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) course/00_start_here.ipynb
+	$(BIN)/jupyter lab $(LAB_FLAGS) --LabApp.default_url=/lab/tree/course/00_start_here.ipynb
+
+# The same with the instructor's tools (formgrader, create-assignment, course list) for this launch.
+lab-instructor: setup
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config/instructor $(BIN)/jupyter lab $(LAB_FLAGS)
 
 release: setup
 	$(BIN)/ste-course release

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages that `make test` needs, if they are missing.
 #   bubblewrap: the grader's sandbox (ste-course grade)
+#   chromium:   the headless browser of the end-to-end tests (tests/e2e, driven by Playwright)
 # Usage: scripts/system-deps.sh  (idempotent; does nothing when all commands exist)
 set -euo pipefail
-declare -A need=([bwrap]=bubblewrap)
+declare -A need=([bwrap]=bubblewrap [chromium]=chromium)
 missing=()
 for cmd in "${!need[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Configure the course's JupyterLab for students, at the level of the Python environment
+# (sys-prefix), so that every `jupyter lab` started from it behaves the same (make lab, Binder):
+#   - nbgrader's student tools stay on: the Validate button, the Assignment List;
+#   - the instructor's tools are off: formgrader, the create-assignment panel, the course list
+#     (front-end plugins and server extensions); `make lab-instructor` turns them back on for
+#     one launch with JUPYTER_CONFIG_PATH=jupyter-config/instructor;
+#   - nothing is fetched at start-up: the announcements plugin (news feed, update check, and
+#     its "get notified about news?" pop-up) is off, and on the server side there is no news
+#     feed, no update check and no online extension search (jupyter-config/jupyter_lab_config.json).
+# Disabled plugins are also locked, so that the Plugin Manager cannot switch them back on.
+# Usage: PYTHON=.venv/bin/python scripts/lab-config.sh   (idempotent; make setup runs it once)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+INSTRUCTOR_PLUGINS=(@jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment @jupyter/nbgrader:course-list)
+ONLINE_PLUGINS=(@jupyterlab/apputils-extension:announcements)
+INSTRUCTOR_SERVER_EXTENSIONS=(nbgrader.server_extensions.formgrader nbgrader.server_extensions.course_list)
+
+plugins=("${INSTRUCTOR_PLUGINS[@]}" "${ONLINE_PLUGINS[@]}")
+"$PYTHON" -m jupyter labextension disable --level=sys_prefix "${plugins[@]}"
+"$PYTHON" -m jupyter labextension lock --level=sys_prefix "${plugins[@]}"
+"$PYTHON" -m jupyter server extension disable --sys-prefix "${INSTRUCTOR_SERVER_EXTENSIONS[@]}"
+prefix=$("$PYTHON" -c 'import sys; print(sys.prefix)')
+install -D -m 644 jupyter-config/jupyter_lab_config.json "$prefix/etc/jupyter/jupyter_lab_config.json"
+echo "lab-config: student set-up of JupyterLab in $prefix (instructor tools and announcements off)"
