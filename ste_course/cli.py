@@ -48,14 +48,22 @@ def cmd_grade(args) -> int:
     limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
                     memory_bytes=args.memory_mb * 2**20, processes=args.processes,
                     output_chars=args.output_kb * 1024)
+    executor = None
+    if args.cluster:
+        from ste_course.distributed import DaskExecutor
+
+        executor = DaskExecutor(args.cluster, n_workers=args.jobs, sandbox=not args.no_sandbox, limits=limits)
     try:
         results = grade(args.submissions, args.out, load_assignments(args.solutions),
                         load_secret(args.secret_file), jobs_n=args.jobs, sandbox=not args.no_sandbox,
                         limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
-                        force=args.force, late=LatePolicy.load(args.config))
+                        force=args.force, late=LatePolicy.load(args.config), executor=executor)
     except GradeError as err:
         print(f"ste-course grade: {err}", file=sys.stderr)
         return 2
+    finally:
+        if executor is not None:
+            executor.close()
     _summary(Path(args.out) / "grades.csv", len(results))
     return 0
 
@@ -123,6 +131,9 @@ def main(argv=None) -> int:
     g.add_argument("--out", type=Path, default=Path("graded"), help="output course folder (default: graded/)")
     g.add_argument("--db", default=None, help="SQLAlchemy URL of the gradebook (default: SQLite in --out)")
     g.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers (default: cores)")
+    g.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run the notebooks on a Dask cluster: its scheduler (tcp://host:8786), or 'local' "
+                        "for a LocalCluster of --jobs worker processes; this process still judges and records")
     g.add_argument("--no-sandbox", action="store_true", help="run without bubblewrap: only for trusted submissions")
     g.add_argument("--secret-file", type=Path, default=Path("~/.config/ste-course/secret"),
                    help="instructor's secret that seeds the hidden inputs (created if missing)")

@@ -1,0 +1,269 @@
+"""Grading on a Dask ``distributed`` cluster: ``ste-course grade --cluster ADDRESS``.
+
+The parent (``ste_course.grade``) stays the single judge and writer; this module only moves run
+dicts to Dask workers and plain result dicts back:
+
+* parent side, :class:`DaskExecutor`: one task per notebook, keyed by (student, assignment,
+  notebook) and a per-run token, submitted with ``pure=False``; results are collected as they
+  complete, checked to be plain dicts for the run that was sent, and handed to ``on_result``
+  exactly once per run (a result that arrives twice is dropped);
+* worker side, :func:`run_on_worker`: a Dask worker is a multithreaded process, so it never
+  forks itself; each of its threads hands the notebook to a sandboxed fork server of its own
+  (:class:`ste_course.sandbox.Worker`, kept in a module-level pool keyed by thread) and returns
+  the runner's result dict untouched: evidence, outputs and reasons, never a verdict.
+
+Two Dask worker processes on one host never share a grading uid: each fork server holds an
+exclusive ``flock`` on a slot file (``/run/lock/ste-course-slots/<n>.lock``) for as long as it
+lives, and slot ``n`` means uid ``UID_BASE + SLOT_OFFSET + n`` (62000, 62001, ...: clear of the
+local executor's 61000 + index). The kernel drops the lock when the process dies, even by
+SIGKILL, so a slot is never leaked.
+
+Failures: a worker that dies mid-task costs nothing, since the scheduler runs its tasks again
+elsewhere; a task that was running on ``allowed-failures + 1`` workers that all died is given
+up by Dask (``KilledWorker``) and reported as status ``error`` with a reason, as is a task that
+raised on its worker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import secrets
+import tempfile
+import threading
+from pathlib import Path
+
+from ste_course.sandbox import Limits, Worker, bwrap_path
+
+SLOT_OFFSET = 1000
+MAX_SLOTS = 4000
+ALLOWED_FAILURES = 2
+CONNECT_TIMEOUT = 120.0
+
+
+# ====================================================================== worker side
+def slot_dir() -> Path:
+    """Where the per-host slot locks live (shared by every process of the host)."""
+    base = Path("/run/lock")
+    if not (base.is_dir() and os.access(base, os.W_OK)):
+        base = Path(tempfile.gettempdir())
+    path = base / "ste-course-slots"
+    path.mkdir(mode=0o755, exist_ok=True)
+    return path
+
+
+def claim_slot(folder: Path | None = None, limit: int = MAX_SLOTS):
+    """``(n, fd)``: the lowest slot ``n`` no live process holds; keep ``fd`` open to keep it.
+
+    ``flock`` is per open file description and released by the kernel when the holder dies, so
+    concurrent processes (and threads, each opening its own file) never get the same slot.
+    """
+    folder = folder or slot_dir()
+    for n in range(limit):
+        fd = os.open(folder / f"{n}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return n, fd
+    raise RuntimeError(f"all {limit} grading slots in {folder} are taken")
+
+
+class _Slot:
+    """A sandboxed fork server owned by one Dask worker thread, and the uid slot it holds."""
+
+    def __init__(self, thread: threading.Thread, sandbox: bool):
+        self.thread, self.sandbox = thread, sandbox
+        self.number, self.fd = claim_slot()
+        self.worker = Worker(SLOT_OFFSET + self.number, sandbox, Limits())
+
+    def close(self):
+        self.worker.stop()
+        os.close(self.fd)  # releases the slot (after its fork server is gone)
+
+
+_POOL: dict = {}  # thread ident -> _Slot
+_POOL_LOCK = threading.Lock()
+
+
+def _slot_for_this_thread(sandbox: bool) -> _Slot:
+    """This thread's fork server; slots of threads that ended are closed on the way."""
+    me = threading.current_thread()
+    with _POOL_LOCK:
+        for ident, slot in list(_POOL.items()):
+            if not slot.thread.is_alive():
+                del _POOL[ident]
+                slot.close()
+        slot = _POOL.get(me.ident)
+        if slot is not None and (slot.thread is not me or slot.sandbox != sandbox):
+            del _POOL[me.ident]
+            slot.close()
+            slot = None
+        if slot is None:
+            slot = _POOL[me.ident] = _Slot(me, sandbox)
+        return slot
+
+
+def _close_pool():
+    with _POOL_LOCK:
+        for slot in _POOL.values():
+            slot.close()
+        _POOL.clear()
+
+
+atexit.register(_close_pool)
+
+
+def run_on_worker(run: dict, sandbox: bool, limits: dict) -> dict:
+    """The Dask task: run one notebook in this thread's sandboxed fork server.
+
+    Returns the runner's plain result dict (``id``, ``status``, ``events``, ``seconds``...),
+    exactly as local grading gets it; judging happens in the parent.
+    """
+    slot = _slot_for_this_thread(sandbox)
+    slot.worker.limits = Limits(**limits)  # sent with each job, so a warm server serves any run
+    return slot.worker.run(run)
+
+
+def worker_problems(sandbox: bool) -> str:
+    """Run on every worker before grading: what is missing there ('' when ready)."""
+    if sandbox and not bwrap_path():
+        return "bubblewrap (bwrap) is not installed"
+    try:
+        slot_dir()
+    except OSError as err:
+        return f"cannot create the grading slot folder: {err}"
+    return ""
+
+
+# ====================================================================== parent side
+def task_key(run: dict, token: str) -> str:
+    """The Dask key of a run: its (student, assignment, notebook) id and this grading run's token
+    (two grading runs sharing a scheduler never share a task)."""
+    return f"ste-grade-{token}-{run['id']}"
+
+
+def failure_result(run: dict, err: BaseException) -> dict:
+    """The plain result for a task that produced no result: an ``error`` with a reason."""
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(err, KilledWorker):
+        reason = (f"the notebook was running on {err.allowed_failures + 1} grading workers that all "
+                  "died while running it (out of memory, or killed); it was not retried again")
+    else:
+        reason = f"the grading task failed on its worker: {type(err).__name__}: {err}"
+    return {"id": run["id"], "status": "error", "reason": reason[:300], "events": [], "seconds": None}
+
+
+def checked_result(run: dict, result) -> dict:
+    """The worker's answer if it is a plain result for this run, else an ``error`` result."""
+    if isinstance(result, dict) and result.get("id") == run["id"]:
+        return result
+    return {"id": run["id"], "status": "error", "reason": "the grading worker answered for another notebook",
+            "events": [], "seconds": None}
+
+
+class DaskExecutor:
+    """Runs notebooks on a Dask cluster: ``address`` (``tcp://host:8786``) or ``"local"``.
+
+    ``"local"`` starts a ``LocalCluster`` of ``n_workers`` processes with one thread each on
+    this machine. ``task`` is the function a worker runs per notebook (default
+    :func:`run_on_worker`); it must be importable or picklable on the workers.
+    """
+
+    def __init__(self, address: str = "local", n_workers: int = 2, sandbox: bool = True,
+                 limits: Limits | None = None, allowed_failures: int = ALLOWED_FAILURES,
+                 task=None, connect_timeout: float = CONNECT_TIMEOUT):
+        self.address, self.n_workers, self.sandbox = address, max(1, int(n_workers)), sandbox
+        self.limits = limits or Limits()
+        self.allowed_failures, self.connect_timeout = allowed_failures, connect_timeout
+        self.task = task or run_on_worker
+        self.client = self.cluster = self.thread = None
+        self.delivered: set = set()  # run indexes whose result was handed on
+        self.duplicates = 0  # results dropped because their run was already handed on
+
+    # ------------------------------------------------------------ connection
+    def connect(self):
+        """Connect (or start the local cluster) and check that the workers can grade."""
+        import dask
+        from distributed import Client, LocalCluster
+
+        from ste_course.grade import GradeError
+
+        # The scheduler reads allowed-failures: in this process for "local", from its own
+        # config (DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES) for a remote one.
+        with dask.config.set({"distributed.scheduler.allowed-failures": self.allowed_failures}):
+            try:
+                if self.address == "local":
+                    self.cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=1,
+                                                processes=True, host="127.0.0.1",
+                                                dashboard_address="127.0.0.1:0")
+                    self.client = Client(self.cluster, timeout=self.connect_timeout)
+                else:
+                    self.client = Client(self.address, timeout=self.connect_timeout)
+                self.client.wait_for_workers(self.n_workers if self.cluster else 1, timeout=self.connect_timeout)
+            except (OSError, TimeoutError) as err:
+                self.close()
+                raise GradeError(f"cannot reach a Dask cluster with workers at {self.address!r}: "
+                                 f"{type(err).__name__}: {err}") from err
+        try:
+            problems = self.client.run(worker_problems, self.sandbox)
+        except Exception as err:  # noqa: BLE001 - e.g. ste_course not installed on a worker
+            self.close()
+            raise GradeError(f"the Dask workers cannot grade (is the course environment installed "
+                             f"there?): {type(err).__name__}: {err}") from err
+        bad = {worker: problem for worker, problem in problems.items() if problem}
+        if bad:
+            self.close()
+            raise GradeError("Dask workers not ready to grade: " +
+                             "; ".join(f"{w}: {p}" for w, p in sorted(bad.items())))
+
+    # ------------------------------------------------------------ executor interface
+    def run_all(self, runs: list, on_result) -> None:
+        """Submit one task per run; ``on_result(index, result)`` is called from a collector
+        thread, exactly once per run."""
+        if self.client is None:
+            self.connect()
+        token = secrets.token_hex(4)
+        limits = self.limits.as_dict()
+        futures = {}
+        for index, run in enumerate(runs):
+            future = self.client.submit(self.task, run, self.sandbox, limits,
+                                        key=task_key(run, token), pure=False, retries=0)
+            futures[future] = index
+        self.thread = threading.Thread(target=self._collect, args=(futures, runs, on_result),
+                                       name="ste-dask-collector", daemon=True)
+        self.thread.start()
+
+    def _collect(self, futures: dict, runs: list, on_result):
+        from distributed import as_completed
+
+        for future in as_completed(list(futures)):
+            index = futures[future]
+            if index in self.delivered:  # a result that arrives twice is not graded twice
+                self.duplicates += 1
+                continue
+            run = runs[index]
+            try:
+                result = checked_result(run, future.result())
+            except BaseException as err:  # noqa: BLE001 - KilledWorker, CancelledError, the task's error
+                result = failure_result(run, err)
+            self.delivered.add(index)
+            future.release()
+            on_result(index, result)
+
+    def join(self):
+        if self.thread is not None:
+            self.thread.join()
+        self.close()
+
+    def close(self):
+        for thing in (self.client, self.cluster):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        self.client = self.cluster = None
