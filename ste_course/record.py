@@ -61,11 +61,62 @@ def previous_result(out: Path, student: str, assignment: str, notebook: str):
         return None
 
 
+def gradebook_url(url: str) -> str:
+    """The SQLAlchemy URL for nbgrader's Gradebook: an instructor's plain ``postgresql://`` (or
+    ``postgres://``) URL gets the psycopg 3 driver (SQLAlchemy's default for it, psycopg2, is not
+    installed); any other URL, or one that names its driver, is kept."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+class WriterLock:
+    """Makes concurrent grading runs take turns at writing a PostgreSQL gradebook (no-op elsewhere).
+
+    nbgrader checks, then inserts and commits inside its own helpers (``Gradebook()`` creating the
+    schema, ``add_student``, ``add_submission``), so two runs writing a fresh database or the same
+    student at once can both insert, and a retry could not make those multi-commit steps atomic.
+    A session-level advisory lock, taken on a connection of its own around opening the gradebook
+    and around each notebook's write, serialises only those milliseconds (the notebooks still run
+    in parallel); the server drops it if a run dies.
+    """
+
+    KEY = 0x57E_C0DE_6B  # any constant shared by every ste-course writer of the database
+
+    def __init__(self, url: str):
+        self.engine = self.conn = None
+        if url.startswith("postgresql"):
+            from sqlalchemy import create_engine
+            from sqlalchemy.pool import NullPool
+
+            self.engine = create_engine(url, poolclass=NullPool)
+            self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def _call(self, function: str) -> None:
+        if self.conn is not None:
+            from sqlalchemy import text
+
+            self.conn.execute(text(f"SELECT {function}(:key)"), {"key": self.KEY})
+
+    def __enter__(self):
+        self._call("pg_advisory_lock")
+        return self
+
+    def __exit__(self, *exc):
+        self._call("pg_advisory_unlock")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.engine.dispose()
+
+
 class Recorder:
     def __init__(self, out: Path, db_url: str | None, sources: dict):
         self.out = Path(out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
-        self.db_url = db_url or f"sqlite:///{self.out / 'gradebook.db'}"
+        self.db_url = gradebook_url(db_url or f"sqlite:///{self.out / 'gradebook.db'}")
         self.sources = sources
         self._backup()
         import warnings
@@ -75,8 +126,10 @@ class Recorder:
         warnings.filterwarnings("ignore", module="nbgrader.api")
         warnings.filterwarnings("ignore", message=".*not in session.*")
 
-        self.gb = Gradebook(self.db_url)
-        self._sync_assignments()
+        self.lock = WriterLock(self.db_url)
+        with self.lock:
+            self.gb = Gradebook(self.db_url)
+            self._sync_assignments()
 
     # ---------------------------------------------------------------- set-up
     def _backup(self):
@@ -106,7 +159,8 @@ class Recorder:
         return result_path(self.out, student, assignment, notebook)
 
     def record(self, result: NotebookResult, source: SourceNotebook | None) -> None:
-        self._gradebook(result)
+        with self.lock:
+            self._gradebook(result)
         if source is not None:
             self._feedback(result, source)
         _atomic_write(self.result_path(result.student, result.assignment, result.notebook),
@@ -157,6 +211,7 @@ class Recorder:
 
     def close(self):
         self.gb.close()
+        self.lock.close()
 
 
 _STYLE = """
