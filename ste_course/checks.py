@@ -94,7 +94,7 @@ def get_spec(name: str) -> Spec:
 # ------------------------------------------------------------------------------ cases
 def tolerance(dtype: str) -> tuple[float, float]:
     """(rtol, atol) for comparing values of ``dtype``: a few units in the last place."""
-    return {"float16": (2e-3, 2e-3), "bfloat16": (1.6e-2, 1.6e-2), "float32": (1e-5, 1e-6),
+    return {"float16": (1e-3, 1e-3), "bfloat16": (1.6e-2, 1.6e-2), "float32": (1e-5, 1e-6),
             "float64": (1e-10, 1e-12)}.get(dtype, (1e-5, 1e-6))
 
 
