@@ -77,9 +77,15 @@ def one_hot_argmax(logits, axis: int = -1):
 
 
 def _clip_window(x, clip_value):
+    """1{|x| <= c}, with c the float of x's dtype nearest to ``clip_value`` (NumPy's rounding).
+
+    Not ``tf.cast(clip_value, x.dtype)``: that makes a float32 constant first, so a float64
+    x = 0.7 would be compared with 0.699999988 and the boundary x = clip_value left out.
+    """
     if clip_value is None:
         return tf.ones_like(x)
-    return tf.cast(tf.abs(x) <= tf.cast(clip_value, x.dtype), x.dtype)
+    c = tf.constant(np.asarray(clip_value, dtype=x.dtype.as_numpy_dtype))
+    return tf.cast(tf.abs(x) <= c, x.dtype)
 
 
 # ---------------------------------------------------------------- straight-through quantizers
