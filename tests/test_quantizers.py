@@ -33,10 +33,11 @@ def ref_heaviside(x):
 
 
 def ref_clip_window(x, clip_value):
-    """1{|x| <= clip_value}, boundary included; all ones for clip_value=None."""
+    """1{|x| <= c}, boundary included, c = clip_value rounded to x's dtype (as Larq, which
+    compares in x's dtype); all ones for clip_value=None."""
     if clip_value is None:
         return np.ones(x.shape, dtype=bool)
-    return np.abs(x.astype(np.float64)) <= clip_value
+    return np.abs(x) <= np.asarray(clip_value, dtype=x.dtype)
 
 
 def ref_quantize(x, bits):
@@ -104,7 +105,9 @@ def test_binary_quantizer_shapes_dtypes_modes(name, dtype, mode):
     check_cases(cases, mode)
 
 
-CLIP_VALUES = [None, 0.0, 0.5, 1.0, 2.0, 3]
+# 0.7 and 0.3 are not floats of any dtype: the boundary is clip_value rounded to x's dtype
+# (float64 x = 0.7 with clip_value=0.7 was once compared with float32's 0.699999988).
+CLIP_VALUES = [None, 0.0, 0.5, 1.0, 2.0, 3, 0.7, 0.3]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -112,11 +115,13 @@ CLIP_VALUES = [None, 0.0, 0.5, 1.0, 2.0, 3]
 @pytest.mark.parametrize("name", BINARY)
 def test_binary_quantizer_clip_boundaries(name, dtype, mode):
     """x = 0, -0, +-clip_value exactly (gradient 1) and the floats just outside (gradient 0),
-    for clip_value None (identity gradient), 0 (only x = 0 passes), 0.5, 1, 2 and the int 3."""
+    for clip_value None (identity gradient), 0 (only x = 0 passes), 0.5, 1, 2, the int 3, and
+    0.7 and 0.3, whose boundary is the nearest float of the dtype."""
     fn, ref = BINARY[name]
     cases = []
     for clip_value in CLIP_VALUES:
-        x = np.concatenate([clip_specials(clip_value, dtype),
+        boundary = None if clip_value is None else float(np.asarray(clip_value, dtype))
+        x = np.concatenate([clip_specials(boundary, dtype),
                             np.asarray([np.inf, -np.inf, 4.0, -4.0], dtype)]).astype(dtype)
         up = upstream_like(x.shape, dtype, seed=seed_for(name, clip_value, dtype_id(dtype)))
         cases.append((f"{name}(clip_value={clip_value})",
@@ -134,6 +139,18 @@ def test_clip_window_boundary_is_included_and_neighbours_are_not(dtype):
     assert g.tolist() == [1, 1, 1, 1, 0, 0, 1]
     _, g = value_and_grad(ste_utils.ste_heaviside, x, np.ones_like(x), "eager")
     assert g.tolist() == [1, 1, 1, 1, 0, 0, 1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_float64_boundary_not_representable_in_float32(mode):
+    """x = clip_value = 0.7 in float64 is inside the window (regression: the clip value went
+    through a float32 constant, 0.699999988, and left the boundary out)."""
+    x = np.asarray([0.7, -0.7, np.nextafter(0.7, 1.0), 0.3, np.nextafter(0.3, 1.0)], np.float64)
+    for fn in (ste_utils.ste_sign, ste_utils.ste_heaviside):
+        _, g = value_and_grad(lambda t: fn(t, clip_value=0.7), x[:3], np.ones(3), mode)
+        assert g.tolist() == [1, 1, 0], fn.__name__
+        _, g = value_and_grad(lambda t: fn(t, clip_value=0.3), x[3:], np.ones(2), mode)
+        assert g.tolist() == [1, 0], fn.__name__
 
 
 def test_sign_of_zero_is_plus_one_unlike_tf_sign():
