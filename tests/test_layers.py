@@ -1,0 +1,168 @@
+"""Keras layers over the quantizers: complete get_config, .keras round trip, BinaryDense maths."""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ste_utils
+
+# (class, constructor arguments other than the defaults)
+LAYERS = [
+    (ste_utils.SteSign, {"clip_value": 0.5}),
+    (ste_utils.SteSign, {"clip_value": None}),
+    (ste_utils.SteHeaviside, {"clip_value": 2.0}),
+    (ste_utils.SteRound, {}),
+    (ste_utils.SteQuantize, {"bits": 3}),
+    (ste_utils.BinaryDense, {"units": 4, "binarize_inputs": False, "clip_value": 0.5}),
+    (ste_utils.BinaryDense, {"units": 4, "binarize_inputs": True, "clip_value": 1.5}),
+    (ste_utils.BinaryDense, {"units": 3, "binarize_inputs": True, "clip_value": None,
+                             "use_bias": False}),
+]
+if hasattr(ste_utils, "SteActivation"):  # the proxy-choosing activation, where present
+    LAYERS.append((ste_utils.SteActivation, {"bits": 2, "proxy": "relu"}))
+IDS = [f"{cls.__name__}-{'-'.join(f'{k}={v}' for k, v in args.items()) or 'defaults'}"
+       for cls, args in LAYERS]
+
+
+def own_parameters(cls):
+    """The constructor's named parameters (those of the class itself, not **kwargs)."""
+    return [name for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
+
+@pytest.mark.parametrize("cls,args", LAYERS, ids=IDS)
+def test_get_config_is_complete(cls, args):
+    layer = cls(**args)
+    config = layer.get_config()
+    for name in own_parameters(cls):
+        assert name in config, f"{cls.__name__}.get_config() lacks {name!r}"
+    for name, value in args.items():
+        assert config[name] == value, f"{name}: {config[name]!r} != {value!r}"
+    rebuilt = cls.from_config(config)
+    assert type(rebuilt) is cls
+    assert rebuilt.get_config() == config
+
+
+def test_latent_clip_config_and_values():
+    constraint = ste_utils.LatentClip(0.5)
+    config = constraint.get_config()
+    assert config == {"clip_value": 0.5}
+    assert ste_utils.LatentClip.from_config(config).get_config() == config
+    w = np.asarray([[-2.0, -0.5, -0.25], [0.0, 0.5, 3.0]], np.float32)
+    assert np.array_equal(np.asarray(constraint(tf.constant(w))), np.clip(w, -0.5, 0.5))
+
+
+def test_binary_dense_default_constraint_is_latent_clip():
+    layer = ste_utils.BinaryDense(3, clip_value=0.75)
+    assert isinstance(layer.kernel_constraint, ste_utils.LatentClip)
+    assert layer.kernel_constraint.clip_value == 0.75
+    assert ste_utils.BinaryDense(3, clip_value=None).kernel_constraint is None
+    custom = keras.constraints.NonNeg()
+    assert ste_utils.BinaryDense(3, kernel_constraint=custom).kernel_constraint is custom
+
+
+def _model_around(layer, n_in=6, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((n_in,))
+    hidden = keras.layers.Dense(n_in, name="before")(inputs)
+    outputs = keras.layers.Dense(3, name="after")(layer(hidden))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("cls,args", LAYERS, ids=IDS)
+def test_keras_save_load_round_trip(cls, args, tmp_path):
+    """Saved and loaded without custom_objects (the classes are registered): same class, same
+    config, same weights, identical outputs."""
+    model = _model_around(cls(**args))
+    x = np.random.default_rng(1).normal(size=(16, 6)).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    layer, twin = model.layers[2], loaded.layers[2]
+    assert type(twin) is cls
+    assert twin.get_config() == layer.get_config()
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        assert np.array_equal(a, b)
+    assert np.array_equal(loaded.predict(x, verbose=0), before)
+
+
+def test_latent_clip_round_trip_in_a_dense_layer(tmp_path):
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(2, kernel_constraint=ste_utils.LatentClip(0.25))])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    constraint = loaded.layers[0].kernel_constraint
+    assert isinstance(constraint, ste_utils.LatentClip) and constraint.clip_value == 0.25
+
+
+@pytest.mark.parametrize("cls,fn,args", [
+    (ste_utils.SteSign, ste_utils.ste_sign, {"clip_value": 0.5}),
+    (ste_utils.SteHeaviside, ste_utils.ste_heaviside, {"clip_value": 2.0}),
+    (ste_utils.SteRound, ste_utils.ste_round, {}),
+    (ste_utils.SteQuantize, ste_utils.ste_quantize, {"bits": 3}),
+], ids=["SteSign", "SteHeaviside", "SteRound", "SteQuantize"])
+def test_activation_layers_are_their_functions(cls, fn, args):
+    x = tf.constant(np.linspace(-2.5, 2.5, 41, dtype=np.float32).reshape(1, -1))
+    up = tf.constant(np.random.default_rng(2).normal(size=(1, 41)).astype(np.float32))
+    layer = cls(**args)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_layer = layer(x)
+        y_fn = fn(x, **args)
+    assert np.array_equal(y_layer.numpy(), y_fn.numpy())
+    assert np.array_equal(tape.gradient(y_layer, x, output_gradients=up).numpy(),
+                          tape.gradient(y_fn, x, output_gradients=up).numpy())
+
+
+# ------------------------------------------------------------------ BinaryDense maths
+def _sign(a):
+    return np.where(a >= 0, 1.0, -1.0)
+
+
+@pytest.mark.parametrize("binarize_inputs", [False, True])
+def test_binary_dense_uses_sign_of_the_latent_kernel(binarize_inputs):
+    """y = s(x) @ sign(W) + b, with s = sign when inputs are binarized; the gradient reaches the
+    latent kernel as x^T g masked by 1{|W| <= clip}, and x as g sign(W)^T masked by 1{|x| <=
+    clip} (binarized inputs). Dyadic inputs make every float32 sum exact, so == is fair."""
+    clip = 0.5
+    rng = np.random.default_rng(3)
+    x = (rng.integers(-8, 9, size=(5, 4)) / 8).astype(np.float32)     # includes 0, +-0.5
+    x[0, :3] = [0.0, 0.5, -0.5]
+    w = (rng.integers(-12, 13, size=(4, 3)) / 8).astype(np.float32)   # some |w| > clip
+    w[:, 0] = [0.0, 0.5, -0.5, 1.5]
+    b = np.asarray([0.25, -0.5, 1.0], np.float32)
+    up = (rng.integers(-8, 9, size=(5, 3)) / 4).astype(np.float32)
+    layer = ste_utils.BinaryDense(3, binarize_inputs=binarize_inputs, clip_value=clip)
+    layer.build((None, 4))
+    layer.set_weights([w, b])
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+    g_x, g_w, g_b = tape.gradient(y, [xt, layer.kernel, layer.bias], output_gradients=tf.constant(up))
+    effective_x = _sign(x) if binarize_inputs else x
+    assert np.array_equal(y.numpy(), effective_x @ _sign(w) + b)
+    assert np.array_equal(g_w.numpy(), (effective_x.T @ up) * (np.abs(w) <= clip))
+    assert np.array_equal(g_b.numpy(), up.sum(axis=0))
+    x_window = (np.abs(x) <= clip) if binarize_inputs else np.ones_like(x)
+    assert np.array_equal(g_x.numpy(), (up @ _sign(w).T) * x_window)
+    assert np.any(g_w.numpy() != 0), "the latent kernel must receive a gradient"
+
+
+def test_binary_dense_training_keeps_latent_weights_clipped_and_moves_them():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), ste_utils.BinaryDense(3, clip_value=0.5)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=10.0), loss="mse")
+    before = model.layers[0].kernel.numpy().copy()
+    x = np.random.default_rng(4).normal(size=(32, 4)).astype(np.float32)
+    y = np.random.default_rng(5).normal(size=(32, 3)).astype(np.float32)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    after = model.layers[0].kernel.numpy()
+    assert not np.array_equal(before, after)
+    assert np.abs(after).max() <= 0.5
