@@ -130,6 +130,7 @@ class Recorder:
         with self.lock:
             self.gb = Gradebook(self.db_url)
             self._sync_assignments()
+        self._course_folder()
 
     # ---------------------------------------------------------------- set-up
     def _backup(self):
@@ -154,6 +155,21 @@ class Recorder:
                         gb.update_or_create_solution_cell(cell.grade_id, nb.name, assignment)
         gb.db.commit()
 
+    def _course_folder(self):
+        """Make ``out`` an nbgrader course folder: config, ``source/`` (the instructor's
+        notebooks) beside ``autograded/`` and ``feedback/``, so ``nbgrader formgrader`` run
+        in ``out`` opens this gradebook for manual review."""
+        for assignment, notebooks in self.sources.items():
+            for nb in notebooks:
+                target = self.out / "source" / assignment / nb.path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(nb.path, target)
+        _atomic_write(self.out / "nbgrader_config.py",
+                      "# Written by ste-course grade: run `nbgrader formgrader` in this folder.\n"
+                      "c = get_config()  # noqa: F821\n"
+                      f"c.CourseDirectory.root = {str(self.out)!r}\n"
+                      f"c.CourseDirectory.db_url = {self.db_url!r}\n")
+
     # ---------------------------------------------------------------- results
     def result_path(self, student, assignment, notebook) -> Path:
         return result_path(self.out, student, assignment, notebook)
@@ -163,6 +179,7 @@ class Recorder:
             self._gradebook(result)
         if source is not None:
             self._feedback(result, source)
+            self._autograded(result, source)
         _atomic_write(self.result_path(result.student, result.assignment, result.notebook),
                       json.dumps(asdict(result), indent=1))
 
@@ -182,6 +199,27 @@ class Recorder:
         except Exception:
             gb.db.rollback()
             raise
+
+    def _autograded(self, result: NotebookResult, source: SourceNotebook) -> None:
+        """The instructor's notebook with the student's answers and each test's verdict as its
+        output, in ``autograded/`` where nbgrader's formgrader looks for it."""
+        nb = json.loads(source.path.read_text(encoding="utf-8"))
+        answers = {c["grade_id"]: c["text"] for c in result.feedback_cells
+                   if c.get("kind") == "code" and c.get("grade_id")}
+        grades = {c["grade_id"]: c for c in result.cells}
+        for cell in nb.get("cells", []):
+            gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("solution") and gid in answers:
+                cell["source"] = answers[gid]
+            if cell.get("cell_type") == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+                if gid in grades:
+                    g = grades[gid]
+                    text = f"{g['points']:g} / {g['max_points']:g} points\n" + "".join(f"- {m}\n" for m in g["messages"])
+                    cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": text}]
+        path = self.out / "autograded" / result.student / result.assignment / f"{result.notebook}.ipynb"
+        _atomic_write(path, json.dumps(nb, indent=1))
 
     def _feedback(self, result: NotebookResult, source: SourceNotebook) -> None:
         path = self.out / "feedback" / result.student / result.assignment / f"{result.notebook}.html"
