@@ -45,8 +45,7 @@ def make_cases(boundary: Callable[[dict], list], params_choices: list, scale: fl
         for i, (dtype, shape) in enumerate([(d, s) for d in HIDDEN_DTYPES for s in HIDDEN_SHAPES]):
             params = params_choices[int(rng.integers(len(params_choices)))]
             points = np.array(boundary(params), dtype=np.float64).astype(dtype)
-            near = np.concatenate([np.nextafter(points, np.array(np.inf, dtype)),
-                                   np.nextafter(points, np.array(-np.inf, dtype))])
+            near = normal_neighbours(points)
             x = _fill(rng, np.concatenate([points, near]).astype(np.float64), shape, scale).astype(dtype)
             upstream = (rng.uniform(0.5, 1.5, size=shape) if i % 2 else np.ones(shape)).astype(dtype)
             out.append({"x": x, "upstream": upstream, **params})
