@@ -65,9 +65,10 @@ def quantize(x, bits: int):
 def one_hot_argmax(logits, axis: int = -1):
     """One-hot of the largest entry along ``axis``; ties go to the lowest index.
 
-    ``tf.argmax`` documents that the index it returns on ties is not guaranteed, so the tie rule
-    is made explicit here: among equal maxima the first one wins. A slice containing NaN has no
-    maximum that compares equal and maps to all zeros.
+    ``tf.math.argmax`` (TF 2) documents that ties return the smallest index, while
+    ``tf.compat.v1.argmax`` and the raw ``ArgMax`` op say the index on ties is not guaranteed;
+    the rule is made explicit here, without relying on either: among equal maxima the first
+    one wins. A slice containing NaN has no maximum that compares equal and maps to all zeros.
     """
     logits = as_float_tensor(logits, "logits")
     axis = check_axis(axis, logits.shape.rank)
