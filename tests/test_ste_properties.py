@@ -100,7 +100,7 @@ def test_ste_argmax_is_one_hot_of_the_first_maximum(logits, data):
     assert np.array_equal(np.argmax(y, axis=axis), first)
 
 
-@SETTINGS
+@settings(deadline=None, max_examples=20)  # tape.jacobian builds a pfor graph: ~0.2 s a call
 @given(pair=st.integers(1, 6).flatmap(lambda n: st.tuples(
     hnp.arrays(np.float32, n, elements=st.floats(-1e3, 1e3, width=32)),
     hnp.arrays(np.float32, n, elements=st.floats(-1e3, 1e3, width=32)))))
