@@ -96,7 +96,9 @@ def ste_sign(x, clip_value=1.0):
     Forward:  q(x) = +1 if x >= 0 else -1         (so q(0) = +1; note tf.sign(0) = 0)
     Backward: dq/dx := 1{|x| <= clip_value}        (boundary included; Hubara et al., 2016,
                                                     arXiv:1602.02830; Larq's ste_sign)
-              clip_value=None gives dq/dx := 1.
+              clip_value=None gives dq/dx := 1. The window compares |x| with clip_value
+              rounded to x's dtype (so a float64 x = 0.7 lies inside clip_value=0.7).
+              TensorFlow's CPU kernels flush subnormal x to 0, so ste_sign(-1e-45) is +1.
 
     Args:
         x: floating-point tensor of any shape.
