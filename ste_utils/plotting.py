@@ -6,6 +6,19 @@ import numpy as np
 import tensorflow as tf
 
 
+def value_and_grad(fn, x, upstream=None):
+    """``fn(x)`` and the gradient TensorFlow computes for it, as tensors.
+
+    The gradient is ``d fn / dx`` contracted with ``upstream`` (ones when None); unlike
+    :func:`forward_backward`, a missing gradient stays ``None``, which is what the course shows.
+    """
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+    return y, tape.gradient(y, x, output_gradients=upstream)
+
+
 def forward_backward(fn, x):
     """Values ``fn(x)`` and elementwise gradients ``d fn / dx`` on a grid, as NumPy arrays.
 
@@ -64,4 +77,4 @@ def plot_curves(histories, key="loss", ax=None, ylabel=None):
     return ax
 
 
-__all__ = ["forward_backward", "plot_forward_backward", "plot_curves"]
+__all__ = ["value_and_grad", "forward_backward", "plot_forward_backward", "plot_curves"]
