@@ -4,9 +4,9 @@ The parent (``ste_course.grade``) stays the single judge and writer; this module
 dicts to Dask workers and plain result dicts back:
 
 * parent side, :class:`DaskExecutor`: one task per notebook, keyed by (student, assignment,
-  notebook) and a per-run token, submitted with ``pure=False``; results are collected as they
-  complete, checked to be plain dicts for the run that was sent, and handed to ``on_result``
-  exactly once per run (a result that arrives twice is dropped);
+  notebook) and a per-run token, submitted with ``pure=False`` a few per worker thread at a
+  time; results are collected as they complete, checked to be plain dicts for the run that was
+  sent, and handed to ``on_result`` exactly once per run (a result that arrives twice is dropped);
 * worker side, :func:`run_on_worker`: a Dask worker is a multithreaded process, so it never
   forks itself; each of its threads hands the notebook to a sandboxed fork server of its own
   (:class:`ste_course.sandbox.Worker`, kept in a module-level pool keyed by thread) and returns
@@ -39,6 +39,9 @@ from ste_course.sandbox import Limits, Worker, bwrap_path
 SLOT_OFFSET = 1000
 MAX_SLOTS = 4000
 ALLOWED_FAILURES = 2
+WINDOW_PER_THREAD = 4  # tasks in flight per worker thread (the rest wait in this process)
+MIN_WINDOW = 8
+WORKER_SATURATION = 1.0
 CONNECT_TIMEOUT = 120.0
 
 
@@ -153,7 +156,7 @@ def failure_result(run: dict, err: BaseException) -> dict:
         reason = (f"the notebook was running on {err.allowed_failures + 1} grading workers that all "
                   "died while running it (out of memory, or killed); it was not retried again")
     else:
-        reason = f"the grading task failed on its worker: {type(err).__name__}: {err}"
+        reason = f"the grading task failed: {type(err).__name__}: {err}"
     return {"id": run["id"], "status": "error", "reason": reason[:300], "events": [], "seconds": None}
 
 
@@ -192,9 +195,13 @@ class DaskExecutor:
 
         from ste_course.grade import GradeError
 
-        # The scheduler reads allowed-failures: in this process for "local", from its own
-        # config (DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES) for a remote one.
-        with dask.config.set({"distributed.scheduler.allowed-failures": self.allowed_failures}):
+        # The scheduler reads these: in this process for "local", from its own config for a
+        # remote one (DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=2,
+        # DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0). A saturation of 1.0 gives a worker
+        # only the notebooks it can start at once, so when it dies no notebook merely queued
+        # there counts against allowed-failures (an innocent one could end as KilledWorker).
+        with dask.config.set({"distributed.scheduler.allowed-failures": self.allowed_failures,
+                              "distributed.scheduler.worker-saturation": WORKER_SATURATION}):
             try:
                 if self.address == "local":
                     self.cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=1,
@@ -223,36 +230,65 @@ class DaskExecutor:
     # ------------------------------------------------------------ executor interface
     def run_all(self, runs: list, on_result) -> None:
         """Submit one task per run; ``on_result(index, result)`` is called from a collector
-        thread, exactly once per run."""
-        if self.client is None:
-            self.connect()
-        token = secrets.token_hex(4)
-        limits = self.limits.as_dict()
-        futures = {}
-        for index, run in enumerate(runs):
-            future = self.client.submit(self.task, run, self.sandbox, limits,
-                                        key=task_key(run, token), pure=False, retries=0)
-            futures[future] = index
-        self.thread = threading.Thread(target=self._collect, args=(futures, runs, on_result),
-                                       name="ste-dask-collector", daemon=True)
-        self.thread.start()
+        thread, exactly once per run.
 
-    def _collect(self, futures: dict, runs: list, on_result):
+        At most ``WINDOW_PER_THREAD`` tasks per worker thread are in the scheduler at a time
+        (refilled as results arrive), so a large class's notebooks are not all held there.
+        """
         from distributed import as_completed
 
-        for future in as_completed(list(futures)):
-            index = futures[future]
-            if index in self.delivered:  # a result that arrives twice is not graded twice
+        if self.client is None:
+            self.connect()
+        self._runs, self._on_result, self._next = runs, on_result, 0
+        self._token, self._limits = secrets.token_hex(4), self.limits.as_dict()
+        self._futures: dict = {}  # in-flight future -> run index
+        self._completed = as_completed()
+        self._submit_more()
+        self.thread = threading.Thread(target=self._collect, name="ste-dask-collector", daemon=True)
+        self.thread.start()
+
+    def _window(self) -> int:
+        """Tasks to keep in flight: a few per worker thread now connected (workers may come and go)."""
+        threads = sum(self.client.nthreads().values())
+        return max(MIN_WINDOW, WINDOW_PER_THREAD * threads)
+
+    def _submit_more(self):
+        room = self._window() - len(self._futures)
+        while room > 0 and self._next < len(self._runs):
+            run = self._runs[self._next]
+            future = self.client.submit(self.task, run, self.sandbox, self._limits,
+                                        key=task_key(run, self._token), pure=False, retries=0)
+            self._futures[future] = self._next
+            self._completed.add(future)
+            self._next += 1
+            room -= 1
+
+    def _collect(self):
+        for future in self._completed:
+            index = self._futures.pop(future, None)
+            if index is None or index in self.delivered:  # a result that arrives twice is not graded twice
                 self.duplicates += 1
                 continue
-            run = runs[index]
+            run = self._runs[index]
             try:
                 result = checked_result(run, future.result())
             except BaseException as err:  # noqa: BLE001 - KilledWorker, CancelledError, the task's error
                 result = failure_result(run, err)
             self.delivered.add(index)
             future.release()
-            on_result(index, result)
+            try:
+                self._submit_more()
+            except Exception as err:  # noqa: BLE001 - the cluster is gone: the rest cannot run
+                self._fail_unsubmitted(err)
+            self._on_result(index, result)
+        self._fail_unsubmitted(RuntimeError("the Dask cluster stopped answering"))
+
+    def _fail_unsubmitted(self, err: BaseException):
+        """Hand on an ``error`` for every run not yet submitted (so the parent never waits forever)."""
+        while self._next < len(self._runs):
+            index, self._next = self._next, self._next + 1
+            self.delivered.add(index)
+            self._on_result(index, failure_result(self._runs[index], err))
 
     def join(self):
         if self.thread is not None:
