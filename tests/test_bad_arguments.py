@@ -172,7 +172,6 @@ def test_bad_axis(fn):
         fn(tf.constant(1.0))
 
 
-@pytest.mark.skipif(not hasattr(ste_utils, "SteActivation"), reason="no SteActivation layer")
 def test_ste_activation_arguments():
     with raises(TypeError, "proxy must be the name of a proxy (callables do not serialize)"):
         ste_utils.SteActivation(bits=2, proxy=tf.nn.relu)
