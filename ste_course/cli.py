@@ -30,7 +30,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from ste_course.check import run_checks
+    from ste_course.selfcheck import run_checks
 
     problems = run_checks(args.solutions, args.exercises)
     for p in problems:

@@ -1,4 +1,4 @@
-"""Start and talk to grading workers: a fork server (:mod:`ste_course.runner`) per worker,
+"""Start and talk to grading workers: a fork server (:mod:`ste_course.inside.server`) per worker,
 inside bubblewrap unless the instructor passed ``--no-sandbox``.
 
 What the sandbox sees (everything else does not exist in it):
@@ -110,7 +110,7 @@ class Worker:
 
     def _command(self):
         python = str(Path(sys.prefix) / "bin" / "python")
-        server = [python, "-m", "ste_course.runner", str(self.uid) if self.uid is not None else "none"]
+        server = [python, "-m", "ste_course.inside.server", str(self.uid) if self.uid is not None else "none"]
         return (bwrap_command(self.privileged) + server) if self.sandbox else server
 
     def start(self):

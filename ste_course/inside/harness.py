@@ -1,7 +1,7 @@
 """Run one notebook's cells in the current (sandboxed, forked) process and stream events.
 
 This is the only module that executes student code. It runs inside the sandbox, in a child
-forked from :mod:`ste_course.runner`; it reports per-cell events as JSON lines on a pipe and
+forked from :mod:`ste_course.inside.server`; it reports per-cell events as JSON lines on a pipe and
 trusts nothing that comes back from the student's code:
 
 * Student (unlocked) cells run through IPython, so magics work.

@@ -1,7 +1,7 @@
 """The fork server: import TensorFlow once, then run each notebook in a fresh forked child.
 
 Started by :mod:`ste_course.sandbox` (inside bubblewrap, or directly with ``--no-sandbox``) as
-``python -m ste_course.runner``. It reads one job per line on stdin (JSON: cells to run, the
+``python -m ste_course.inside.server``. It reads one job per line on stdin (JSON: cells to run, the
 cases the grader drew, limits) and answers one result per line on stdout. For each job it:
 
 1. forks a child which, before any student code: detaches stdin/stdout/stderr, makes a private
@@ -120,7 +120,7 @@ def _child(job, shell, genuine, fd, scratch, uid):
         tf.random.set_seed(seed % 2**31)
         sys.path[:] = [p for p in sys.path if p not in ("", ".", scratch)]
         from ste_course.checks import GradingSession
-        from ste_course.harness import Notebook
+        from ste_course.inside.harness import Notebook
 
         session = GradingSession(calls=job.get("calls", {}), reference_codes=genuine["reference_codes"])
         notebook = Notebook(shell, genuine, session, fd, int(limits["output_chars"]),
