@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_ENABLE_ONEDNN_OPTS := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup system-deps test lab lab-instructor grade release check bench clean
+.PHONY: setup system-deps shared-venv test lab lab-instructor grade release check bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ setup: $(STAMP) $(LAB_STAMP)
 
 system-deps:
 	@scripts/system-deps.sh
+
+# A copy of the course environment every user can read (/opt/ste-course/venv, Debian's python3.11):
+# for JupyterHub users' servers and grading as an unprivileged user.
+shared-venv:
+	@scripts/shared-venv.sh
 
 # Every test: the release is in sync and every solution passes (ste-course check), then pytest
 # (ste_utils, grader, adversarial suite, browser tests, and the course chapters via nbval).
