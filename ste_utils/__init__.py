@@ -7,22 +7,20 @@ Modules, one idea each:
     layers      thin, serializable Keras 3 layers over the quantizers
     jacobian    Jacobians via tf.GradientTape.jacobian
     plotting    forward/backward plots; data: offline digits; training: small models and fit
+
+Importing the package changes no process-wide setting (no environment variables): the course's
+entry points (Makefile, binder/start, ``ste-course``, the grading sandbox) set
+TF_CPP_MIN_LOG_LEVEL and TF_ENABLE_ONEDNN_OPTS themselves.
 """
 
-import os as _os
-
-# TensorFlow reads these when it is first imported; both are needed to silence its log lines.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-from ste_utils.estimators import IDIOMS, straight_through, ste  # noqa: E402
-from ste_utils.proxies import PROXIES, Proxy, get_proxy  # noqa: E402
-from ste_utils.quantizers import (  # noqa: E402
+from ste_utils.estimators import IDIOMS, straight_through, ste
+from ste_utils.proxies import PROXIES, Proxy, get_proxy
+from ste_utils.quantizers import (
     binarize, heaviside, one_hot_argmax, quantize,
     ste_argmax, ste_heaviside, ste_quantize, ste_round, ste_sign,
 )
-from ste_utils.jacobian import jacobian, straight_through_jacobian  # noqa: E402
-from ste_utils.layers import (  # noqa: E402
+from ste_utils.jacobian import jacobian, straight_through_jacobian
+from ste_utils.layers import (
     BinaryDense, LatentClip, SteActivation, SteHeaviside, SteQuantize, SteRound, SteSign,
 )
 

@@ -20,7 +20,7 @@ from typing import Callable, Union
 import tensorflow as tf
 
 from ste_utils._validation import as_float_tensor
-from ste_utils.proxies import PROXIES, get_proxy
+from ste_utils.proxies import PROXIES, get_proxy, times_derivative
 
 ProxyArg = Union[str, Callable[[tf.Tensor], tf.Tensor]]
 IDIOMS = ("custom_gradient", "stop_gradient")
@@ -74,7 +74,9 @@ def ste(forward: Callable[[tf.Tensor], tf.Tensor], proxy: ProxyArg = "identity",
     Forward:  y = forward(x)
     Backward: dL/dx := dL/dy * p'(x), with p the proxy (see :mod:`ste_utils.proxies` for the
               named ones: ``"identity"``, ``"relu"``, ``"clipped_relu"``, ``"hardtanh"``).
-              A callable proxy is differentiated by autodiff.
+              A zero p'(x) gives 0 even for an infinite or NaN upstream (a select). A callable
+              proxy is differentiated by autodiff, so its non-finite behaviour is TensorFlow's
+              (``tf.nn.relu``'s gradient, a product, turns inf * 0 into NaN).
 
     Args:
         forward: elementwise function applied in the forward pass (e.g. ``tf.round``).
@@ -109,7 +111,7 @@ def ste(forward: Callable[[tf.Tensor], tf.Tensor], proxy: ProxyArg = "identity",
             def _ste(x):
                 def grad(upstream):
                     if derivative is not None:
-                        return upstream * derivative(x)
+                        return times_derivative(upstream, derivative(x))
                     with tf.GradientTape() as tape:
                         tape.watch(x)
                         p = proxy_fn(x)

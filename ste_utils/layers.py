@@ -19,8 +19,28 @@ from ste_utils.quantizers import quantize, ste_heaviside, ste_quantize, ste_roun
 PACKAGE = "ste_utils"
 
 
+def require_tensorflow_backend(layer_name: str) -> None:
+    """Fail fast when Keras runs on another backend: these layers call TensorFlow directly
+    (``tf.custom_gradient``), which a JAX or PyTorch backend could neither trace nor train."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{layer_name} needs Keras's TensorFlow backend (ste_utils is built on "
+            "tf.custom_gradient); set KERAS_BACKEND=tensorflow before importing keras. "
+            f"Received: keras.backend.backend()={backend!r}"
+        )
+
+
+class _TensorFlowLayer(keras.layers.Layer):
+    """A Keras layer that checks the backend when it is constructed."""
+
+    def __init__(self, **kwargs):
+        require_tensorflow_backend(type(self).__name__)
+        super().__init__(**kwargs)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SteSign(keras.layers.Layer):
+class SteSign(_TensorFlowLayer):
     """Binary activation: :func:`ste_sign` (forward +-1, gradient 1{|x| <= clip_value})."""
 
     def __init__(self, clip_value=1.0, **kwargs):
@@ -35,7 +55,7 @@ class SteSign(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SteHeaviside(keras.layers.Layer):
+class SteHeaviside(_TensorFlowLayer):
     """Step activation: :func:`ste_heaviside` (forward 1{x > 0}, gradient 1{|x| <= clip_value})."""
 
     def __init__(self, clip_value=1.0, **kwargs):
@@ -50,7 +70,7 @@ class SteHeaviside(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SteRound(keras.layers.Layer):
+class SteRound(_TensorFlowLayer):
     """Rounding activation: :func:`ste_round` (forward round half to even, gradient 1)."""
 
     def call(self, inputs):
@@ -58,7 +78,7 @@ class SteRound(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SteQuantize(keras.layers.Layer):
+class SteQuantize(_TensorFlowLayer):
     """k-bit activation on [0, 1]: :func:`ste_quantize` (gradient 1 on [0, 1])."""
 
     def __init__(self, bits=2, **kwargs):
@@ -73,7 +93,7 @@ class SteQuantize(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SteActivation(keras.layers.Layer):
+class SteActivation(_TensorFlowLayer):
     """k-bit activation on [0, 1] whose backward pass uses a chosen proxy's derivative.
 
     Forward:  q(x) = round(clip(x, 0, 1) * n) / n,   n = 2**bits - 1   (:func:`quantize`)
@@ -148,6 +168,7 @@ class BinaryDense(keras.layers.Dense):
     """
 
     def __init__(self, units, binarize_inputs=False, clip_value=1.0, **kwargs):
+        require_tensorflow_backend(type(self).__name__)
         clip_value = check_clip_value(clip_value)
         if kwargs.get("kernel_constraint") is None and clip_value is not None:
             kwargs["kernel_constraint"] = LatentClip(clip_value)

@@ -17,7 +17,10 @@ name               proxy p(x)                 derivative p'(x) used backward
 The ``relu``/``clipped_relu``/``identity`` trio is the one compared by Yin et al. (2019),
 arXiv:1903.05662; ``hardtanh`` is the clipped STE of BinaryNet (Hubara et al., 2016,
 arXiv:1602.02830). The conventions at the kinks agree with TensorFlow's own gradients of the
-formulas in the middle column, so both STE idioms give the same numbers.
+formulas in the middle column, so both STE idioms give the same numbers. Where p'(x) = 0 the
+gradient is 0 even for an infinite or NaN upstream gradient (a select, not ``upstream * 0``),
+in both idioms: the functions are built from ``tf.where``, ``tf.minimum`` and
+``tf.clip_by_value``, whose gradients are selects (``tf.nn.relu``'s is a product).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import tensorflow as tf
+
+
+__all__ = ["Proxy", "PROXIES", "get_proxy", "pass_where", "times_derivative"]
 
 
 class Proxy(NamedTuple):
@@ -38,18 +44,37 @@ def _indicator(condition: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     return tf.cast(condition, like.dtype)
 
 
+def pass_where(window, upstream):
+    """The upstream gradient where ``window`` holds and 0 elsewhere: a select, not a product.
+
+    ``upstream * mask`` would turn an infinite or NaN upstream gradient outside the window into
+    NaN (inf * 0); the documented gradient there is 0, as Larq's ``tf.where`` gives. Inside the
+    window the upstream passes unchanged, NaN and infinities included. ``window=None``: no window.
+    """
+    if window is None:
+        return upstream
+    return tf.where(window, upstream, tf.zeros_like(upstream))
+
+
+def times_derivative(upstream, derivative):
+    """upstream * p'(x), with 0 wherever p'(x) = 0 (a select, see :func:`pass_where`)."""
+    return pass_where(tf.not_equal(derivative, 0), upstream * derivative)
+
+
 PROXIES: dict[str, Proxy] = {
     "identity": Proxy(
         function=lambda x: tf.identity(x),
         derivative=lambda x: tf.ones_like(x),
     ),
     "relu": Proxy(
-        function=lambda x: tf.nn.relu(x),
+        # tf.where, not tf.nn.relu: ReluGrad multiplies by the 0/1 mask (inf upstream -> NaN);
+        # the gradient of a select is a select, so autodiff of p keeps 0 outside too.
+        function=lambda x: tf.where(x > 0, x, tf.zeros_like(x)),
         derivative=lambda x: _indicator(x > 0, x),
     ),
     "clipped_relu": Proxy(
         # tf.minimum passes the gradient to its first argument on ties, so the kink at 1 gets 1.
-        function=lambda x: tf.minimum(tf.nn.relu(x), tf.ones_like(x)),
+        function=lambda x: tf.where(x > 0, tf.minimum(x, tf.ones_like(x)), tf.zeros_like(x)),
         derivative=lambda x: _indicator((x > 0) & (x <= 1), x),
     ),
     "hardtanh": Proxy(

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ste_utils._validation import as_float_tensor, check_axis, check_bits, check_clip_value
+from ste_utils.proxies import pass_where
 
 
 # ---------------------------------------------------------------- forward functions (no STE)
@@ -78,15 +79,16 @@ def one_hot_argmax(logits, axis: int = -1):
 
 
 def _clip_window(x, clip_value):
-    """1{|x| <= c}, with c the float of x's dtype nearest to ``clip_value`` (NumPy's rounding).
+    """The boolean window |x| <= c, c the float of x's dtype nearest to ``clip_value`` (NumPy's
+    rounding); None when ``clip_value`` is None (no window).
 
     Not ``tf.cast(clip_value, x.dtype)``: that makes a float32 constant first, so a float64
     x = 0.7 would be compared with 0.699999988 and the boundary x = clip_value left out.
     """
     if clip_value is None:
-        return tf.ones_like(x)
+        return None
     c = tf.constant(np.asarray(clip_value, dtype=x.dtype.as_numpy_dtype))
-    return tf.cast(tf.abs(x) <= c, x.dtype)
+    return tf.abs(x) <= c
 
 
 # ---------------------------------------------------------------- straight-through quantizers
@@ -99,6 +101,8 @@ def ste_sign(x, clip_value=1.0):
               clip_value=None gives dq/dx := 1. The window compares |x| with clip_value
               rounded to x's dtype (so a float64 x = 0.7 lies inside clip_value=0.7).
               TensorFlow's CPU kernels flush subnormal x to 0, so ste_sign(-1e-45) is +1.
+              The window is a select: outside it the gradient is 0 even for an infinite or
+              NaN upstream gradient (a product with a 0/1 mask would give NaN).
 
     Args:
         x: floating-point tensor of any shape.
@@ -116,7 +120,7 @@ def ste_sign(x, clip_value=1.0):
 
     @tf.custom_gradient
     def _ste_sign(x):
-        return binarize(x), lambda upstream: upstream * _clip_window(x, clip_value)
+        return binarize(x), lambda upstream: pass_where(_clip_window(x, clip_value), upstream)
 
     return _ste_sign(x)
 
@@ -132,7 +136,7 @@ def ste_heaviside(x, clip_value=1.0):
 
     @tf.custom_gradient
     def _ste_heaviside(x):
-        return heaviside(x), lambda upstream: upstream * _clip_window(x, clip_value)
+        return heaviside(x), lambda upstream: pass_where(_clip_window(x, clip_value), upstream)
 
     return _ste_heaviside(x)
 
@@ -171,8 +175,8 @@ def ste_quantize(x, bits: int):
 
     @tf.custom_gradient
     def _ste_quantize(x):
-        inside = tf.cast((x >= 0) & (x <= 1), x.dtype)
-        return quantize(x, bits), lambda upstream: upstream * inside
+        inside = (x >= 0) & (x <= 1)
+        return quantize(x, bits), lambda upstream: pass_where(inside, upstream)
 
     return _ste_quantize(x)
 

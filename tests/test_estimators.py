@@ -13,8 +13,8 @@ import tensorflow as tf
 
 import ste_utils
 from ste_utils_testing import (
-    DTYPES_BF16, MODES, SHAPES, assert_same, dtype_id, run_cases, sample, seed_for, upstream_like,
-    value_and_grad,
+    DTYPES_BF16, MODES, SHAPES, around_zero, assert_same, dtype_id, neighbours, run_cases, sample, seed_for,
+    upstream_like, value_and_grad,
 )
 
 RESULTS = {
@@ -126,3 +126,30 @@ def test_jacobian_changes_when_the_estimator_is_broken():
 def test_docstring_example():
     y = ste_utils.straight_through(tf.constant([-0.4, 0.7]), tf.round(tf.constant([-0.4, 0.7])))
     assert y.numpy().tolist() == [0.0, 1.0]
+
+
+# ------------------------------------------------------------------ non-finite upstream gradients
+PROXY_WINDOWS = {  # where p'(x) = 1 (the spec, as in test_proxies)
+    "identity": lambda x: np.ones(x.shape, bool),
+    "relu": lambda x: x > 0,
+    "clipped_relu": lambda x: (x > 0) & (x <= 1),
+    "hardtanh": lambda x: np.abs(x) <= 1,
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=dtype_id)
+@pytest.mark.parametrize("idiom", ste_utils.IDIOMS)
+def test_ste_non_finite_upstream_is_zero_where_the_proxy_is_flat(idiom, dtype, mode):
+    """ste(round, proxy) with upstream inf, -inf, NaN at the kinks (0, +-1, their neighbours) and
+    outside: 0 where p'(x) = 0, the upstream unchanged where p'(x) = 1, in both idioms (the
+    written-out derivative is applied by a select; the proxy functions' own autodiff selects)."""
+    points = np.asarray([0.0, -0.0, 1.0, -1.0, *neighbours(1.0, dtype), *neighbours(-1.0, dtype),
+                         *around_zero(dtype), 0.5, 3.0, -3.0], np.float64).astype(dtype)
+    x = np.repeat(points, 3)
+    up = np.tile(np.asarray([np.inf, -np.inf, np.nan], dtype), points.size)
+    cases = [(ste_utils.ste(tf.round, proxy=name, idiom=idiom), [x], up) for name in PROXY_WINDOWS]
+    for (name, window), (y, (g,)) in zip(PROXY_WINDOWS.items(), run_cases(cases, mode)):
+        what = f"ste(round, {name!r}, {idiom!r}) ({mode})"
+        assert_same(y, np.round(x), what)
+        assert_same(g, np.where(window(x), up, np.zeros_like(up)).astype(dtype), f"{what}: gradient")

@@ -166,3 +166,34 @@ def test_binary_dense_training_keeps_latent_weights_clipped_and_moves_them():
     after = model.layers[0].kernel.numpy()
     assert not np.array_equal(before, after)
     assert np.abs(after).max() <= 0.5
+
+
+# ------------------------------------------------------------------ backend check
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("cls,args", LAYERS, ids=IDS)
+def test_layers_refuse_another_keras_backend(cls, args, backend, monkeypatch):
+    """The layers call TensorFlow directly: on another backend they fail when constructed, with
+    a message naming the backend received, not later inside a trace."""
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    with pytest.raises(RuntimeError, match=rf"{cls.__name__} needs Keras's TensorFlow backend.*"
+                                           rf"Received: keras\.backend\.backend\(\)='{backend}'"):
+        cls(**args)
+    monkeypatch.undo()
+    assert isinstance(cls(**args), keras.layers.Layer)
+
+
+def test_importing_ste_utils_sets_no_environment_variable():
+    """Importing the library leaves the process environment alone (oneDNN and TF's log level are
+    the entry points' business: Makefile, binder/start, ste-course, the sandbox)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS_"))}
+    code = ("import os; before = dict(os.environ); import ste_utils; "
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip().splitlines()[-1]
+    assert out == "[]", f"importing ste_utils changed the environment: {out}"

@@ -384,3 +384,48 @@ def test_plain_forward_functions_have_no_gradient(name, mode):
     y, g = value_and_grad(fn, x, upstream_like(x.shape, np.float32), mode)
     assert_same(y, ref(x), name)
     assert g is None or not np.any(g), f"{name} passes a gradient: {g}"
+
+
+# ------------------------------------------------------------------ non-finite upstream gradients
+NON_FINITE = (np.inf, -np.inf, np.nan)
+
+
+def with_non_finite_upstream(x):
+    """Each point of ``x`` three times, against an upstream gradient of inf, -inf and NaN."""
+    x = np.repeat(x, len(NON_FINITE))
+    return x, np.tile(np.asarray(NON_FINITE), x.size // len(NON_FINITE)).astype(x.dtype)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES_BF16, ids=dtype_id)
+def test_non_finite_upstream_is_zero_outside_the_window(dtype, mode):
+    """Outside the window the gradient is 0 whatever the upstream (the function is flat there:
+    a select, as Larq's tf.where; ``upstream * mask`` gave inf * 0 = NaN); inside, including the
+    boundaries, the upstream passes unchanged (inf stays inf, NaN stays NaN)."""
+    cases = []
+    for name, (fn, ref) in BINARY.items():
+        for clip_value in (1.0, 0.7, None):
+            boundary = None if clip_value is None else float(np.asarray(clip_value, dtype))
+            points = np.concatenate([clip_specials(boundary, dtype),
+                                     np.asarray([3.0, -3.0, np.inf, -np.inf], dtype)]).astype(dtype)
+            x, up = with_non_finite_upstream(points)
+            cases.append((f"{name}(clip_value={clip_value})", lambda t, f=fn, c=clip_value: f(t, clip_value=c),
+                          x, up, ref(x), masked(up, ref_clip_window(x, clip_value))))
+    edges = [0.0, -0.0, 1.0, *around_zero(dtype), *neighbours(1.0, dtype), 0.5, -0.25, 1.25, np.inf]
+    x, up = with_non_finite_upstream(np.asarray(edges, np.float64).astype(dtype))
+    inside = (x.astype(np.float64) >= 0) & (x.astype(np.float64) <= 1)
+    cases.append(("ste_quantize(bits=2)", lambda t: ste_utils.ste_quantize(t, 2), x, up,
+                  ref_quantize(x, 2), masked(up, inside)))
+    check_cases(cases, mode)
+
+
+def test_non_finite_upstream_regression_points():
+    """Spelled out: x = 2 (outside) with upstream inf, -inf, NaN gives 0, 0, 0; x = 1 gives them back."""
+    x = tf.constant([2.0, 2.0, 2.0, 1.0, 1.0])
+    up = tf.constant([np.inf, -np.inf, np.nan, np.inf, -np.inf])
+    for fn in (ste_utils.ste_sign, ste_utils.ste_heaviside, lambda t: ste_utils.ste_quantize(t, 3)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        g = tape.gradient(y, x, output_gradients=up).numpy()
+        assert g[:3].tolist() == [0.0, 0.0, 0.0] and g[3:].tolist() == [np.inf, -np.inf]
