@@ -37,11 +37,22 @@ system-deps:
 # A copy of the course environment every user can read (/opt/ste-course/venv, Debian's python3.11):
 # for JupyterHub users' servers and grading as an unprivileged user.
 shared-venv:
-	@scripts/shared-venv.sh
+	@scripts/shared-venv.sh requirements-hub.txt  # the same pins as hub-deps: no reinstall between them
+
+# The classroom (as root): the shared venv with jupyterhub (requirements-hub.txt) and the proxy
+# from npm (hub/install.sh); then a JupyterHub for ROSTER (a CSV with a student_id column) on
+# 127.0.0.1:8000 with assignment 03_ste published (see README, "Running a class").
+ROSTER ?= roster.csv
+.PHONY: hub-deps hub
+hub-deps:
+	@hub/install.sh
+
+hub: setup hub-deps
+	$(BIN)/ste-course hub --students $(ROSTER) --publish 03_ste
 
 # Every test: the release is in sync and every solution passes (ste-course check), then pytest
 # (ste_utils, grader, adversarial suite, browser tests, and the course chapters via nbval).
-test: setup system-deps
+test: setup system-deps hub-deps
 	$(BIN)/ste-course check
 	$(BIN)/python -m pytest
 

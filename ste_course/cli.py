@@ -161,6 +161,9 @@ def main(argv=None) -> int:
     m.add_argument("--threshold", type=float, default=None,
                    help="flag pairs whose score reaches this, 0..1 (default: ste_course.similarity.THRESHOLD)")
     m.set_defaults(func=cmd_similarity)
+    from ste_course.classroom import add_commands  # hub, publish, collect, return-feedback
+
+    add_commands(sub, root)
     args = parser.parse_args(argv)
     return args.func(args)
 

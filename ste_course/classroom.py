@@ -1,0 +1,126 @@
+"""The classroom's subcommands of ``ste-course``: hub, publish, collect, return-feedback.
+
+The instructor's loop on the hub's machine (as root)::
+
+    ste-course hub --students roster.csv --publish 03_ste     # users, exchange, JupyterHub
+    ste-course publish 04_stop_gradient                       # release another assignment
+    ste-course collect --out submitted                        # exchange -> submitted/
+    ste-course grade submitted --out graded                   # sandboxed, as always
+    ste-course return-feedback --graded graded --submissions submitted
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_EXCHANGE = Path("/srv/ste-course/exchange")
+DEFAULT_STATE = Path("/srv/ste-course/hub")
+
+
+def _layout(args):
+    from ste_course.exchange import Layout
+
+    return Layout(args.exchange, args.course)
+
+
+def cmd_hub(args) -> int:
+    from ste_course.exchange import ExchangeError
+    from ste_course.hub import HubError, prepare, start
+
+    try:
+        settings = prepare(args.students, args.root, args.state, args.exchange, instructor=args.instructor,
+                           course_id=args.course, ip=args.ip, port=args.port, publish=args.publish)
+    except (HubError, ExchangeError) as err:
+        print(f"ste-course hub: {err}", file=sys.stderr)
+        return 2
+    if args.setup_only:
+        print(f"ste-course hub: set up in {settings.state}; not started (--setup-only)")
+        return 0
+    return start(settings)
+
+
+def cmd_publish(args) -> int:
+    from ste_course.exchange import ExchangeError, publish
+
+    try:
+        names = publish(args.exercises, args.assignment, _layout(args))
+    except ExchangeError as err:
+        print(f"ste-course publish: {err}", file=sys.stderr)
+        return 2
+    print(f"published {', '.join(names)} to {args.exchange / args.course / 'outbound'}")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from ste_course.exchange import ExchangeError, collect
+    from ste_course.untrusted import shown
+
+    try:
+        done = collect(_layout(args), args.out, students=args.student, assignments=args.assignment)
+    except ExchangeError as err:
+        print(f"ste-course collect: {err}", file=sys.stderr)
+        return 2
+    for student, assignment, stamp in done.copied:
+        print(f"collected {shown(student, 40)} {shown(assignment, 40)} submitted {shown(stamp, 40)}")
+    for reason in done.refused:
+        print(f"refused: {reason}", file=sys.stderr)
+    print(f"{len(done.copied)} submission(s) collected into {args.out}, {len(done.unchanged)} unchanged, "
+          f"{len(done.refused)} refused")
+    return 0
+
+
+def cmd_return_feedback(args) -> int:
+    from ste_course.exchange import ExchangeError, return_feedback
+
+    try:
+        done = return_feedback(args.graded, args.submissions, _layout(args), students=args.student,
+                               assignments=args.assignment)
+    except ExchangeError as err:
+        print(f"ste-course return-feedback: {err}", file=sys.stderr)
+        return 2
+    for problem in done.problems:
+        print(f"not returned: {problem}", file=sys.stderr)
+    print(f"{len(done.returned)} feedback page(s) returned to {args.exchange / args.course / 'feedback'}")
+    return 1 if done.problems else 0
+
+
+def _exchange_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exchange", type=Path, default=DEFAULT_EXCHANGE,
+                        help=f"nbgrader's exchange folder (default: {DEFAULT_EXCHANGE})")
+    parser.add_argument("--course", default="ste", help="nbgrader course id (default: ste)")
+
+
+def add_commands(sub, root: Path) -> None:
+    """Add the classroom's subcommands to ``ste-course``'s subparsers."""
+    h = sub.add_parser("hub", help="set up users and the exchange for a roster, then run JupyterHub (as root)")
+    h.add_argument("--students", type=Path, required=True, help="roster CSV with a student_id column")
+    h.add_argument("--instructor", default="instructor", help="the instructor's user name (default: instructor)")
+    h.add_argument("--ip", default="127.0.0.1", help="address the hub listens on (default: 127.0.0.1)")
+    h.add_argument("--port", type=int, default=8000, help="port the hub listens on (default: 8000)")
+    h.add_argument("--state", type=Path, default=DEFAULT_STATE,
+                   help=f"hub's database, passwords and users' configuration (default: {DEFAULT_STATE})")
+    h.add_argument("--publish", nargs="*", default=[], metavar="ASSIGNMENT",
+                   help="also publish these released assignments to the exchange")
+    h.add_argument("--setup-only", action="store_true", help="set everything up but do not start the hub")
+    _exchange_options(h)
+    h.set_defaults(func=cmd_hub, root=root)
+    p = sub.add_parser("publish", help="copy released assignments (exercises/) to the exchange's outbound")
+    p.add_argument("assignment", nargs="+")
+    _exchange_options(p)
+    p.set_defaults(func=cmd_publish)
+    c = sub.add_parser("collect", help="copy the latest submissions from the exchange into SUBMISSIONS/ for grade")
+    c.add_argument("--out", type=Path, default=Path("submitted"), help="submissions folder (default: submitted/)")
+    c.add_argument("--student", action="append", help="collect only this student (repeatable)")
+    c.add_argument("--assignment", action="append", help="collect only this assignment (repeatable)")
+    _exchange_options(c)
+    c.set_defaults(func=cmd_collect)
+    r = sub.add_parser("return-feedback", help="put graded feedback where each student's Assignment List fetches it")
+    r.add_argument("--graded", type=Path, default=Path("graded"), help="folder written by grade (default: graded/)")
+    r.add_argument("--submissions", type=Path, default=Path("submitted"),
+                   help="folder written by collect (default: submitted/)")
+    r.add_argument("--student", action="append", help="return only this student's (repeatable)")
+    r.add_argument("--assignment", action="append", help="return only this assignment's (repeatable)")
+    _exchange_options(r)
+    r.set_defaults(func=cmd_return_feedback)

@@ -1,0 +1,235 @@
+"""``ste-course hub``: the course on a JupyterHub on this machine, for a roster of students.
+
+One command (as root) sets up and starts the hub:
+
+- a system user per student of the roster and one for the instructor (``useradd -m``, home
+  0700), each with a generated password written to ``STATE/passwords.csv`` (0600) for the
+  instructor to hand out; an existing user keeps their account and password (PAM checks it);
+- in each home, ``course/`` (the chapters, copied once, never overwritten) and an empty
+  ``exercises/``, where the Assignment List fetches assignments (the chapters link to
+  ``../exercises/<assignment>/``);
+- nbgrader's exchange (:mod:`ste_course.exchange`) owned by root and a graders' group holding
+  the instructor, and the configuration every user's server reads
+  (``STATE/config/student/nbgrader_config.py``; the instructor's also turns formgrader on);
+- then JupyterHub from the shared course venv (``/opt/ste-course/venv``, built by
+  ``make hub-deps``) with ``configurable-http-proxy`` from npm, PAM authentication for exactly
+  these users, and each user's server a JupyterLab running as that user, listening on
+  127.0.0.1 unless ``--ip`` says otherwise. The hub runs in the foreground; Ctrl-C stops it and
+  the servers it started.
+"""
+
+from __future__ import annotations
+
+import csv
+import grp
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ste_course import exchange
+
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # useradd's portable names, no '+'
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_VENV = Path("/opt/ste-course/venv")
+DEFAULT_PROXY = Path("/opt/ste-course/proxy/node_modules/.bin/configurable-http-proxy")
+COPY_IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")
+
+
+class HubError(Exception):
+    """A problem with the hub's set-up or arguments, said in one line."""
+
+
+@dataclass
+class Settings:
+    """Everything the hub's configuration file (hub/jupyterhub_config.py) reads."""
+
+    students: list[str]
+    instructor: str
+    course_id: str
+    graders_group: str
+    exchange: str
+    state: str
+    venv: str
+    proxy: str
+    ip: str
+    port: int
+    hub_port: int
+    proxy_api_port: int
+    student_config: str
+    instructor_config: str
+
+
+def read_roster(path: Path) -> list[str]:
+    """The ``student_id`` column of a CSV roster (the same file ``ste-course export`` reads)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise HubError(f"cannot read the roster {path}: {err}")
+    rows = csv.DictReader(text.splitlines())
+    if "student_id" not in (rows.fieldnames or []):
+        raise HubError(f"{path}: the roster needs a student_id column. Received columns: {rows.fieldnames}")
+    students = []
+    for number, row in enumerate(rows, 2):
+        name = (row.get("student_id") or "").strip()
+        if not USER_NAME.match(name):
+            raise HubError(f"{path}:{number}: student_id must be a system user name (lowercase letters, "
+                           f"digits, _ or -, at most 32). Received: {name!r}")
+        if name in students:
+            raise HubError(f"{path}:{number}: student_id {name!r} is listed twice")
+        students.append(name)
+    if not students:
+        raise HubError(f"{path}: the roster lists no student")
+    return students
+
+
+def _run(*command: str, stdin: str | None = None) -> None:
+    out = subprocess.run(command, input=stdin, capture_output=True, text=True,
+                         env={"PATH": SAFE_PATH, "LC_ALL": "C"})
+    if out.returncode != 0:
+        raise HubError(f"{command[0]} failed ({out.returncode}): {out.stderr.strip()[:300]}")
+
+
+def _exists(name: str, database=pwd.getpwnam) -> bool:
+    try:
+        database(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _passwords(state: Path) -> dict[str, str]:
+    book = state / "passwords.csv"
+    if not book.exists():
+        return {}
+    return {row["user"]: row["password"] for row in csv.DictReader(book.open(encoding="utf-8"))}
+
+
+def ensure_users(names: list[str], state: Path) -> dict[str, str]:
+    """Create the missing system users (home 0700) with a generated password; return the
+    passwords of the users this hub created (old and new), as written to passwords.csv."""
+    book = _passwords(state)
+    for name in names:
+        if not _exists(name):
+            _run("useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name)
+            book[name] = secrets.token_urlsafe(12)
+            _run("chpasswd", stdin=f"{name}:{book[name]}\n")
+        os.chmod(pwd.getpwnam(name).pw_dir, 0o700)
+    path = state / "passwords.csv"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["user", "password"])
+        writer.writerows(sorted(book.items()))
+    os.chmod(path, 0o600)
+    return book
+
+
+def _give(path: Path, user: pwd.struct_passwd) -> None:
+    for dirpath, _dirs, files in os.walk(path):
+        os.chown(dirpath, user.pw_uid, user.pw_gid)
+        for name in files:
+            os.chown(os.path.join(dirpath, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+
+def furnish_home(name: str, course: Path) -> None:
+    """``~/course`` (the chapters, copied once) and ``~/exercises`` (fetched assignments)."""
+    user = pwd.getpwnam(name)
+    home = Path(user.pw_dir)
+    if not (home / "course").exists():
+        shutil.copytree(course, home / "course", ignore=COPY_IGNORE)
+        _give(home / "course", user)
+    if not (home / "exercises").exists():
+        (home / "exercises").mkdir(mode=0o755)
+        _give(home / "exercises", user)
+
+
+def ensure_group(group: str, members: list[str]) -> None:
+    if not _exists(group, grp.getgrnam):
+        _run("groupadd", group)
+    for name in members:
+        _run("usermod", "--append", "--groups", group, name)
+
+
+def write_user_config(state: Path, settings: Settings, repo: Path) -> None:
+    """The Jupyter configuration every user's server reads (JUPYTER_CONFIG_PATH): nbgrader's
+    exchange for all; the instructor's tools (jupyter-config/instructor) for the instructor."""
+    student = Path(settings.student_config)
+    student.mkdir(parents=True, exist_ok=True)
+    (student / "nbgrader_config.py").write_text(
+        "# Written by `ste-course hub`: nbgrader's exchange for this course (ste_course/exchange.py).\n"
+        "import os\n"
+        "c = get_config()  # noqa: F821\n"
+        f"c.CourseDirectory.course_id = {settings.course_id!r}\n"
+        f"c.Exchange.root = {settings.exchange!r}\n"
+        "c.Exchange.assignment_dir = os.path.expanduser('~/exercises')\n"
+        "c.ExchangeFactory.submit = 'ste_course.exchange.PrivateSubmit'\n", encoding="utf-8")
+    if Path(settings.instructor_config).exists():
+        shutil.rmtree(settings.instructor_config)
+    shutil.copytree(repo / "jupyter-config" / "instructor", settings.instructor_config)
+    for dirpath, _dirs, files in os.walk(state / "config"):
+        os.chmod(dirpath, 0o755)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+
+
+def free_port(ip: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((ip, 0))
+        return sock.getsockname()[1]
+
+
+def prepare(roster: Path, repo: Path, state: Path, exchange_root: Path, *, instructor: str = "instructor",
+            course_id: str = "ste", ip: str = "127.0.0.1", port: int = 8000, venv: Path = DEFAULT_VENV,
+            proxy: Path = DEFAULT_PROXY, publish: list[str] | None = None) -> Settings:
+    """Everything but starting the hub: users, homes, exchange, configuration files."""
+    if os.geteuid() != 0:
+        raise HubError("ste-course hub creates system users and starts servers as them: run it as root")
+    for tool, hint in ((venv / "bin" / "jupyterhub", "make hub-deps (scripts/shared-venv.sh requirements-hub.txt)"),
+                       (proxy, "make hub-deps (hub/install.sh installs configurable-http-proxy from npm)")):
+        if not os.access(tool, os.X_OK):
+            raise HubError(f"{tool} is missing: run `{hint}` as root")
+    students = read_roster(roster)
+    if not USER_NAME.match(instructor) or instructor in students:
+        raise HubError(f"the instructor must be a system user name not on the roster. Received: {instructor!r}")
+    state = Path(state).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o755)  # users read state/config; the secrets in it are 0600
+    ensure_users(students + [instructor], state)
+    graders = f"{course_id}-graders"
+    ensure_group(graders, [instructor])
+    for name in students:
+        furnish_home(name, repo / "course")
+    layout = exchange.prepare(Path(exchange_root).resolve(), course_id, graders)
+    if publish:
+        exchange.publish(repo / "exercises", publish, layout)
+    settings = Settings(students=students, instructor=instructor, course_id=course_id, graders_group=graders,
+                        exchange=str(layout.root), state=str(state), venv=str(venv), proxy=str(proxy), ip=ip,
+                        port=port, hub_port=free_port(), proxy_api_port=free_port(),
+                        student_config=str(state / "config" / "student"),
+                        instructor_config=str(state / "config" / "instructor"))
+    write_user_config(state, settings, repo)
+    shutil.copy(repo / "hub" / "jupyterhub_config.py", state / "jupyterhub_config.py")
+    (state / "settings.json").write_text(json.dumps(settings.__dict__, indent=2) + "\n", encoding="utf-8")
+    return settings
+
+
+def start(settings: Settings) -> int:
+    """Run JupyterHub in the foreground (its proxy and users' servers stop with it)."""
+    state = Path(settings.state)
+    env = {"PATH": f"{settings.venv}/bin:{SAFE_PATH}", "LANG": "C.UTF-8",
+           "STE_HUB_SETTINGS": str(state / "settings.json")}
+    os.umask(0o077)  # the hub's database and cookie secret stay root's
+    os.chdir(state)
+    command = [f"{settings.venv}/bin/jupyterhub", "-f", str(state / "jupyterhub_config.py")]
+    print(f"ste-course hub: http://{settings.ip}:{settings.port}/ (passwords in {state}/passwords.csv)",
+          file=sys.stderr, flush=True)
+    os.execve(command[0], command, env)
+    return 1  # not reached
