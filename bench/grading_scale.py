@@ -150,7 +150,7 @@ def grade_once(mode, klass, out, sources, workers, db_url):
 
 def dask_overhead(klass, sources, workers):
     """Per-task cost of Dask alone: the class's run dicts through ``noop_task`` on a warm cluster."""
-    jobs, _ = grading.collect(klass, sources)
+    jobs = grading.collect(klass, sources)
     runs = [p.run for p in (grading.preflight(j, SECRET) for j in jobs) if isinstance(p, grading.Pending)]
     size = statistics.mean(len(json.dumps(r)) for r in runs) / 1024
     executor = distributed.DaskExecutor("local", n_workers=workers, sandbox=True, task=noop_task)

@@ -12,6 +12,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # nbgrader's gradebook runs `alembic` by name: make this environment's bin/ findable.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
+from ste_course.untrusted import shown, uncell  # noqa: E402 - light: no TensorFlow
+
 
 def _root() -> Path:
     """The course root: the folder holding solutions/ (current folder or the package's repo)."""
@@ -59,7 +61,7 @@ def cmd_grade(args) -> int:
                         limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
                         force=args.force, late=LatePolicy.load(args.config), executor=executor)
     except GradeError as err:
-        print(f"ste-course grade: {err}", file=sys.stderr)
+        print(f"ste-course grade: {shown(err, 300)}", file=sys.stderr)
         return 2
     finally:
         if executor is not None:
@@ -77,7 +79,7 @@ def cmd_export(args) -> int:
         print(f"ste-course export: {err}", file=sys.stderr)
         return 2
     for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {shown(w, 300)}", file=sys.stderr)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")
@@ -96,26 +98,25 @@ def cmd_similarity(args) -> int:
         print(f"ste-course similarity: {err}", file=sys.stderr)
         return 2
 
-    def shown(name):
-        return "".join(c if c.isprintable() else "?" for c in name)[:40]
-
     for m in flagged:
-        print(f"{m.assignment[:18]:<18} {m.score:5.2f}  {shown(m.left)} ~ {shown(m.right)} ({m.kind})")
+        print(f"{shown(m.assignment, 18):<18} {m.score:5.2f}  {shown(m.left, 40)} ~ {shown(m.right, 40)} ({m.kind})")
     print(f"{len(flagged)} flagged pair(s); ranked report: {args.out / 'similarity.html'}")
     return 0
 
 
 def _summary(csv_path: Path, graded_now: int) -> None:
+    """The grades as a table on the terminal: every text through :func:`shown`."""
     import csv
 
-    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    with csv_path.open(encoding="utf-8", newline="") as f:
+        rows = [{k: shown(uncell(v or "")) for k, v in r.items()} for r in csv.DictReader(f)]
     widths = {"student_id": 12, "assignment": 18, "score": 11, "status": 8}
     print(f"{'student':<{widths['student_id']}} {'assignment':<{widths['assignment']}} "
           f"{'score':>{widths['score']}} {'status':<{widths['status']}} reason")
     for r in rows:
         score = f"{r['score']}/{r['max_score']}"
         print(f"{r['student_id'][:12]:<12} {r['assignment'][:18]:<18} {score:>11} {r['status']:<8} {r['reason'][:70]}")
-    print(f"{len(rows)} notebooks in {csv_path} ({graded_now} graded in this run)")
+    print(f"{len(rows)} notebooks in {shown(csv_path)} ({graded_now} graded in this run)")
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,10 @@ Formats (all CSV, UTF-8):
 The roster (``--roster``) is a CSV with ``student_id`` (the nbgrader id) and any of ``name``,
 ``lms_id``, ``sis_user_id``, ``sis_login_id``, ``section``, ``email``, ``id_number``. A graded
 student missing from the roster is reported (and exported with empty LMS columns), never dropped.
+
+Every text cell a spreadsheet would run as a formula (a leading ``=``, ``+``, ``-``, ``@``, tab
+or carriage return) is written with a leading ``'`` (OWASP's CSV-injection guidance), scores as
+numbers: see :func:`ste_course.untrusted.cell`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import csv
 import io
 from collections import defaultdict
 from pathlib import Path
+
+from ste_course.untrusted import cell, uncell
 
 FORMATS = ("csv", "canvas", "moodle")
 ROSTER_COLUMNS = ("name", "lms_id", "sis_user_id", "sis_login_id", "section", "email", "id_number")
@@ -38,9 +44,9 @@ def read_grades(graded: Path) -> tuple:
     per_notebook_max = {}
     with path.open(encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            s, a = row["student_id"], row["assignment"]
+            s, a = uncell(row["student_id"]), uncell(row["assignment"])
             scores[s][a] = scores[s].get(a, 0.0) + float(row["score"] or 0)
-            per_notebook_max[(a, row["notebook"])] = float(row["max_score"] or 0)
+            per_notebook_max[(a, uncell(row["notebook"]))] = float(row["max_score"] or 0)
             if str(row.get("late", "")).lower() in ("true", "yes", "1"):
                 late[s].add(a)
     for (a, _), m in per_notebook_max.items():
@@ -69,20 +75,19 @@ def export(graded: Path, fmt: str, roster: Path | None = None) -> tuple:
     warnings = [f"{s} is graded but not in the roster; exported without LMS ids"
                 for s in students if people and s not in people]
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    w = _CellWriter(csv.writer(out, lineterminator="\n"))
 
     def fmt_score(s, a):
-        value = scores[s].get(a)
-        return "" if value is None else f"{value:g}"
+        return scores[s].get(a, "")
 
     if fmt == "csv":
         w.writerow(["student_id", *assignments, "total", "late"])
         for s in students:
             w.writerow([s, *[fmt_score(s, a) for a in assignments],
-                        f"{sum(scores[s].values()):g}", " ".join(late.get(s, []))])
+                        sum(scores[s].values()), " ".join(late.get(s, []))])
     elif fmt == "canvas":
         w.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", *assignments])
-        w.writerow(["Points Possible", "", "", "", "", *[f"{maxima[a]:g}" for a in assignments]])
+        w.writerow(["Points Possible", "", "", "", "", *[maxima[a] for a in assignments]])
         for s in students:
             p = people.get(s, {})
             w.writerow([p.get("name") or s, p.get("lms_id", ""), p.get("sis_user_id", ""),
@@ -94,3 +99,13 @@ def export(graded: Path, fmt: str, roster: Path | None = None) -> tuple:
             p = people.get(s, {})
             w.writerow([p.get("id_number") or s, p.get("email", ""), *[fmt_score(s, a) for a in assignments]])
     return out.getvalue(), warnings
+
+
+class _CellWriter:
+    """A csv writer whose every cell goes through :func:`ste_course.untrusted.cell`."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def writerow(self, row):
+        self.writer.writerow([cell(v) for v in row])

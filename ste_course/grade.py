@@ -8,23 +8,23 @@ writer.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
-import re
 import secrets
+import stat
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ste_course.late import LatePolicy
 from ste_course.judge import judge, plan, scrubber
-from ste_course.preflight import PreflightError, prepare, read_submission
+from ste_course.late import LateError, LatePolicy
+from ste_course.preflight import MAX_NOTEBOOK_BYTES, PreflightError, parse_submission, prepare
 from ste_course.record import NotebookResult, Recorder, previous_result
 from ste_course.sandbox import Limits, Worker, bwrap_path
 from ste_course.source import SourceNotebook
-
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+from ste_course.untrusted import NotOwnFile, clean, read_own, shown, valid_id
 
 
 class GradeError(RuntimeError):
@@ -33,37 +33,81 @@ class GradeError(RuntimeError):
 
 @dataclass
 class Job:
+    """One expected notebook of one submissions folder.
+
+    ``folder`` is the folder's name as the file system has it (possibly not UTF-8); ``student``
+    is the id it is graded under: the name itself when :func:`~ste_course.untrusted.valid_id`,
+    else its escaped rendering, with ``problem`` saying why it cannot be the student's work.
+    """
+
     student: str
     source: SourceNotebook
-    path: Path
+    root: Path  # the submissions folder
+    folder: str
+    problem: str = ""  # set: graded as ``invalid`` with this reason, nothing is read
 
     @property
     def key(self):
         return (self.student, self.source.assignment, self.source.name)
 
+    @property
+    def parts(self) -> tuple:
+        """The path below ``root``, one component per element (read with ``read_own``)."""
+        return (self.folder, self.source.assignment, f"{self.source.name}.ipynb")
+
+    @property
+    def path(self) -> Path:
+        return self.root.joinpath(*self.parts)
+
+
+def _kind(path: Path) -> str:
+    """``"link"``, ``"folder"``, ``"other"`` or ``"none"`` for ``path`` itself (no link followed)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "none"
+    return "link" if stat.S_ISLNK(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
+def _folder_problem(name: str, kind: str) -> str:
+    if kind == "link":
+        return (f"the student folder {shown(name, 60)} is a link; only a student's own folder is "
+                "graded as theirs")
+    if not valid_id(name):
+        return (f"the folder name {shown(name, 60)} is not a usable student id (control or format "
+                "characters, a path separator, or bytes that are not UTF-8); rename the folder")
+    return ""
+
 
 def collect(submissions: Path, sources: dict, students=None, assignments=None):
-    """Jobs for every ``SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb`` the course expects,
-    plus the results for folders that cannot be graded (bad student ids)."""
+    """A :class:`Job` for every notebook the course expects in every folder of
+    ``SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb`` (folders starting with ``.`` and
+    plain files are not students). An assignment folder that does not exist was not submitted
+    (no job, as nbgrader). A folder whose name is not a usable id, a student folder or an
+    assignment folder that is a link gets jobs with a ``problem`` (graded ``invalid``): every
+    assignment for a linked student folder, whose content is never looked at."""
     submissions = Path(submissions)
     if not submissions.is_dir():
-        raise GradeError(f"no submissions folder at {submissions}")
-    jobs, rejected = [], []
-    for folder in sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        student = folder.name
+        raise GradeError(f"no submissions folder at {shown(submissions)}")
+    jobs = []
+    for name in sorted(os.listdir(submissions)):
+        kind = _kind(submissions / name)
+        if name.startswith(".") or kind not in ("folder", "link"):
+            continue
+        student = name if valid_id(name) else shown(name, 100)
         if students and student not in students:
             continue
-        if not STUDENT_ID.match(student):
-            rejected.append(student)
-            continue
+        problem = _folder_problem(name, kind)
         for assignment, notebooks in sources.items():
             if assignments and assignment not in assignments:
                 continue
-            if not (folder / assignment).is_dir():
+            where = _kind(submissions / name / assignment) if kind == "folder" else "link"
+            if where in ("none", "other"):
                 continue  # not submitted at all: no row (nbgrader does the same)
-            for nb in notebooks:
-                jobs.append(Job(student, nb, folder / assignment / f"{nb.name}.ipynb"))
-    return jobs, rejected
+            why = problem or (f"the assignment folder {assignment} is a link; only a student's own "
+                              "files are graded as theirs" if where == "link" else "")
+            jobs += [Job(student, nb, submissions, name, why) for nb in notebooks]
+    return jobs
 
 
 def load_secret(path: Path) -> str:
@@ -83,10 +127,13 @@ def _sha256(data: bytes) -> str:
 
 
 def _missing_reason(job: Job) -> str:
-    folder = job.path.parent
-    others = sorted(p.name for p in folder.glob("*.ipynb")) if folder.is_dir() else []
+    """What is in the (real, not linked) assignment folder instead, names escaped."""
+    try:
+        others = sorted(shown(n, 60) for n in os.listdir(job.path.parent) if n.endswith(".ipynb"))
+    except OSError:
+        others = []
     hint = f" (found {', '.join(others[:5])}; the notebook must keep its name)" if others else ""
-    return f"{job.path.name} was not submitted{hint}"
+    return f"{job.parts[-1]} was not submitted{hint}"
 
 
 def _feedback_cells(source, prepared, events, scrub):
@@ -151,13 +198,21 @@ def _base(job: Job) -> dict:
 
 
 def preflight(job: Job, secret: str):
-    """A ``NotebookResult`` for a notebook that cannot run (missing, invalid), else a ``Pending``."""
+    """A ``NotebookResult`` for a notebook that cannot run (missing, invalid), else a ``Pending``.
+
+    The notebook is read through the student's own folders only (no link followed), its size
+    checked before it is read (:func:`~ste_course.untrusted.read_own`).
+    """
     source = job.source
-    if not job.path.exists() and not job.path.is_symlink():
-        return NotebookResult(score=0.0, status="missing", reason=_missing_reason(job), **_base(job))
+    if job.problem:
+        return NotebookResult(score=0.0, status="invalid", reason=job.problem, **_base(job))
     try:
-        raw = job.path.read_bytes() if job.path.is_file() and not job.path.is_symlink() else b""
-        prepared = prepare(source, read_submission(job.path))
+        raw = read_own(job.root, job.parts, MAX_NOTEBOOK_BYTES, job.parts[-1])
+        prepared = prepare(source, parse_submission(raw, job.parts[-1]))
+    except FileNotFoundError:
+        return NotebookResult(score=0.0, status="missing", reason=_missing_reason(job), **_base(job))
+    except NotOwnFile as err:
+        return NotebookResult(score=0.0, status="invalid", reason=err.reason, **_base(job))
     except PreflightError as err:
         return NotebookResult(score=0.0, status=err.status, reason=err.reason, **_base(job))
     return Pending(job, prepared, plan(source, prepared, secret, job.student), raw)
@@ -166,6 +221,7 @@ def preflight(job: Job, secret: str):
 def conclude(pending: Pending, result: dict) -> NotebookResult:
     """Judge a worker's plain-data result (outside the sandbox)."""
     source, prepared = pending.job.source, pending.prepared
+    result = clean(result)  # the sandbox's JSON may hold lone surrogates: data, never an error
     events = [e for e in result.get("events", []) if isinstance(e, dict)] if isinstance(result, dict) else []
     status, reason = _stop_status(events, result if isinstance(result, dict) else {}, prepared, source)
     cell_grades = judge(source, pending.plan, events, reason or None)
@@ -183,11 +239,33 @@ def conclude(pending: Pending, result: dict) -> NotebookResult:
 
 
 def apply_late(result: NotebookResult, job: Job, late: LatePolicy | None) -> NotebookResult:
-    if late is not None and result.status != "missing":
+    """Take the late penalty off a graded notebook; an unreadable ``timestamp.txt`` is said in
+    the reason (and the notebook is not marked late)."""
+    if late is None or result.status in ("missing", "invalid"):
+        return result
+    try:
         result.late, _, result.penalty = late.assess(result.assignment, job.path.parent, result.score,
                                                      result.max_score)
-        result.score = max(0.0, result.score - result.penalty)
+    except LateError as err:
+        note = f"lateness not assessed: {err}"
+        result.reason = f"{result.reason}; {note}" if result.reason else note
+    result.score = max(0.0, result.score - result.penalty)
     return result
+
+
+def error_result(job: Job, stage: str, err: BaseException) -> NotebookResult:
+    """The row of a notebook whose grading failed in this process (re-graded by the next run)."""
+    src = job.source
+    return NotebookResult(job.student, src.assignment, src.name, 0.0, src.max_score, "error",
+                          f"internal grading error while {stage}: {type(err).__name__}: {shown(err, 240)}")
+
+
+def guarded(job: Job, stage: str, step, *args):
+    """``step(*args)``, or :func:`error_result` when it raises: one notebook never stops the run."""
+    try:
+        return step(*args)
+    except Exception as err:  # noqa: BLE001 - whatever goes wrong is this notebook's row
+        return error_result(job, stage, err)
 
 
 def grade_one(job: Job, worker: Worker, secret: str, late: LatePolicy | None = None) -> NotebookResult:
@@ -249,16 +327,16 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
                          "Install it (Debian: apt-get install bubblewrap) or pass --no-sandbox if "
                          "you trust every submission.")
     limits = limits or Limits()
-    jobs, rejected = collect(submissions, sources, students, assignments)
-    for student in rejected:
-        print(f"ste-course: skipped folder {student[:60]!r}: not a valid student id", file=sys.stderr)
+    jobs = collect(submissions, sources, students, assignments)
     # Naming students or assignments asks for a re-grade of exactly those.
     force = force or bool(students) or bool(assignments)
-    todo = [job for job in jobs if force or not _already_graded(out, job)]
     finished: queue.Queue = queue.Queue()
-    runnable = []
-    for job in todo:
-        item = preflight(job, secret)
+    runnable, count = [], 0
+    for job in jobs:
+        item = guarded(job, "reading the submission", preflight, job, secret)
+        if isinstance(item, Pending) and not force and _already_graded(out, item):
+            continue
+        count += 1
         if isinstance(item, Pending):
             runnable.append(item)
         else:
@@ -271,21 +349,13 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     done = []
     recorder = Recorder(out, db_url, sources)
     try:
-        bar = _progress(len(todo), progress)
-        for _ in range(len(todo)):
+        bar = _progress(count, progress)
+        for _ in range(count):
             item, payload = finished.get()
-            if isinstance(item, Pending):
-                try:
-                    result = conclude(item, payload)
-                except Exception as err:  # noqa: BLE001
-                    src = item.job.source
-                    result = NotebookResult(item.job.student, src.assignment, src.name, 0.0, src.max_score, "error",
-                                            f"internal grading error: {type(err).__name__}: {err}"[:300])
-                job = item.job
-            else:
-                job, result = item, payload
-            recorder.record(apply_late(result, job, late), job.source)
-            done.append(result)
+            job = item.job if isinstance(item, Pending) else item
+            result = guarded(job, "judging", conclude, item, payload) if isinstance(item, Pending) else payload
+            result = guarded(job, "applying the late rule", apply_late, result, job, late)
+            done.append(_record(recorder, result, job))
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -298,12 +368,29 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     return done
 
 
-def _already_graded(out: Path, job: Job) -> bool:
-    """Graded by an earlier or interrupted run from the same files: the grade would be the same."""
-    prev = previous_result(out, *job.key)
-    return bool(prev) and job.path.is_file() and not job.path.is_symlink() \
-        and prev.get("submission_sha256") == _sha256(job.path.read_bytes()) \
-        and prev.get("source_sha256") == _sha256(job.source.path.read_bytes())
+def _record(recorder: Recorder, result: NotebookResult, job: Job) -> NotebookResult:
+    """Record ``result``; if that fails, record the failure as the notebook's error row (and if
+    even that fails, say so on stderr): the run goes on either way. Returns what was recorded."""
+    try:
+        recorder.record(result, job.source)
+        return result
+    except Exception as err:  # noqa: BLE001
+        failed = error_result(job, "recording", err)
+    try:
+        recorder.record(failed, job.source)
+    except Exception as err:  # noqa: BLE001
+        print(f"ste-course: could not record {shown('/'.join(job.key), 120)}: {type(err).__name__}: "
+              f"{shown(err, 200)}", file=sys.stderr)
+    return failed
+
+
+def _already_graded(out: Path, pending: Pending) -> bool:
+    """Graded by an earlier or interrupted run from the same files, and not an error: the grade
+    would be the same."""
+    prev = previous_result(out, *pending.job.key)
+    return bool(prev) and prev.get("status") != "error" \
+        and prev.get("submission_sha256") == _sha256(pending.raw) \
+        and prev.get("source_sha256") == _sha256(pending.job.source.path.read_bytes())
 
 
 def _progress(total, enabled):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ste_course.source import SourceNotebook
+from ste_course.untrusted import NotOwnFile, clean, read_own, shown
 
 MAX_NOTEBOOK_BYTES = 5 * 2**20
 MAX_CELL_CHARS = 200_000
@@ -45,23 +46,38 @@ class Prepared:
         return [c for c in self.cells if c.cell_type == "code"]
 
 
-def read_submission(path: Path) -> dict:
+def read_submission(path: Path, parts: tuple | None = None) -> dict:
+    """The notebook at ``path`` as JSON data, read defensively (see :func:`parse_submission`).
+
+    With ``parts`` (e.g. ``(student, assignment, file)``), ``path`` is the submissions folder
+    and no part may be a link: only the student's own files are read. Without, only the file
+    itself is checked.
+    """
     path = Path(path)
-    if path.is_symlink() or not path.is_file():
-        raise PreflightError("invalid", f"{path.name} is not a regular file")
-    size = path.stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
-        raise PreflightError("invalid", f"{path.name} is {size / 2**20:.1f} MB; the limit is "
-                                        f"{MAX_NOTEBOOK_BYTES // 2**20} MB")
+    root, parts = (path, parts) if parts else (path.parent, (path.name,))
     try:
-        nb = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise PreflightError("invalid", f"{path.name} is not valid notebook JSON ({str(err)[:120]})") from None
+        raw = read_own(root, parts, MAX_NOTEBOOK_BYTES, parts[-1])
+    except NotOwnFile as err:
+        raise PreflightError("invalid", err.reason) from None
+    return parse_submission(raw, parts[-1])
+
+
+def parse_submission(raw: bytes, name: str) -> dict:
+    """Notebook JSON from ``raw`` bytes; its strings have no lone surrogates (:func:`clean`).
+
+    Raises:
+        PreflightError: status ``invalid``, when it is not UTF-8 nbformat 4 JSON with cells.
+    """
+    name = shown(name, 60)
+    try:
+        nb = clean(json.loads(raw.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise PreflightError("invalid", f"{name} is not valid notebook JSON ({shown(err, 120)})") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise PreflightError("invalid", f"{path.name} has no list of cells (nbformat 4 is required)")
+        raise PreflightError("invalid", f"{name} has no list of cells (nbformat 4 is required)")
     if nb.get("nbformat") != 4:
-        raise PreflightError("invalid", f"{path.name} is nbformat {nb.get('nbformat')!r}; nbformat 4 "
-                                        "is required (re-save it in JupyterLab)")
+        raise PreflightError("invalid", f"{name} is nbformat {shown(repr(nb.get('nbformat')), 40)}; "
+                                        "nbformat 4 is required (re-save it in JupyterLab)")
     return nb
 
 

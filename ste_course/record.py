@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ste_course.source import SourceNotebook
+from ste_course.untrusted import cell, clean
 
 CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason",
                "late", "penalty"]
@@ -175,6 +176,9 @@ class Recorder:
         return result_path(self.out, student, assignment, notebook)
 
     def record(self, result: NotebookResult, source: SourceNotebook | None) -> None:
+        """Write one notebook's grade everywhere; its text is cleaned first (lone surrogates from
+        the sandbox or a notebook become U+FFFD), so writing UTF-8 cannot fail on it."""
+        result = NotebookResult(**clean(asdict(result)))
         with self.lock:
             self._gradebook(result)
         if source is not None:
@@ -227,11 +231,15 @@ class Recorder:
 
     # ---------------------------------------------------------------- csv
     def write_csv(self) -> Path:
+        """``grades.csv`` from every result file; text cells a spreadsheet would run as a formula
+        get a leading ``'`` (:func:`ste_course.untrusted.cell`), scores stay numbers."""
         rows = []
         for path in sorted((self.out / "results").glob("*/*/*.json")):
             try:
                 r = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
+                continue
+            if not isinstance(r, dict):
                 continue
             rows.append({k: r.get("student" if k == "student_id" else k, "") for k in CSV_COLUMNS})
         target = self.out / "grades.csv"
@@ -240,10 +248,9 @@ class Recorder:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             for row in sorted(rows, key=lambda r: (r["student_id"], r["assignment"], r["notebook"])):
-                row["score"] = f"{float(row['score']):g}"
-                row["max_score"] = f"{float(row['max_score']):g}"
-                row["penalty"] = f"{float(row['penalty'] or 0):g}"
-                writer.writerow(row)
+                for number in ("score", "max_score", "penalty"):
+                    row[number] = float(row[number] or 0)
+                writer.writerow({k: cell(v) for k, v in row.items()})  # no formula reaches a spreadsheet
         os.replace(tmp, target)
         return target
 

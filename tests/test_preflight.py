@@ -116,5 +116,5 @@ def test_huge_and_linked_files_are_refused(tmp_path):
         read_submission(big)
     link = tmp_path / "link.ipynb"
     link.symlink_to(big)
-    with pytest.raises(PreflightError, match="not a regular file"):
+    with pytest.raises(PreflightError, match="is a link"):
         read_submission(link)
