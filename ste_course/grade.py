@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ste_course.judge import judge, plan, scrubber
+from ste_course.judge import harness_events, judge, plan, scrubber
 from ste_course.late import LateError, LatePolicy
 from ste_course.preflight import MAX_NOTEBOOK_BYTES, PreflightError, parse_submission, prepare
 from ste_course.record import NotebookResult, Recorder, previous_result
@@ -223,7 +223,11 @@ def conclude(pending: Pending, result: dict) -> NotebookResult:
     source, prepared = pending.job.source, pending.prepared
     result = clean(result)  # the sandbox's JSON may hold lone surrogates: data, never an error
     events = [e for e in result.get("events", []) if isinstance(e, dict)] if isinstance(result, dict) else []
+    stream = harness_events(events, pending.plan.order)  # only the harness's events are evidence
+    events = stream.events
     status, reason = _stop_status(events, result if isinstance(result, dict) else {}, prepared, source)
+    if stream.tampered and status in ("ok", "crash"):
+        status, reason = "error", stream.tampered
     cell_grades = judge(source, pending.plan, events, reason or None)
     scrub = scrubber(source)
     notes = "; ".join(prepared.notes)

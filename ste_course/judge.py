@@ -3,12 +3,14 @@
 The only thing taken from the sandbox is plain data (per-cell events with evidence arrays);
 each graded cell earns its points when every check call it makes returned evidence matching the
 reference on every case. Cases are drawn from a seed made of the instructor's secret, the
-student, the notebook, the cell and the call, so re-grading gives the same grade and two
-students get different inputs.
+student, the notebook, the cell, the call and the submitted answers, so re-grading gives the
+same grade, two students get different inputs and so does a changed submission. Only the
+events the harness wrote, in its order, are evidence (:func:`harness_events`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from ste_course.checks import compare, draw_cases, encode_case, get_spec, stable_seed, student_case
@@ -22,10 +24,29 @@ class Plan:
     calls: dict  # run index (str) -> [{"spec": name, "cases": [encoded student cases]}]
     full: dict  # run index (str) -> [(spec name, [full case])]
     grade_ids: dict  # run index (str) -> grade_id
+    order: list = field(default_factory=list)  # run indices of the code cells, in the order run
+
+
+def answers_digest(prepared) -> str:
+    """sha256 of the code the student wrote (every unlocked code cell, in order): what a
+    submission changes, so that new answers get new hidden inputs."""
+    digest = hashlib.sha256()
+    for cell in prepared.code_cells:
+        if not cell.locked:
+            digest.update(cell.source.encode("utf-8", "surrogatepass") + b"\x00")
+    return digest.hexdigest()
 
 
 def plan(source: SourceNotebook, prepared, secret: str, student: str) -> Plan:
+    """The cases of every check call of ``prepared``'s graded cells.
+
+    Each call's seed is made of the instructor's secret, the student, the notebook, the cell,
+    the call and :func:`answers_digest`: inputs a student printed into their feedback are of no
+    use for the next submission (its answers differ, so its inputs do), while the same file
+    re-grades to the same grade.
+    """
     by_id = source.by_id()
+    answers = answers_digest(prepared)
     calls, full, grade_ids = {}, {}, {}
     for cell in prepared.code_cells:
         original = by_id.get(cell.grade_id) if cell.locked else None
@@ -36,12 +57,55 @@ def plan(source: SourceNotebook, prepared, secret: str, student: str) -> Plan:
         calls[key], full[key] = [], []
         for k, call in enumerate(original.checks):
             spec = get_spec(call.spec)
-            seed = stable_seed(secret, student, source.assignment, source.name, original.grade_id, k)
+            seed = stable_seed(secret, student, source.assignment, source.name, original.grade_id, k, answers)
             cases = draw_cases(spec, call.hidden, seed)
             calls[key].append({"spec": call.spec, "cases": [encode_case(student_case(spec, c)) for c in cases],
                                "forbid": list(original.forbid)})
             full[key].append((call.spec, cases))
-    return Plan(calls, full, grade_ids)
+    return Plan(calls, full, grade_ids, [c.index for c in prepared.code_cells])
+
+
+@dataclass
+class Stream:
+    """The events the harness wrote, in its order; ``tampered`` says why the rest was ignored."""
+
+    events: list
+    tampered: str | None = None
+
+
+def harness_events(events: list, order: list) -> Stream:
+    """Keep only the events in the order the harness writes them.
+
+    The harness writes ``start`` then ``end`` for each code cell in ``order``, one cell after the
+    other (and ``fatal`` if the notebook could not run). Student code runs in the same process
+    and can write on the same channel, so an event out of that order is not evidence: it and
+    everything after it are ignored, and so are the events already taken for the cell it names
+    (or the cell that was running, if earlier) and every later one. A student who wrote
+    ``end`` for their own cell and then made-up reports for the test cells is caught when the
+    harness's own ``end`` arrives out of order. What stays is a prefix of the run, never a
+    forged cell followed by genuine ones.
+    """
+    kept, expected = [], 0  # expected: 2 * position in order (+1 once its start is kept)
+    for event in events:
+        kind = event.get("event") if isinstance(event, dict) else None
+        if kind == "fatal":
+            kept.append(event)
+            return Stream(kept)
+        position = expected // 2
+        if position < len(order) and kind == ("end" if expected % 2 else "start") \
+                and type(event.get("cell")) is int and event["cell"] == order[position]:
+            kept.append(event)
+            expected += 1
+            continue
+        named = order.index(event["cell"]) if isinstance(event, dict) and type(event.get("cell")) is int \
+            and event["cell"] in order else len(order)
+        cut = min(named, position)
+        keep_cells = set(order[:cut])
+        kept = [e for e in kept if e.get("cell") in keep_cells]
+        what = f"{kind!r} for cell {event.get('cell')!r}" if isinstance(event, dict) else "a non-event"
+        return Stream(kept, f"something other than the grader wrote on its channel ({what[:80]} out of "
+                            "order); nothing from that cell on counts")
+    return Stream(kept)
 
 
 @dataclass
@@ -65,11 +129,13 @@ def scrubber(source: SourceNotebook):
 
 
 def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str | None) -> list:
-    """Per graded cell of ``source``: the points earned and what to fix."""
-    ends = {}
-    for event in events:
-        if isinstance(event, dict) and event.get("event") == "end" and isinstance(event.get("cell"), int):
-            ends.setdefault(str(event["cell"]), event)  # the first report of a cell counts
+    """Per graded cell of ``source``: the points earned and what to fix.
+
+    Only the events :func:`harness_events` keeps are evidence (filtering twice is harmless).
+    """
+    stream = harness_events(events, the_plan.order)
+    stop_reason = stream.tampered or stop_reason
+    ends = {str(e["cell"]): e for e in stream.events if e.get("event") == "end"}
     by_grade_id = {gid: key for key, gid in the_plan.grade_ids.items()}
     grades = []
     for original in source.grade_cells:

@@ -6,8 +6,9 @@ trusts nothing that comes back from the student's code:
 
 * Student (unlocked) cells run through IPython, so magics work.
 * Locked cells (set-up and tests, restored by the grader from the instructor's source) are
-  compiled and executed directly, after re-installing the genuine ``ste_course.checks`` module
-  and ``check`` function: IPython input transformers, AST transformers, event callbacks and
+  compiled and executed directly, after re-installing the genuine checking code
+  (:func:`ste_course.inside.kernel.restore`) and ``check`` function: IPython input
+  transformers, AST transformers, event callbacks and
   custom exception handlers a student registered never touch them.
 * Output is captured per cell up to a byte limit; stderr is kept apart and never costs points.
 """
@@ -74,13 +75,8 @@ class Notebook:
         self.fd, self.output_limit, self.cell_timeout = fd, output_limit, cell_timeout
 
     def _restore_genuine(self) -> None:
-        checks = self.genuine["checks_module"]
-        sys.modules["ste_course.checks"] = checks
-        checks.__dict__.update(self.genuine["checks_dict"])
-        checks.SPECS.clear()
-        checks.SPECS.update(self.genuine["specs"])
-        checks._install_session(self.session)
-        self.shell.user_ns["check"] = self.genuine["check"]
+        restore = self.genuine["restore_checks"]  # ste_course.inside.kernel.restore
+        self.shell.user_ns["check"] = restore(self.genuine["checks"], self.session)
 
     def _run_locked(self, source: str):
         code = self.genuine["transform"](source)

@@ -1,6 +1,6 @@
 """The registry of check specs, one module per kind of exercise.
 
-Importing this package registers every spec in :data:`ste_course.checks.SPECS`.
+Importing this package registers every spec in :data:`ste_course.specs.base.SPECS`.
 """
 
 from ste_course.specs import elementwise  # noqa: F401

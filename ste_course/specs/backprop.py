@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ste_course.checks import Spec, register
+from ste_course.specs.base import Spec, register
 from ste_course.specs.common import (compare_with_hint, distinct, fresh, precision_note, keyed, scale_hint, to_array,
                                       transpose_hint)
 

@@ -1,8 +1,11 @@
 """Small pieces shared by the spec modules: turning students' return values into arrays, and
 comparisons that add a hint to the standard elementwise messages.
 
-A spec's ``run`` executes in the student's kernel (and, when grading, in the sandbox, watched
-for calls into forbidden ``ste_utils`` functions), so nothing here calls ``ste_utils``.
+Which side runs what: :func:`fresh`, :func:`tensors`, :func:`to_array` and :func:`keyed` serve a
+spec's ``run``, which executes in the student's kernel (when grading, in the sandbox, where
+forbidden ``ste_utils`` functions are tripwires), so nothing here calls ``ste_utils``; the
+comparisons and hints (:func:`compare_with_hint`, :func:`scale_hint`, ...) run wherever the
+verdict is made: the grader, or the student's own kernel.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ste_course import checks
+from ste_course.specs import base
 
 
 def fresh(case: dict, *names: str) -> list:
@@ -75,16 +78,16 @@ def _plain(values: np.ndarray, dtype: str) -> dict:
 
 
 def compare_with_hint(spec_name: str, hint: Callable) -> Callable:
-    """A ``Spec.compare``: the standard comparison of :func:`ste_course.checks.compare`, plus
+    """A ``Spec.compare``: the standard comparison of :func:`ste_course.specs.base.compare`, plus
     ``hint(case, output, expected, got) -> str | None`` for each output that differs, where
     ``expected`` and ``got`` are float64 arrays (possibly of different shapes)."""
 
     def _compare(case, expected, got):
-        spec = dataclasses.replace(checks.get_spec(spec_name), compare=None)
+        spec = dataclasses.replace(base.get_spec(spec_name), compare=None)
         evidence = {"outputs": {k: _plain(values, dtype) for k, (values, dtype) in got.items()}}
         messages = []
         for output, exp in expected.items():  # one output at a time, each followed by its hint
-            found = checks.compare(spec, case, {output: exp}, evidence)
+            found = base.compare(spec, case, {output: exp}, evidence)
             messages += found
             if found and output in got:
                 extra = hint(case, output, np.asarray(exp).astype(np.float64), got[output][0])

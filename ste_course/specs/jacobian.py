@@ -20,7 +20,7 @@ import contextlib
 
 import numpy as np
 
-from ste_course.checks import Spec, register
+from ste_course.specs.base import Spec, register
 from ste_course.specs.common import compare_with_hint, distinct, precision_note, tensors, to_array
 from ste_course.specs.elementwise import HIDDEN_DTYPES, _fill, _sign_why_gradient
 

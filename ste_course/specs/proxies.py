@@ -20,7 +20,7 @@ import functools
 
 import numpy as np
 
-from ste_course.checks import Spec, register
+from ste_course.specs.base import Spec, register
 from ste_course.specs.common import to_array
 from ste_course.specs.elementwise import (HIDDEN_DTYPES, HIDDEN_SHAPES, PROXY_RULES, _fill,
                                           normal_neighbours, proxy_why)

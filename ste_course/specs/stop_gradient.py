@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ste_course.checks import Spec, register
+from ste_course.specs.base import Spec, register
 from ste_course.specs.common import distinct, precision_note, tensors, to_array
 from ste_course.specs.elementwise import HIDDEN_DTYPES, HIDDEN_SHAPES
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ste_course.checks import Spec, register
+from ste_course.specs.base import Spec, register
 from ste_course.specs.common import distinct, to_array
 from ste_course.specs.elementwise import HIDDEN_DTYPES, HIDDEN_SHAPES, _fill
 

@@ -297,6 +297,47 @@ for fd in range(3, 64):
         _try(lambda: os.write(fd, (json.dumps(ev) + "\n").encode()))
 """
 
+
+# Evidence with the right numbers, computed from the cases in the kernel's memory and written on
+# the grader's channel by the student's cell (before the harness reports that cell, or after a
+# forged report of it): not the harness's, so not evidence.
+FORGE_CORRECT = r"""
+import gc, json, os, stat
+import numpy as np, tensorflow as tf, ste_utils
+session = next(o for o in gc.get_objects() if type(o).__name__ == "GradingSession")
+def case_of(encoded):
+    out = {}
+    for k, v in encoded.items():
+        if "array" in v:
+            a = v["array"]
+            out[k] = np.array([float(d) for d in a["data"]]).reshape(a["shape"]).astype(a["dtype"])
+        else:
+            out[k] = v["scalar"]
+    return out
+def enc(t):
+    a = np.asarray(t)
+    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": [float(v) for v in a.ravel()]}
+def result(spec, c):
+    x = tf.constant(c["x"])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = ste_utils.ste_sign(x, c["clip_value"])
+    g = tape.gradient(y, x, output_gradients=tf.constant(c["upstream"]))
+    return {"outputs": {"value": enc(y)} if spec.endswith("value") else {"gradient": enc(g)}}
+events = [{"event": "end", "cell": THIS_CELL, "error": None, "stdout": "", "stderr": "", "evidence": []}] if IN_ORDER else []
+for key, planned in sorted(session.calls.items()):
+    evidence = [{"spec": p["spec"], "results": [result(p["spec"], case_of(c)) for c in p["cases"]]} for p in planned]
+    events += [{"event": "start", "cell": int(key)},
+               {"event": "end", "cell": int(key), "error": None, "stdout": "", "stderr": "", "evidence": evidence}]
+data = "".join(json.dumps(e) + "\n" for e in events).encode()
+for fd in range(3, 256):
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, data)
+    except OSError:
+        pass
+"""
+
 KILL_SERVER = TRY + r"""
 import os, signal
 print(_try(lambda: os.kill(os.getppid(), signal.SIGKILL)))
@@ -430,7 +471,9 @@ CASES: dict[str, Case] = {
     "patch-tf-gradient-value-only": nb_case(2, answer=VALUE_ONLY, attack=NUMPY_TF_PATCH,
                                             note="correct values earn 2; patched gradients earn nothing"),
     "shadow-modules": nb_case(0, attack=SHADOW),
-    "forge-events": nb_case(0, attack=FORGE_EVENTS),
+    "forge-events": nb_case(0, status="error", attack=FORGE_EVENTS),
+    "forge-correct-evidence": nb_case(0, status="error", attack="THIS_CELL, IN_ORDER = 2, False\n" + FORGE_CORRECT),
+    "forge-correct-evidence-in-order": nb_case(0, status="error", attack="THIS_CELL, IN_ORDER = 2, True\n" + FORGE_CORRECT),
     "kill-server": nb_case(0, attack=KILL_SERVER),
     # leaving the process
     "sys-exit": nb_case(0, attack="import sys\nsys.exit(0)"),

@@ -1,0 +1,116 @@
+""""This part must be your own implementation": the forbidden reference is caught however it is
+reached (another thread, TensorFlow's own threads, a tf.data map, a pool, a graph traced
+earlier), an own implementation is not, and everything is put back afterwards."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import threading
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ste_utils
+from ste_course.inside.forbid import Tripwire, reference_codes
+from ste_course.inside.kernel import collect
+from ste_course.specs.base import draw_cases, get_spec
+
+tf.get_logger().setLevel("ERROR")
+FORBID = ["ste_utils.ste_sign"]
+CODES = reference_codes()
+SPEC = get_spec("ste_sign/value")
+CASE = draw_cases(SPEC, hidden=False, seed=0)[0]
+GENUINE = ste_utils.ste_sign.__code__
+
+
+def _own(x, clip_value=1.0):
+    return tf.where(x >= 0, tf.ones_like(x), -tf.ones_like(x))
+
+
+def in_a_thread(x, clip_value=1.0):
+    out = {}
+
+    def work():
+        try:
+            out["y"] = ste_utils.ste_sign(x, clip_value)
+        except Exception:  # the thread's failure is swallowed: the call still counts
+            pass
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    return out.get("y", _own(x))
+
+
+def in_a_pool(x, clip_value=1.0):
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        return pool.submit(ste_utils.ste_sign, x, clip_value).result()
+
+
+def in_py_function(x, clip_value=1.0):
+    """In a graph, tf.py_function runs its Python on one of TensorFlow's own threads."""
+    graph = tf.function(lambda t: tf.py_function(lambda u: ste_utils.ste_sign(u, clip_value), [t], Tout=t.dtype))
+    return graph(x)
+
+
+def in_a_data_map(x, clip_value=1.0):
+    data = tf.data.Dataset.from_tensors(x).map(lambda t: ste_utils.ste_sign(t, clip_value))
+    return next(iter(data))
+
+
+_traced = tf.function(lambda x: ste_utils.ste_sign(x, 1.0))
+_traced(tf.constant(CASE["x"]))  # traced before the part: the graph holds the reference's ops
+
+
+def traced_earlier(x, clip_value=1.0):
+    return _traced(x)
+
+
+_alias = functools.partial(ste_utils.quantizers.ste_sign, clip_value=1.0)
+_copy = types.FunctionType(ste_utils.ste_sign.__code__, ste_utils.quantizers.__dict__)
+
+
+def through_a_copy(x, clip_value=1.0):
+    return _copy(x, clip_value)
+
+
+def through_a_partial(x, clip_value=1.0):
+    return _alias(x)
+
+
+def restores_the_code(x, clip_value=1.0):
+    ste_utils.ste_sign.__code__ = GENUINE  # undo the tripwire, then call the reference
+    return ste_utils.ste_sign(x, clip_value)
+
+
+@pytest.mark.parametrize("student", [in_a_thread, in_a_pool, in_py_function, in_a_data_map, traced_earlier,
+                                     through_a_copy, through_a_partial, restores_the_code])
+def test_the_reference_is_caught_however_it_is_reached(student):
+    evidence = collect(SPEC, student, CASE, FORBID, CODES)
+    assert "ste_utils.ste_sign" in evidence.get("forbidden", ""), evidence
+    assert ste_utils.ste_sign.__code__ is GENUINE and _copy.__code__ is GENUINE, "put back afterwards"
+    np.testing.assert_array_equal(ste_utils.ste_sign(tf.constant([-1.0, 0.0])).numpy(), [-1.0, 1.0])
+
+
+def test_an_own_implementation_passes_and_tf_function_is_left_as_it_was():
+    before = tf.config.functions_run_eagerly()
+    evidence = collect(SPEC, tf.function(_own), CASE, FORBID, CODES)
+    assert set(evidence) == {"outputs"}, evidence
+    assert tf.config.functions_run_eagerly() == before
+
+
+def test_other_reference_functions_stay_usable():
+    def uses_quantize(x, clip_value=1.0):
+        return 2.0 * ste_utils.ste_quantize((x + 1.0) / 2.0, 1) - 1.0 + 0.0 * _own(x)
+
+    assert set(collect(SPEC, uses_quantize, CASE, FORBID, CODES)) == {"outputs"}
+
+
+def test_a_call_after_the_part_is_not_counted():
+    with Tripwire(CODES, FORBID) as wire:
+        pass
+    ste_utils.ste_sign(tf.constant([1.0]))
+    assert wire.hits == []
