@@ -73,6 +73,7 @@ import importlib.util
 import io
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,7 @@ import numpy as np
 from ste_course.preflight import PreflightError, prepare, read_submission
 from ste_course.release import blank_solution
 from ste_course.source import SourceError, load_notebook
+from ste_course.untrusted import cell, clean, shown, valid_id
 
 NOISE = 25  # k: the shortest run of normalised characters that counts as a match
 THRESHOLD = 0.5  # flag a pair whose score reaches this (see the module docstring)
@@ -209,14 +211,15 @@ def blank_provided(code: str, provided: str) -> str:
     return "\n".join(out)
 
 
-def student_cells(path: Path, source, release: Release) -> tuple:
+def student_cells(submissions: Path, parts: tuple, source, release: Release) -> tuple:
     """``(cells, notes)``: a submitted notebook's answers to ``source``'s solution code cells (in
     the source's order) and the code cells the student added, as ``(label, code, scored)``
     (``scored``: the code with the release's lines blanked); ``cells`` is None when the notebook
-    cannot be read.
+    cannot be read. It is read as ``grade`` reads it: ``submissions/<parts...>`` through the
+    student's own folders only, size-checked first, lone surrogates replaced.
     """
     try:
-        prepared = prepare(source, read_submission(path))
+        prepared = prepare(source, read_submission(submissions, parts))
     except PreflightError as err:
         return None, [f"skipped: {err.reason}"]
     cells = tuple((f"{source.name}.ipynb: {c.grade_id or 'cell added by the student'}", c.source,
@@ -248,24 +251,43 @@ def _cap(cells: tuple, where: str, notes: list) -> tuple:
     return tuple(cell for cell in out if cell[1])
 
 
-def student_documents(submissions: Path, assignment: str, sources: list, releases: dict, notes: list) -> list:
-    """One :class:`Document` per student who submitted anything readable for ``assignment``."""
+def student_folders(submissions: Path, notes: list) -> list:
+    """The names of the folders that are students, as ``grade`` takes them: a link or a name that
+    is not a usable id (:func:`ste_course.untrusted.valid_id`) is a note (the name escaped), not a
+    document; names starting with ``.`` and plain files are not students."""
+    out = []
+    for name in sorted(os.listdir(submissions)):
+        path = Path(submissions) / name
+        if name.startswith(".") or not (path.is_symlink() or path.is_dir()):
+            continue
+        if path.is_symlink():
+            notes.append(f"{shown(name, 60)}: skipped: the student folder is a link")
+        elif not valid_id(name):
+            notes.append(f"{shown(name, 60)}: skipped: not a usable student id")
+        else:
+            out.append(name)
+    return out
+
+
+def student_documents(submissions: Path, students: list, assignment: str, sources: list, releases: dict,
+                      notes: list) -> list:
+    """One :class:`Document` per student (of :func:`student_folders`) who submitted anything
+    readable for ``assignment``."""
     docs = []
-    students = sorted(p for p in Path(submissions).iterdir()
-                      if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
-    for folder in students:
+    for student in students:
         cells, submitted = [], False
         for source in sources:
-            path = folder / assignment / f"{source.name}.ipynb"
+            parts = (student, assignment, f"{source.name}.ipynb")
+            path = Path(submissions).joinpath(*parts)
             if not path.exists() and not path.is_symlink():
                 continue
-            found, cell_notes = student_cells(path, source, releases[source.name])
-            notes += [f"{folder.name}/{assignment}/{path.name}: {n}" for n in cell_notes]
+            found, cell_notes = student_cells(submissions, parts, source, releases[source.name])
+            notes += [f"{'/'.join(parts)}: {n}" for n in cell_notes]
             if found is not None:
                 cells += found
                 submitted = True
         if submitted:
-            docs.append(Document(folder.name, "student", _cap(tuple(cells), f"{folder.name}/{assignment}", notes)))
+            docs.append(Document(student, "student", _cap(tuple(cells), f"{student}/{assignment}", notes)))
     return docs
 
 
@@ -308,8 +330,22 @@ def boilerplate_hashes(pieces: list) -> set:
     return hashes
 
 
-def fingerprints(doc: Document, boilerplate: set) -> list:
-    """copydetect's fingerprint of each cell: identifiers normalised, ``boilerplate`` removed.
+@dataclass
+class Fingerprint:
+    """copydetect's fingerprints of a whole document, its cells merged: each cell is tokenised
+    and hashed on its own (no k-gram spans two cells), then every hash maps to its positions in
+    the cells' normalised texts laid end to end (cell ``i`` starts at ``starts[i]``), so a pair
+    of documents is compared with one set intersection, linear in their lengths."""
+
+    doc: Document
+    cells: list  # copydetect CodeFingerprint per cell (filtered_code, offsets, hash_idx)
+    starts: np.ndarray  # where each cell's normalised text starts in the merged document
+    positions: dict  # hash -> np.ndarray of merged positions
+    coverage: float  # normalised characters inside kept k-grams (copydetect's token_coverage)
+
+
+def fingerprints(doc: Document, boilerplate: set) -> Fingerprint:
+    """The document's merged fingerprint: identifiers normalised, ``boilerplate`` removed.
 
     The boilerplate is removed here rather than by ``CodeFingerprint(boilerplate=...)``: in
     copydetect 0.5.0 that argument also drops every occurrence but the last of any k-gram that
@@ -319,14 +355,18 @@ def fingerprints(doc: Document, boilerplate: set) -> list:
     from copydetect import CodeFingerprint
     from copydetect.utils import get_token_coverage
 
-    out = []
+    cells, starts, merged, coverage, start = [], [], {}, 0.0, 0
     for label, _, scored in doc.cells:
         fp = CodeFingerprint(label, NOISE, 1, filter=True, language=LANGUAGE, fp=io.StringIO(scored))
         fp.hash_idx = {h: idx for h, idx in fp.hash_idx.items() if h not in boilerplate}
-        fp.hashes = set(fp.hash_idx)
-        fp.token_coverage = get_token_coverage(fp.hash_idx, NOISE, len(fp.filtered_code))
-        out.append(fp)
-    return out
+        coverage += float(get_token_coverage(fp.hash_idx, NOISE, len(fp.filtered_code)))
+        for h, idx in fp.hash_idx.items():
+            merged.setdefault(h, []).extend(start + int(i) for i in idx)
+        cells.append(fp)
+        starts.append(start)
+        start += len(fp.filtered_code)
+    positions = {h: np.asarray(p, dtype=np.int64) for h, p in merged.items()}
+    return Fingerprint(doc, cells, np.asarray(starts, dtype=np.int64), positions, coverage)
 
 
 def _spans(slices, length: int) -> list:
@@ -382,60 +422,58 @@ def _unblanked(spans: tuple, code: str, scored: str) -> tuple:
 
 
 class _Side:
-    """Per-cell bookkeeping for one document of a pair: matched normalised positions (for the
-    score) and matched raw-text spans (for the report)."""
+    """One document of a pair: which of its normalised positions match (for the score) and the
+    matching raw-text spans of each cell (for the report)."""
 
-    def __init__(self, doc: Document, fps: list):
-        self.doc, self.fps = doc, fps
-        self.covered = [np.zeros(len(fp.filtered_code), dtype=bool) for fp in fps]
-        self.raw = [[] for _ in fps]
+    def __init__(self, fp: Fingerprint, hashes):
+        self.fp = fp
+        found = [fp.positions[h] for h in hashes]
+        merged = np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+        bounds = np.append(np.searchsorted(merged, fp.starts), len(merged))  # each cell's slice
+        self.covered, self.raw = 0, {}
+        for i in np.flatnonzero(np.diff(bounds)):
+            self._mark(int(i), merged[bounds[i]:bounds[i + 1]] - fp.starts[i])
 
-    def mark(self, i: int, idx, raw_slices) -> None:
+    def _mark(self, i: int, local) -> None:
         from copydetect.utils import get_copied_slices
 
-        for start, end in zip(*get_copied_slices(idx, NOISE)):
-            self.covered[i][int(start):int(end)] = True
-        self.raw[i] += _spans(raw_slices, len(self.doc.cells[i][1]))
+        cell = self.fp.cells[i]
+        slices = get_copied_slices(local, NOISE)
+        covered = np.zeros(len(cell.filtered_code), dtype=bool)
+        for start, end in zip(*slices):
+            covered[int(start):int(end)] = True
+        self.covered += int(covered.sum())
+        if len(cell.offsets) > 0:  # normalised -> raw positions, as copydetect's compare_files does
+            slices = slices + cell.offsets[:, 1][np.clip(np.searchsorted(cell.offsets[:, 0], slices),
+                                                         0, cell.offsets.shape[0] - 1)]
+        self.raw[i] = _spans(slices, len(self.fp.doc.cells[i][1]))
 
     def similarity(self) -> float:
         """Matched normalised characters / characters covered by kept k-grams (copydetect's)."""
-        total = sum(float(fp.token_coverage) for fp in self.fps)
-        return self.overlap() / total if total else 0.0
-
-    def overlap(self) -> int:
-        return int(sum(c.sum() for c in self.covered))
+        return self.covered / self.fp.coverage if self.fp.coverage else 0.0
 
     def cells(self) -> tuple:
         """``((label, code, spans), ...)``: matching spans without the blanked provided lines."""
-        return tuple((label, code, _unblanked(_merge(raw), code, scored))
-                     for (label, code, scored), raw in zip(self.doc.cells, self.raw))
+        return tuple((label, code, _unblanked(_merge(self.raw.get(i, [])), code, scored))
+                     for i, (label, code, scored) in enumerate(self.fp.doc.cells))
 
 
-def compare(assignment: str, kind: str, left: tuple, right: tuple) -> Match:
-    """Score one pair of ``(Document, fingerprints)`` cell by cell with copydetect: every cell of
-    one side against every cell of the other; a position matched by several cells counts once."""
-    from copydetect import compare_files
-    from copydetect.utils import find_fingerprint_overlap
-
-    a, b = _Side(*left), _Side(*right)
-    for i, fa in enumerate(a.fps):
-        for j, fb in enumerate(b.fps):
-            if not fa.hashes or fa.hashes.isdisjoint(fb.hashes):
-                continue
-            idx_a, idx_b = find_fingerprint_overlap(fa.hashes, fb.hashes, fa.hash_idx, fb.hash_idx)
-            _, _, (raw_a, raw_b) = compare_files(fa, fb)
-            a.mark(i, idx_a, raw_a)
-            b.mark(j, idx_b, raw_b)
+def compare(assignment: str, kind: str, left: Fingerprint, right: Fingerprint) -> Match:
+    """Score one pair of documents: a position of one side matches when its k-gram occurs
+    anywhere in the other (in any cell); a position matched by several cells counts once. One
+    set intersection and a sort: O((len A + len B) log)."""
+    common = left.positions.keys() & right.positions.keys()
+    a, b = _Side(left, common), _Side(right, common)
     sim_a, sim_b = a.similarity(), b.similarity()
     score = max(sim_a, sim_b) if kind == "students" else sim_a
-    return Match(assignment, kind, a.doc.name, b.doc.name, score, sim_a, sim_b, a.overlap(),
+    return Match(assignment, kind, left.doc.name, right.doc.name, score, sim_a, sim_b, a.covered,
                  a.cells(), b.cells())
 
 
 def compare_assignment(assignment: str, students: list, references: list, provided: list) -> list:
     """Every student pair and every student against every reference, best score first."""
     boilerplate = boilerplate_hashes(provided)
-    fps = {(d.name, d.kind): (d, fingerprints(d, boilerplate)) for d in students + references}
+    fps = {(d.name, d.kind): fingerprints(d, boilerplate) for d in students + references}
     pairs = [("students", a, b) for a, b in itertools.combinations(students, 2)]
     pairs += [(ref.kind, s, ref) for ref in references for s in students]
     matches = [compare(assignment, kind, fps[l.name, l.kind], fps[r.name, r.kind]) for kind, l, r in pairs]
@@ -545,8 +583,9 @@ def write_csv(path: Path, matches: list, threshold: float = THRESHOLD) -> None:
         w.writerow(["assignment", "kind", "student", "compared_with", "score", "student_similarity",
                     "other_similarity", "overlap", "flagged"])
         for m in matches:
-            w.writerow([m.assignment, m.kind, m.left, m.right, f"{m.score:.4f}",
-                        f"{m.left_similarity:.4f}", f"{m.right_similarity:.4f}", m.overlap, m.flagged(threshold)])
+            w.writerow([cell(v) for v in (m.assignment, m.kind, m.left, m.right)]  # no formula
+                       + [f"{m.score:.4f}", f"{m.left_similarity:.4f}", f"{m.right_similarity:.4f}", m.overlap,
+                          m.flagged(threshold)])
 
 
 def similarity_report(submissions: Path, solutions: Path, exercises: Path, out: Path,
@@ -573,18 +612,19 @@ def similarity_report(submissions: Path, solutions: Path, exercises: Path, out: 
     notes = []
     library_doc = library_document(library if library is not None else default_library())
     by_assignment = {}
+    students = student_folders(submissions, notes)
     for assignment, sources in load_sources(solutions, notes).items():
         releases = {}
         for source in sources:
             releases[source.name], note = released_code(Path(exercises) / assignment / f"{source.name}.ipynb", source)
             notes += [note] if note else []
-        students = student_documents(submissions, assignment, sources, releases, notes)
+        docs = student_documents(submissions, students, assignment, sources, releases, notes)
         references = [solution_document(assignment, sources, releases), library_doc]
         provided = [piece for r in releases.values() for piece in r.pieces]
-        by_assignment[assignment] = compare_assignment(assignment, students, references, provided)
+        by_assignment[assignment] = compare_assignment(assignment, docs, references, provided)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "similarity.html").write_text(render_html(by_assignment, notes, threshold), encoding="utf-8")
+    (out / "similarity.html").write_text(clean(render_html(by_assignment, notes, threshold)), encoding="utf-8")
     every = [m for ms in by_assignment.values() for m in ms]
     write_csv(out / "similarity.csv", every, threshold)
     return sorted((m for m in every if m.flagged(threshold)), key=lambda m: (-m.score, m.assignment, m.left))

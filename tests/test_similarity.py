@@ -8,6 +8,7 @@ Every notebook is written here from Python, so the test does not depend on the r
 import ast
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -171,12 +172,35 @@ def course(tmp_path_factory):
     _write(subs / "jo" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", '{"cells": [ not json')
     hostile = _notebook(HEAD + "    # </pre><script>alert(1)</script>\n" + ANN, WINDOW_HEAD + WINDOW)
     _write(subs / "kim<script>" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", hostile)
+    # Hostile names and text: a formula id, a lone surrogate in a cell, a folder name that is not
+    # UTF-8, one with a terminal escape, and a student folder that is a link to a classmate's.
+    _write(subs / "=1+2" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", _notebook(HEAD + ANN, WINDOW_HEAD + WINDOW))
+    _write(subs / "sur" / ASSIGNMENT / f"{NOTEBOOK}.ipynb",
+           json.dumps(_notebook(HEAD + "    # lone \ud800 surrogate\n    return tf.sign(x)\n", WINDOW_HEAD + WINDOW_ALT)))
+    for name in (b"\xffbad", b"esc\x1b[2J"):
+        folder = os.path.join(os.fsencode(subs), name, ASSIGNMENT.encode())
+        os.makedirs(folder)
+        with open(os.path.join(folder, f"{NOTEBOOK}.ipynb".encode()), "w", encoding="utf-8") as f:
+            f.write(json.dumps(_notebook(HEAD + ANN, WINDOW_HEAD + WINDOW)))
+    (subs / "linked").symlink_to(subs / "ann")
     out = root / "report"
     flagged = similarity_report(subs, root / "solutions", root / "exercises", out)
     with (out / "similarity.csv").open(encoding="utf-8") as f:
         scores = {(r["student"], r["compared_with"]): r for r in csv.DictReader(f)}
     return {"root": root, "flagged": flagged, "scores": scores,
             "html": (out / "similarity.html").read_text(encoding="utf-8")}
+
+
+def test_hostile_names_and_text_never_stop_the_report_and_are_neutralised(course):
+    assert ("'=1+2", "ann") in course["scores"] or ("ann", "'=1+2") in course["scores"]
+    assert not any(k[0].startswith("=") or k[1].startswith("=") for k in course["scores"])
+    assert _score(course, "ann", "'=1+2")[0] == 1.0  # the formula id, neutralised in its cell
+    page = course["html"]
+    assert "# lone \ufffd surrogate" in page
+    assert "\\xffbad" in page and "esc\\x1b[2J" in page and "\x1b" not in page
+    assert "linked" in page and "is a link" in page
+    names = {n for pair in course["scores"] for n in pair}
+    assert not any("linked" in n or "bad" in n or "esc" in n for n in names)
 
 
 def _score(course, a, b):
