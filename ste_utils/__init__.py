@@ -3,7 +3,8 @@
 Modules, one idea each:
     estimators  straight_through (stop_gradient idiom) and the ste(forward, proxy) factory
     proxies     backward proxies (identity, relu, clipped_relu, hardtanh) with their derivatives
-    quantizers  ste_sign, ste_heaviside, ste_round, ste_quantize, ste_argmax (tf.custom_gradient)
+    quantizers  ste_sign, ste_heaviside, ste_round, ste_quantize, ste_argmax (tf.custom_gradient);
+                lsq_quantize, pact_quantize (learned step size / clipping level)
     layers      thin, serializable Keras 3 layers over the quantizers
     jacobian    Jacobians via tf.GradientTape.jacobian
     plotting    forward/backward plots; data: offline digits; training: small models and fit
@@ -18,6 +19,7 @@ from ste_utils.proxies import PROXIES, Proxy, get_proxy
 from ste_utils.quantizers import (
     binarize, heaviside, one_hot_argmax, quantize,
     ste_argmax, ste_heaviside, ste_quantize, ste_round, ste_sign,
+    lsq_grad_scale, lsq_levels, lsq_quantize, pact_quantize,
 )
 from ste_utils.jacobian import jacobian, straight_through_jacobian
 from ste_utils.layers import (
@@ -30,6 +32,7 @@ __all__ = [
     "straight_through", "ste", "IDIOMS", "PROXIES", "Proxy", "get_proxy",
     "binarize", "heaviside", "quantize", "one_hot_argmax",
     "ste_sign", "ste_heaviside", "ste_round", "ste_quantize", "ste_argmax",
+    "lsq_levels", "lsq_grad_scale", "lsq_quantize", "pact_quantize",
     "jacobian", "straight_through_jacobian",
     "SteSign", "SteHeaviside", "SteRound", "SteQuantize", "SteActivation", "LatentClip",
     "BinaryDense",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
 #: Largest bit width whose integer levels 0 .. 2**bits - 1 a float dtype holds exactly
@@ -70,3 +71,58 @@ def check_axis(axis, rank, name: str = "axis") -> int:
             f"Received: {name}={axis}"
         )
     return int(axis)
+
+
+def _shown(array) -> str:
+    """A received value, short: a scalar itself, an array's first few entries."""
+    return repr(array.item()) if array.ndim == 0 else np.array2string(array.ravel()[:6], separator=", ")
+
+
+def check_positive_parameter(value, name: str, x: tf.Tensor) -> tf.Tensor:
+    """A scale parameter (LSQ's step, PACT's alpha) as a tensor in the dtype of ``x``.
+
+    A Python or NumPy number becomes the float of x's dtype nearest to it (NumPy's rounding, as
+    the clip windows); a tensor or variable must already have x's dtype. Its shape must
+    broadcast to x's without enlarging it (a scalar, or e.g. one value per channel). When its
+    value is known (eager execution) it must be finite and > 0; inside ``tf.function`` it is not
+    checked.
+    """
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a positive number or a floating-point tensor. "
+                        f"Received: {name}={value!r}")
+    if isinstance(value, (numbers.Real, np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if not (array.dtype.kind == "f" or array.dtype.kind in "iu"):
+            raise TypeError(f"{name} must be a positive number or a floating-point tensor. "
+                            f"Received: {name}={value!r}")
+        tensor = tf.constant(array.astype(x.dtype.as_numpy_dtype))
+    else:
+        tensor = as_float_tensor(value, name)
+        if tensor.dtype != x.dtype:
+            raise TypeError(f"{name} must have the dtype of x. "
+                            f"Received: {name}.dtype={tensor.dtype.name}, x.dtype={x.dtype.name}")
+    try:
+        broadcast = tf.broadcast_static_shape(x.shape, tensor.shape)
+    except ValueError:
+        broadcast = None
+    if broadcast is None or (x.shape.rank is not None and tensor.shape.rank is not None
+                             and tensor.shape.rank > x.shape.rank) or (
+            broadcast.is_fully_defined() and x.shape.is_fully_defined() and broadcast != x.shape):
+        raise ValueError(f"{name} must broadcast to the shape of x without enlarging it. "
+                         f"Received: {name}.shape={tensor.shape}, x.shape={x.shape}")
+    if tf.executing_eagerly() and hasattr(tensor, "numpy"):
+        array = tensor.numpy().astype(np.float64)
+        bad = ~(np.isfinite(array) & (array > 0))
+        if bad.any():
+            raise ValueError(f"{name} must be finite and > 0. Received: {name}="
+                             f"{_shown(array if array.ndim == 0 else array[bad])}")
+    return tensor
+
+
+def check_grad_scale(grad_scale) -> float:
+    """``grad_scale`` is a finite real number > 0."""
+    if isinstance(grad_scale, bool) or not isinstance(grad_scale, numbers.Real):
+        raise TypeError(f"grad_scale must be a number > 0. Received: grad_scale={grad_scale!r}")
+    if not (math.isfinite(grad_scale) and grad_scale > 0):
+        raise ValueError(f"grad_scale must be finite and > 0. Received: grad_scale={grad_scale!r}")
+    return float(grad_scale)

@@ -11,10 +11,16 @@ eagerly, inside ``tf.function`` and with ``jit_compile=True``.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 import tensorflow as tf
 
-from ste_utils._validation import as_float_tensor, check_axis, check_bits, check_clip_value
+from ste_utils._validation import (
+    as_float_tensor, check_axis, check_bits, check_clip_value, check_grad_scale,
+    check_positive_parameter,
+)
 from ste_utils.proxies import pass_where
 
 
@@ -202,7 +208,163 @@ def ste_argmax(logits, axis: int = -1):
     return _ste_argmax(logits)
 
 
+# ---------------------------------------------------------------- learned scales: LSQ and PACT
+def lsq_levels(bits: int, signed: bool = True) -> tuple[int, int]:
+    """LSQ's integer range (Q_N, Q_P): levels -Q_N .. Q_P.
+
+    signed:   Q_N = 2**(bits-1), Q_P = 2**(bits-1) - 1   (bits >= 2: one bit gives Q_P = 0)
+    unsigned: Q_N = 0,           Q_P = 2**bits - 1
+    """
+    if not isinstance(signed, (bool, np.bool_)):
+        raise TypeError(f"signed must be True or False. Received: signed={signed!r}")
+    bits = check_bits(bits, tf.float64)
+    if signed and bits < 2:
+        raise ValueError("signed LSQ needs bits >= 2 (bits=1 leaves Q_P = 2**0 - 1 = 0). "
+                         f"Received: bits={bits}, signed=True")
+    if signed:
+        return 2 ** (bits - 1), 2 ** (bits - 1) - 1
+    return 0, 2 ** bits - 1
+
+
+def lsq_grad_scale(num_elements: int, bits: int, signed: bool = True) -> float:
+    """LSQ's step-size gradient scale g = 1 / sqrt(N * Q_P) (Esser et al., 2020, section 2.2).
+
+    N is the number of weights of the layer (for a weight quantizer) or of features per example
+    (for an activation quantizer); Q_P as in :func:`lsq_levels`.
+
+    Example:
+        >>> lsq_grad_scale(64, 4)    # 1 / sqrt(64 * 7)
+        0.0472455591261534
+    """
+    if isinstance(num_elements, bool) or not isinstance(num_elements, numbers.Integral):
+        raise TypeError(f"num_elements must be a positive integer. Received: num_elements={num_elements!r}")
+    if num_elements < 1:
+        raise ValueError(f"num_elements must be >= 1. Received: num_elements={num_elements!r}")
+    _, q_p = lsq_levels(bits, signed)
+    return 1.0 / math.sqrt(int(num_elements) * q_p)
+
+
+def _sum_to_shape(gradient, x, parameter):
+    """Sum an elementwise gradient over the axes along which ``parameter`` was broadcast to x."""
+    _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(x), s1=tf.shape(parameter))
+    return tf.reshape(tf.reduce_sum(gradient, axis=axes), tf.shape(parameter))
+
+
+def lsq_quantize(x, step, bits: int, signed: bool = True, grad_scale: float = 1.0):
+    """Learned step size quantization, LSQ (Esser et al., ICLR 2020, arXiv:1902.08153).
+
+    Forward:  q = clip(round(x / s), -Q_N, Q_P) * s     (round half to even, as tf.round)
+              with (Q_N, Q_P) = (2**(b-1), 2**(b-1) - 1) signed, (0, 2**b - 1) unsigned.
+    Backward: with v = x / s (computed in x's dtype) and g = grad_scale,
+              dq/dx := 1{-Q_N <= v <= Q_P}                              (the STE, on round only)
+              dq/ds := g * (round(v) - v)   if -Q_N <= v <= Q_P         (the paper's eq. 3)
+                       g * (-Q_N)           if v < -Q_N
+                       g * Q_P              if v > Q_P
+              summed over the axes along which ``step`` was broadcast: dL/ds = sum(u * d) * g,
+              d the bracket above and u the upstream gradient. Zeros are selects: outside the
+              window dL/dx = 0, and where d = 0 (v an integer) u * d = 0, even for an infinite
+              or NaN u (``tf.math.multiply_no_nan``, which also keeps Grappler from reordering
+              the products, so every mode rounds alike).
+
+    These are the gradients autodiff gives for ``s * ste_round(clip(x / s, -Q_N, Q_P))`` (the
+    STE on the rounding only; ``tf.clip_by_value`` includes its bounds), written out so they
+    hold exactly, not up to the rounding of autodiff's (u * s) / s. The grad scale changes the
+    gradient of s only, as ``s * g + stop_gradient(s - s * g)`` would. Boundary convention: at
+    v = -Q_N and v = Q_P exactly, dq/dx = 1 and dq/ds = round(v) - v = 0 (autodiff's values);
+    the paper writes its windows with strict inequalities (-Q_N < v < Q_P), giving dq/dx = 0
+    and dq/ds = -Q_N or Q_P at those two points only.
+
+    Inside ``tf.function`` a constant step (a Python number) lets Grappler and XLA replace x / s
+    by x * (1 / s), which can move v by one unit in the last place and flip a half-way
+    rounding: pass a tensor or variable for bit-identical results in every mode.
+
+    Args:
+        x: floating-point tensor.
+        step: the step size s > 0: a number, or a tensor/variable of x's dtype that broadcasts
+            to x (a scalar, or one step per channel). Checked > 0 when eager.
+        bits: integer bit width (2..16 signed, 1..16 unsigned; float16 <= 11, bfloat16 <= 8).
+        signed: levels -Q_N..Q_P (True) or 0..Q_P (False).
+        grad_scale: g > 0, e.g. :func:`lsq_grad_scale` (the paper's 1 / sqrt(N * Q_P)).
+
+    Returns:
+        The quantized tensor, in x's dtype and shape.
+
+    Example:
+        >>> lsq_quantize(tf.constant([-3.0, 0.4, 0.6, 9.0]), 0.5, bits=3).numpy()
+        array([-2. ,  0.5,  0.5,  1.5], dtype=float32)
+    """
+    x = as_float_tensor(x, "x")
+    check_bits(bits, x.dtype)
+    q_n, q_p = lsq_levels(bits, signed)
+    step = check_positive_parameter(step, "step", x)
+    g = check_grad_scale(grad_scale)
+    low, high = tf.constant(-q_n, x.dtype), tf.constant(q_p, x.dtype)
+    scale = tf.constant(np.asarray(g, x.dtype.as_numpy_dtype))
+
+    @tf.custom_gradient
+    def _lsq_quantize(x, s):
+        v = x / s
+        level = tf.clip_by_value(tf.round(v), low, high)
+
+        def grad(upstream):
+            d_step = tf.where(v < low, low, tf.where(v > high, high, tf.round(v) - v))
+            return (pass_where((v >= low) & (v <= high), upstream),
+                    _sum_to_shape(tf.math.multiply_no_nan(upstream, d_step), x, s) * scale)
+
+        return level * s, grad
+
+    return _lsq_quantize(x, step)
+
+
+def pact_quantize(x, alpha, bits: int):
+    """PACT: a k-bit activation on [0, alpha] with a learned clipping level (Choi et al., 2018,
+    arXiv:1805.06085).
+
+    Forward:  y = clip(x, 0, alpha),  y_q = round(y * n / alpha) * alpha / n,  n = 2**bits - 1,
+              computed as ``quantize(x / alpha, bits) * alpha``: level i = round(clip(x / alpha,
+              0, 1) * n) (half to even, in x's dtype), y_q = (i / n correctly rounded) * alpha,
+              so x >= alpha gives alpha exactly.
+    Backward: dy_q/dx     := 1{0 <= x < alpha}   (the STE; the paper's eq. 4, x = alpha excluded)
+              dy_q/dalpha := 1{x >= alpha}       (the paper's eq. 3), summed over the axes along
+                                                  which ``alpha`` was broadcast.
+              Both are selects (an infinite or NaN upstream where they are 0 gives 0).
+
+    PACT treats y_q as y inside the window, so alpha gets no gradient there. Autodiff of the
+    LSQ-style construction ``alpha / n * ste_round(clip(x, 0, alpha) * n / alpha)`` would also
+    give alpha the quantization error (round(u) - u) / n, u = x n / alpha, for 0 <= x < alpha,
+    and, since ``tf.clip_by_value`` passes its bound's gradient only strictly above it, at
+    x = alpha exactly it would give dx = 1 and dalpha = 0 instead of 0 and 1.
+
+    A constant alpha inside ``tf.function`` has the caveat of :func:`lsq_quantize` (x / alpha
+    may become x * (1 / alpha)); pass a tensor or variable. The paper's L2 penalty on alpha is
+    the caller's (e.g. a Keras regularizer).
+
+    Args:
+        x: floating-point tensor.
+        alpha: clipping level > 0: a number, or a tensor/variable of x's dtype broadcasting to x.
+        bits: integer from 1 to 16 (float16 <= 11, bfloat16 <= 8).
+
+    Example:
+        >>> pact_quantize(tf.constant([-1.0, 0.9, 2.5]), 2.0, bits=2).numpy()
+        array([0.       , 0.6666667, 2.       ], dtype=float32)
+    """
+    x = as_float_tensor(x, "x")
+    bits = check_bits(bits, x.dtype)
+    alpha = check_positive_parameter(alpha, "alpha", x)
+
+    @tf.custom_gradient
+    def _pact_quantize(x, a):
+        def grad(upstream):
+            return (pass_where((x >= 0) & (x < a), upstream),
+                    _sum_to_shape(pass_where(x >= a, upstream), x, a))
+
+        return quantize(x / a, bits) * a, grad
+
+    return _pact_quantize(x, alpha)
+
+
 __all__ = [
     "binarize", "heaviside", "quantize", "one_hot_argmax",
     "ste_sign", "ste_heaviside", "ste_round", "ste_quantize", "ste_argmax",
+    "lsq_levels", "lsq_grad_scale", "lsq_quantize", "pact_quantize",
 ]
