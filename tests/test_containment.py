@@ -28,10 +28,12 @@ ASSIGNMENT = "adv"
 NB = f"{ASSIGNMENT}.ipynb"
 
 
-@pytest.fixture(autouse=True)
-def _alembic_on_path(monkeypatch):
+@pytest.fixture(scope="module", autouse=True)
+def _alembic_on_path():
     """nbgrader's gradebook runs ``alembic`` by name (the CLI puts this venv's bin/ first)."""
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        yield
 
 
 class Replay:
@@ -89,23 +91,139 @@ def _rows(out) -> dict:
         return {r["student_id"]: r for r in csv.DictReader(f)}
 
 
-# ------------------------------------------------------------------ class 1: containment
-def test_lone_surrogates_in_output_and_source_are_data(tmp_path):
-    subs = tmp_path / "subs"
-    _submit(subs, "ann")
+# ------------------------------------------------------------------ one hostile class
+GOOD_IDS = ["ann", "ünïcödé", "with space", "李雷", "=HYPERLINK(\"x\")", "-minus", "o'neil", "+cmd",
+            "@SUM(A1)", "'quoted"]
+BAD_IDS = [b"\xffnot-utf8", "esc\x1b[2Jape", "tab\there", "back\\slash", "new\nline", "bidi\u202eevil"]
+LINKED = ["linked-student", "linked-assignment", "linked-elsewhere", "linked-notebook"]
+
+
+def _hostile_class(subs: Path, elsewhere: Path) -> None:
+    """One folder per attack of classes 1, 2 and 7 beside the students in ``GOOD_IDS``."""
+    for student in GOOD_IDS + BAD_IDS:
+        _submit(subs, student)
     _submit(subs, "surrogate-source", _notebook("# \ud800 lone\n"))
-    out = tmp_path / "out"
-    results = _grade(subs, out, Replay(lambda run: _ended(run, "printed \ud800 and \udcff")))
-    rows = _rows(out)
-    assert set(rows) == {"ann", "surrogate-source"}
-    by = {r.student: r for r in results}
-    page = (out / "feedback" / "ann" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text(encoding="utf-8")
-    assert "printed \ufffd and \ufffd" in page
-    assert "# \ufffd lone" in (out / "feedback" / "surrogate-source" / ASSIGNMENT / f"{ASSIGNMENT}.html"
-                               ).read_text(encoding="utf-8")
-    assert by["ann"].status == by["surrogate-source"].status == "ok"  # the tests recorded no evidence: 0 points
+    with open(_submit(subs, "huge") / NB, "r+b") as f:
+        f.truncate(2**40)  # 1 TiB, sparse
+    for name, make in (("fifo", os.mkfifo), ("dir", os.mkdir)):
+        folder = _submit(subs, name)
+        (folder / NB).unlink()
+        make(folder / NB)
+    (_submit(subs, "bad-timestamp") / "timestamp.txt").write_text("2026-12-02 00:00:01 /dev/zero")
+    (_submit(subs, "late") / "timestamp.txt").write_text("2026-12-02 00:00:01.000000 UTC")
+    _submit(subs, "renamed", name=b"\xff\x1b[31mred.ipynb")
+    (subs / ".ipynb_checkpoints").mkdir()  # hidden folders are not students
+    (elsewhere / ASSIGNMENT).mkdir(parents=True)
+    (elsewhere / ASSIGNMENT / "SECRET-NAME.ipynb").write_text("{}")
+    (subs / "linked-student").symlink_to(subs / "ann")
+    (subs / "linked-assignment").mkdir()
+    (subs / "linked-assignment" / ASSIGNMENT).symlink_to(subs / "ann" / ASSIGNMENT)
+    (subs / "linked-elsewhere").mkdir()
+    (subs / "linked-elsewhere" / ASSIGNMENT).symlink_to(elsewhere / ASSIGNMENT)
+    folder = _submit(subs, "linked-notebook")
+    (folder / NB).unlink()
+    (folder / NB).symlink_to(subs / "ann" / ASSIGNMENT / NB)
 
 
+@pytest.fixture(scope="module")
+def klass(tmp_path_factory, _alembic_on_path):
+    root = tmp_path_factory.mktemp("hostile-class")
+    subs, out = root / "subs", root / "out"
+    _hostile_class(subs, root / "elsewhere")
+    replay = Replay(lambda run: _ended(run, "printed \ud800 and \udcff"))
+    results = _grade(subs, out, replay, late=_policy())
+    rerun = Replay()
+    _grade(subs, out, rerun, late=_policy())  # nothing changed: nothing runs again
+    return dict(out=out, results={r.student: r for r in results}, rows=_rows(out), rerun=rerun)
+
+
+def _policy():
+    return LatePolicy(due={ASSIGNMENT: LatePolicy.parse_time("2026-12-01 23:59:00")}, penalty_per_day=0.1)
+
+
+def _feedback(out, student):
+    return (out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text(encoding="utf-8")
+
+
+def test_lone_surrogates_in_output_and_source_are_data(klass):
+    assert klass["rows"]["surrogate-source"]["status"] == klass["rows"]["ann"]["status"] == "ok"
+    assert "printed \ufffd and \ufffd" in _feedback(klass["out"], "ann")
+    assert "# \ufffd lone" in _feedback(klass["out"], "surrogate-source")
+    assert klass["rerun"].runs == []  # re-run: already graded from the same files
+
+
+def test_a_huge_sparse_notebook_is_not_read(klass):
+    row = klass["rows"]["huge"]
+    assert row["status"] == "invalid" and "limit" in row["reason"]
+
+
+def test_a_notebook_that_is_a_fifo_or_a_folder_is_invalid_and_never_blocks(klass):
+    rows = klass["rows"]
+    assert rows["fifo"]["status"] == rows["dir"]["status"] == "invalid"
+    assert "not a regular file" in rows["fifo"]["reason"]
+
+
+def test_an_unreadable_timestamp_is_in_the_rows_reason(klass):
+    row, late = klass["rows"]["bad-timestamp"], klass["rows"]["late"]
+    assert "timestamp.txt" in row["reason"] and "/dev/zero" in row["reason"] and row["late"] == "False"
+    assert late["late"] == "True" and late["reason"] == ""
+
+
+def test_links_at_every_level_are_not_the_students_work(klass):
+    rows = klass["rows"]
+    for student in LINKED:
+        assert rows[student]["status"] == "invalid", student
+        assert "link" in rows[student]["reason"], rows[student]
+        assert "SECRET-NAME" not in rows[student]["reason"]
+
+
+def test_the_missing_reason_shows_file_names_escaped(klass):
+    row = klass["rows"]["renamed"]
+    assert row["status"] == "missing"
+    assert "\x1b" not in row["reason"] and "\\xff\\x1b[31mred.ipynb" in row["reason"]
+
+
+def test_every_folder_gets_rows_valid_text_under_its_own_name(klass):
+    from ste_course.untrusted import cell, shown
+
+    rows = klass["rows"]
+    others = ["surrogate-source", "huge", "fifo", "dir", "bad-timestamp", "late", "renamed"]
+    assert len(rows) == len(GOOD_IDS) + len(BAD_IDS) + len(LINKED) + len(others)
+    for student in GOOD_IDS:
+        assert rows[cell(student)]["status"] == "ok", student  # graded (the replay has no evidence)
+        assert klass["results"][student].status == "ok"
+        assert "printed" in _feedback(klass["out"], student)
+    for student in BAD_IDS:
+        name = shown(student)
+        row = rows[name]
+        assert row["status"] == "invalid" and "student id" in row["reason"], (student, row)
+        assert all(ch.isprintable() for ch in name) and "/" not in name
+    assert shown(b"\xffnot-utf8") == "\\xffnot-utf8"
+
+
+def test_grades_csv_neutralises_formulas_and_keeps_scores_numeric(klass):
+    with open(klass["out"] / "grades.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    ids = {r[0] for r in rows[1:]}
+    assert {"'=HYPERLINK(\"x\")", "'+cmd", "'@SUM(A1)", "'-minus", "''quoted", "o'neil"} <= ids
+    assert not any(i.startswith(("=", "+", "-", "@", "\t", "\r")) for i in ids)
+    assert all(r[3] == "0" and r[4] == "5" for r in rows[1:])
+    from ste_course.export import export
+
+    text, _ = export(klass["out"], "csv")
+    exported = {r[0] for r in csv.reader(text.splitlines())}
+    assert exported == ids | {"student_id"}
+
+
+def test_the_summary_on_the_terminal_is_escaped(klass, capsys):
+    from ste_course.cli import _summary
+
+    _summary(klass["out"] / "grades.csv", 0)
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\u202e" not in shown and "\\x1b[2Jape" in shown
+
+
+# ------------------------------------------------------------------ failures in the parent
 def test_a_failure_in_the_parent_is_that_notebooks_error_row_and_a_rerun_grades_it_again(tmp_path, monkeypatch):
     subs, out = tmp_path / "subs", tmp_path / "out"
     for student in ("ann", "bob", "cat"):
@@ -151,38 +269,7 @@ def test_a_failure_while_recording_is_that_notebooks_error_row(tmp_path, monkeyp
     assert rows["bob"]["status"] == "ok"
 
 
-def test_a_huge_sparse_notebook_is_not_read(tmp_path):
-    subs, out = tmp_path / "subs", tmp_path / "out"
-    folder = _submit(subs, "huge")
-    with open(folder / NB, "r+b") as f:
-        f.truncate(2**40)  # 1 TiB, sparse
-    _submit(subs, "ann")
-    _grade(subs, out)
-    rows = _rows(out)
-    assert rows["huge"]["status"] == "invalid" and "limit" in rows["huge"]["reason"]
-    assert rows["ann"]["status"] == "ok"
-    _grade(subs, out)  # the re-run's "already graded?" check does not read it either
-
-
-def test_a_notebook_that_is_a_fifo_or_a_folder_is_invalid_and_never_blocks(tmp_path):
-    subs, out = tmp_path / "subs", tmp_path / "out"
-    folder = _submit(subs, "fifo")
-    (folder / NB).unlink()
-    os.mkfifo(folder / NB)
-    folder = _submit(subs, "dir")
-    (folder / NB).unlink()
-    (folder / NB).mkdir()
-    _grade(subs, out)
-    rows = _rows(out)
-    assert rows["fifo"]["status"] == rows["dir"]["status"] == "invalid"
-    assert "not a regular file" in rows["fifo"]["reason"]
-
-
 # ------------------------------------------------------------------ late work
-def _policy():
-    return LatePolicy(due={ASSIGNMENT: LatePolicy.parse_time("2026-12-01 23:59:00")}, penalty_per_day=0.1)
-
-
 @pytest.mark.parametrize("text", [
     "2026-12-02 00:00:01.5 UTC", "2026-12-02 00:00:01.500000 UTC", "2026-12-02 00:00:01",
     "2026-12-02T00:00:01Z", "2026-12-02 01:00:01 +0100", "2026-12-02 01:00:01.25 +01:00",
@@ -214,84 +301,3 @@ def test_unreadable_timestamps_never_block_and_are_reported(tmp_path, make, prob
         _policy().assess(ASSIGNMENT, tmp_path, 5.0, 5.0)
 
 
-def test_an_unreadable_timestamp_is_in_the_rows_reason(tmp_path):
-    subs, out = tmp_path / "subs", tmp_path / "out"
-    folder = _submit(subs, "ann")
-    (folder / "timestamp.txt").write_text("2026-12-02 00:00:01 /dev/zero")
-    _grade(subs, out, late=_policy())
-    row = _rows(out)["ann"]
-    assert "timestamp.txt" in row["reason"] and row["late"] == "False"
-
-
-# ------------------------------------------------------------------ class 2: only their own files
-def test_links_at_every_level_are_not_the_students_work(tmp_path):
-    subs, out = tmp_path / "subs", tmp_path / "out"
-    _submit(subs, "ann")
-    elsewhere = tmp_path / "elsewhere" / ASSIGNMENT
-    elsewhere.mkdir(parents=True)
-    (elsewhere / "SECRET-NAME.ipynb").write_text("{}")
-    (subs / "linked-student").symlink_to(subs / "ann")
-    (subs / "linked-assignment").mkdir()
-    (subs / "linked-assignment" / ASSIGNMENT).symlink_to(subs / "ann" / ASSIGNMENT)
-    (subs / "linked-elsewhere").mkdir()
-    (subs / "linked-elsewhere" / ASSIGNMENT).symlink_to(elsewhere)
-    folder = _submit(subs, "linked-notebook")
-    (folder / NB).unlink()
-    (folder / NB).symlink_to(subs / "ann" / ASSIGNMENT / NB)
-    _grade(subs, out)
-    rows = _rows(out)
-    assert rows["ann"]["status"] == "ok"
-    for student in ("linked-student", "linked-assignment", "linked-elsewhere", "linked-notebook"):
-        assert rows[student]["status"] == "invalid", student
-        assert "link" in rows[student]["reason"], rows[student]
-        assert "SECRET-NAME" not in rows[student]["reason"]
-
-
-def test_the_missing_reason_shows_file_names_escaped(tmp_path):
-    subs, out = tmp_path / "subs", tmp_path / "out"
-    _submit(subs, "ann", name=b"\xff\x1b[31mred.ipynb")
-    _grade(subs, out)
-    row = _rows(out)["ann"]
-    assert row["status"] == "missing"
-    assert "\x1b" not in row["reason"] and "\\xff\\x1b[31mred.ipynb" in row["reason"]
-
-
-def test_every_folder_gets_rows_valid_text_under_its_own_name(tmp_path):
-    subs, out = tmp_path / "subs", tmp_path / "out"
-    good = ["ünïcödé", "with space", "李雷", "=HYPERLINK(\"x\")", "-minus", "o'neil"]
-    bad = [b"\xffnot-utf8", "esc\x1b[2Jape", "tab\there", "back\\slash", "new\nline", "bidi\u202eevil"]
-    for student in good + bad:
-        _submit(subs, student)
-    (subs / ".ipynb_checkpoints").mkdir()  # hidden folders are not students
-    _grade(subs, out)
-    from ste_course.untrusted import shown
-
-    rows = _rows(out)
-    assert len(rows) == len(good) + len(bad)
-    for student in good:
-        key = "'" + student if student[0] in "=-'" else student
-        assert rows[key]["status"] == "ok", student  # graded (the replay has no evidence)
-        assert (out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").is_file()
-    for student in bad:
-        name = shown(os.fsdecode(student) if isinstance(student, bytes) else student)
-        row = rows[name]
-        assert row["status"] == "invalid" and "student id" in row["reason"], (student, row)
-        assert all(ch.isprintable() for ch in name) and "/" not in name
-    assert shown(os.fsdecode(b"\xffnot-utf8")) == "\\xffnot-utf8"
-
-
-def test_grades_csv_neutralises_formulas_and_keeps_scores_numeric(tmp_path):
-    subs, out = tmp_path / "subs", tmp_path / "out"
-    for student in ("=1+1", "+cmd", "@SUM(A1)", "-2", "'quoted", "ann"):
-        _submit(subs, student)
-    _grade(subs, out)
-    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    ids = sorted(r[0] for r in rows[1:])
-    assert ids == sorted(["'=1+1", "'+cmd", "'@SUM(A1)", "'-2", "''quoted", "ann"])
-    assert all(r[3] == "0" and r[4] == "5" for r in rows[1:])
-    from ste_course.export import export
-
-    text, _ = export(out, "csv")
-    exported = {r[0]: r for r in csv.reader(text.splitlines())}
-    assert set(exported) == {"student_id", "'=1+1", "'+cmd", "'@SUM(A1)", "'-2", "''quoted", "ann"}
