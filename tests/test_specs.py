@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,17 @@ def _quantize_with(x, bits, rounding=tf.round):
     return clipped + tf.stop_gradient(rounding(clipped * n) / n - clipped)
 
 
+def _numpy_network(x, y, W1, b1, W2, b2):
+    """The backward pass by hand, NumPy only (the assignment's answer): (gradients, dL/dh)."""
+    h = np.tanh(x @ W1 + b1)
+    d_out = 2.0 * (h @ W2 + b2 - y) / y.size
+    d_h = d_out @ W2.T
+    d_z1 = d_h * (1.0 - h**2)
+    return {"W1": x.T @ d_z1, "b1": d_z1.sum(0), "W2": h.T @ d_out, "b2": d_out.sum(0)}, d_h
+
+
 def _tape_network(x, y, W1, b1, W2, b2):
+    """The same with tf.GradientTape: what the by-hand parts must refuse."""
     params = [tf.Variable(v) for v in (W1, b1, W2, b2)]
     with tf.GradientTape(persistent=True) as tape:
         h = tf.tanh(x @ params[0] + params[1])
@@ -102,6 +113,7 @@ def _st_jacobian(x, r):
 
 @functools.lru_cache(maxsize=1)
 def _nearest_neighbour():
+    """A lookup "model": the label of the nearest of every digit scikit-learn ships."""
     data = ste_utils.data.load_digits()
 
     def predict(images):
@@ -113,15 +125,24 @@ def _nearest_neighbour():
     return predict
 
 
-class _RecordingModel:
-    """A model that records what it was given (to show the labels never reach it)."""
+@functools.lru_cache(maxsize=1)
+def _trained_export():
+    """Assignment 06's Part 4 answer, small: Dense(64) -> BN -> 2-bit relu-proxy STE -> Dense(10)
+    trained on training_digits() for 6 epochs, exported as plain data."""
+    import keras
 
-    def __init__(self):
-        self.calls = []
+    from ste_utils.training import set_seed, train
 
-    def __call__(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
-        return _nearest_neighbour()(args[0])
+    set_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64), keras.layers.BatchNormalization(),
+                              keras.layers.Lambda(lambda z: _quantized_relu(z, "relu")), keras.layers.Dense(10)])
+    train(model, ste_utils.data.training_digits(), epochs=6, learning_rate=1e-2)
+    return {"bits": 2, "proxy": "relu", "weights": model.get_weights()}
+
+
+def _export_with(**changes):
+    export = _trained_export()
+    return {**export, **changes}
 
 
 def _quantized_relu(x, proxy="clipped_relu"):
@@ -147,8 +168,8 @@ GOOD = {
     "proxies/derivative": lambda name, x: ste_utils.PROXIES[name].derivative(x),
     "stop_gradient/straight_through": ste_utils.straight_through,
     "backprop/dense_backward": _dense,
-    "backprop/hidden_upstream": lambda *args: _tape_network(*args)[1],
-    "backprop/backward": lambda *args: _tape_network(*args)[0],
+    "backprop/hidden_upstream": lambda *args: _numpy_network(*args)[1],
+    "backprop/backward": lambda *args: _numpy_network(*args)[0],
     "zero_gradient/tf_gradient": _tf_gradient,
     "zero_gradient/forward": _mlp_forward,
     "zero_gradient/receives_gradient": lambda x, y, w, a: np.array(
@@ -161,7 +182,7 @@ GOOD = {
     "jacobian/chain_rule": lambda x, r, upstream: (upstream, tf.zeros_like(r)),
     "jacobian/gradient_reaching_result": 0.0,
     "jacobian/gradient_reaching_x": 2,
-    "digits_model/accuracy": lambda images: _nearest_neighbour()(images),
+    "digits_model/accuracy": _trained_export(),
 }
 
 # ----------------------------------------------------------------------------- wrong implementations
@@ -173,6 +194,9 @@ _no_upstream = lambda x, clip_value=1.0: _with_gradient(  # noqa: E731
     _sign, lambda t: _window(t, clip_value), multiply=False)(x)
 _float32 = lambda x, clip_value=1.0: ste_utils.ste_sign(tf.cast(x, tf.float32), clip_value)  # noqa: E731
 _ignores_clip = lambda x, clip_value=1.0: ste_utils.ste_sign(x)  # noqa: E731
+# tf.cast(clip_value, x.dtype) goes through float32: a float64 x = 0.7 falls outside clip_value=0.7
+_cast_clip = lambda x, clip_value=1.0: _with_gradient(  # noqa: E731
+    _sign, lambda t: tf.cast(tf.abs(t) <= tf.cast(clip_value, t.dtype), t.dtype))(x)
 
 
 def _relu_kink_wrong(name, x):
@@ -194,7 +218,7 @@ def _forgets_tanh_derivative(x, y, W1, b1, W2, b2):
 
 
 def _mean_without_two(x, y, W1, b1, W2, b2):
-    return {k: v / 2 for k, v in _tape_network(x, y, W1, b1, W2, b2)[0].items()}
+    return {k: v / 2 for k, v in _numpy_network(x, y, W1, b1, W2, b2)[0].items()}
 
 
 WRONG = {  # spec -> [(implementation, a phrase its message must contain)]
@@ -203,11 +227,13 @@ WRONG = {  # spec -> [(implementation, a phrase its message must contain)]
     "ste_sign_stop_gradient/value": [(_tf_sign_st, "0 included, unlike tf.sign"),
                                      (_float32, "should have dtype float16")],
     "ste_sign_stop_gradient/gradient": [(_plain_sign, "inside the clip window"),
-                                        (_no_clip, "outside the clip window")],
+                                        (_no_clip, "outside the clip window"),
+                                        (_cast_clip, "lies inside the clip window")],
     "ste_sign_custom_gradient/value": [(_float32, "should have dtype float16")],
     "ste_sign_custom_gradient/gradient": [(_strict, "(boundary included)"),
                                           (_no_upstream, "with upstream gradient"),
-                                          (_ignores_clip, "clip window |x| <= 0.5")],
+                                          (_ignores_clip, "clip window |x| <= 0.5"),
+                                          (_cast_clip, "lies inside the clip window")],
     "quantize_ste/value": [(lambda x, bits: _quantize_with(x, bits, lambda t: tf.floor(t + 0.5)),
                             "a tie: tf.round rounds half to even"),
                            (lambda x, bits: x + tf.stop_gradient(tf.round(x * (2**bits - 1)) / (2**bits - 1) - x),
@@ -227,7 +253,7 @@ WRONG = {  # spec -> [(implementation, a phrase its message must contain)]
                                        (lambda x, r: r + tf.stop_gradient(x - r), "only appears inside stop_gradient")],
     "backprop/dense_backward": [(functools.partial(_dense, transpose_w=True), "transpose"),
                                 (lambda x, W, b, u: {**_dense(x, W, b, u), "b": u.mean(0)}, "summed over the batch")],
-    "backprop/hidden_upstream": [(lambda *a: _tape_network(*a)[1] * 2, "2 times the right one")],
+    "backprop/hidden_upstream": [(lambda *a: _numpy_network(*a)[1] * 2, "2 times the right one")],
     "backprop/backward": [(_mean_without_two, "0.5 times the right one"),
                           (_forgets_tanh_derivative, "(1 - h**2)"),
                           (lambda *a: {"W1": 0}, "without 'b1'")],
@@ -251,8 +277,13 @@ WRONG = {  # spec -> [(implementation, a phrase its message must contain)]
                             (lambda x, r, upstream: (tf.ones_like(x), tf.zeros_like(r)), "dL/dx = upstream")],
     "jacobian/gradient_reaching_result": [(1.0, "is not right"), ("0", "must be one number")],
     "jacobian/gradient_reaching_x": [(1.4, "not x"), (True, "must be one number")],
-    "digits_model/accuracy": [(lambda images: np.zeros(len(images), np.int64), "at least 90 % is needed"),
-                              (lambda images: np.zeros((len(images), 3)), "must give logits of shape")],
+    "digits_model/accuracy": [
+        (_export_with(weights=[np.zeros_like(w) for w in _trained_export()["weights"]]), "at least 90 % is needed"),
+        (_export_with(bits=3), "quantized as asked"),
+        (_export_with(weights=_trained_export()["weights"][:6]), "it has 6 entries"),
+        (_export_with(weights=[w.T for w in _trained_export()["weights"]]), "must have shape"),
+        (_export_with(proxy="sign"), "must be one of"),
+        (lambda images: _nearest_neighbour()(images), "must return plain data")],
 }
 
 
@@ -311,23 +342,146 @@ def test_grading_round_trip(name):
     assert any(phrase in m for m in messages), messages
 
 
-def test_labels_never_reach_the_students_code():
+def test_neither_images_nor_labels_reach_the_students_code():
     spec = get_spec("digits_model/accuracy")
-    (case,) = draw_cases(spec, True, 7)
-    assert "labels" not in encode_case(student_case(spec, case))
-    model = _RecordingModel()
-    assert _grade("digits_model/accuracy", model) == []
-    ((args, kwargs),) = model.calls
-    assert len(args) == 1 and not kwargs and np.asarray(args[0]).shape == (len(case["labels"]), 64)
+    for hidden in (False, True):
+        (case,) = draw_cases(spec, hidden, 7)
+        assert len(case["images"]) == len(case["labels"]) == 450
+        assert encode_case(student_case(spec, case)) == {}
+
+
+def test_a_lookup_model_scores_zero():
+    # Before the export, a nearest-neighbour lookup over the digits scikit-learn ships scored
+    # full marks; now the grader runs only a network it rebuilt from ste_utils layers.
+    messages = _grade("digits_model/accuracy", lambda images: _nearest_neighbour()(images))
+    assert len(messages) == 1 and "must return plain data" in messages[0], messages
+
+
+def test_the_grader_runs_a_2_bit_network_it_rebuilt():
+    from ste_course.specs.proxies import rebuild_model
+
+    export = _trained_export()
+    model = rebuild_model(2, "relu", export["weights"])
+    (case,) = draw_cases(get_spec("digits_model/accuracy"), True, 3)
+    pre_activation = model.layers[1](model.layers[0](case["images"]), training=False)
+    levels = np.unique(model.layers[2](pre_activation).numpy())
+    assert set(levels.tolist()) <= {0.0, np.float32(1 / 3), np.float32(2 / 3), 1.0} and len(levels) == 4
+    # the student's own activation is replaced by ste_utils': the rebuilt network is what scores
+    assert isinstance(model.layers[2], ste_utils.SteActivation) and model.layers[2].bits == 2
 
 
 def test_hidden_digits_are_noisy_and_differ_per_seed():
     spec = get_spec("digits_model/accuracy")
     (visible,) = draw_cases(spec, False, 0)
     (a,), (b,) = draw_cases(spec, True, 1), draw_cases(spec, True, 2)
-    assert 0 < np.abs(a["images"] - visible["images"]).mean() < 0.05
+    assert 0.02 < np.abs(a["images"] - visible["images"]).mean() < 0.1
     assert not np.array_equal(a["images"], b["images"])
     assert np.all((a["images"] >= 0) & (a["images"] <= 1))
+
+
+# ----------------------------------------------------------------------------- 01 is by hand: autodiff scores 0
+def _tape_dense(x, W, b, upstream):
+    xv, Wv, bv = (tf.Variable(v) for v in (x, W, b))
+    with tf.GradientTape() as tape:
+        out = xv @ Wv + bv
+    g = tape.gradient(out, [xv, Wv, bv], output_gradients=tf.constant(upstream))
+    return {"x": g[0].numpy(), "W": g[1].numpy(), "b": g[2].numpy()}
+
+
+@tf.function(input_signature=[tf.TensorSpec([None, None], tf.float64)] * 2 + [tf.TensorSpec([None], tf.float64)]
+             + [tf.TensorSpec([None, None], tf.float64)])
+def _traced_dense(x, W, b, upstream):  # traced below, before any check: the graph holds the gradients
+    with tf.GradientTape() as tape:
+        tape.watch([x, W, b])
+        out = x @ W + b
+    return tape.gradient(out, [x, W, b], output_gradients=upstream)
+
+
+_traced_dense(*(np.ones(s) for s in ((2, 3), (3, 4), (4,), (2, 4))))
+
+
+def _session_dense():
+    graph = tf.Graph()
+    with graph.as_default():
+        ins = [tf.compat.v1.placeholder(tf.float64, s) for s in ([None, None], [None, None], [None], [None, None])]
+        grads = tf.gradients(ins[0] @ ins[1] + ins[2], ins[:3], grad_ys=ins[3])
+    session = tf.compat.v1.Session(graph=graph)
+    return lambda *args: dict(zip("xWb", session.run(grads, dict(zip(ins, args)))))
+
+
+def _in_a_thread(fn):
+    def run(*args):
+        box = []
+
+        def target():
+            try:
+                box.append(fn(*args))
+            except Exception as err:  # handed to the caller, as a worker pool would
+                box.append(err)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if isinstance(box[0], Exception):
+            raise box[0]
+        return box[0]
+    return run
+
+
+def _catching(fn, fallback):
+    def run(*args):
+        try:
+            return fn(*args)
+        except Exception:
+            return fallback(*args)
+    return run
+
+
+def _lazy(x, W, b, upstream):
+    class Lazy:  # values computed by the tape only when the checker converts them
+        def __init__(self, k):
+            self.k = k
+
+        def __array__(self, dtype=None, copy=None):
+            return _tape_dense(x, W, b, upstream)[self.k]
+    return {k: Lazy(k) for k in "xWb"}
+
+
+def _forward_mode(x, y, W1, b1, W2, b2):
+    grads = {}
+    for k, v in zip(("W1", "b1", "W2", "b2"), (W1, b1, W2, b2)):
+        flat = np.zeros(v.size)
+        for i in range(v.size):
+            tangent = np.zeros(v.size)
+            tangent[i] = 1.0
+            params = dict(W1=W1, b1=b1, W2=W2, b2=b2)
+            params[k] = tf.constant(v)
+            with tf.autodiff.ForwardAccumulator(params[k], tf.constant(tangent.reshape(v.shape))) as acc:
+                out = tf.tanh(x @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
+                loss = tf.reduce_mean(tf.square(out - y))
+            flat[i] = acc.jvp(loss).numpy()
+        grads[k] = flat.reshape(v.shape)
+    return grads
+
+
+AUTODIFF = {  # spec -> ways of getting its answer from TensorFlow's autodiff
+    "backprop/dense_backward": [_tape_dense, lambda *a: dict(zip("xWb", (g.numpy() for g in _traced_dense(*a)))),
+                                _session_dense(), _in_a_thread(_tape_dense), _lazy,
+                                _catching(_tape_dense, lambda x, W, b, u: {"x": u @ W.T, "W": x.T @ u, "b": 0 * b})],
+    "backprop/hidden_upstream": [lambda *a: _tape_network(*a)[1]],
+    "backprop/backward": [lambda *a: _tape_network(*a)[0], _forward_mode],
+}
+
+
+@pytest.mark.parametrize("name,k", [(n, k) for n in sorted(AUTODIFF) for k in range(len(AUTODIFF[n]))])
+def test_autodiff_in_a_by_hand_part_scores_zero(name, k):
+    # Before the by-hand guard, each of these scored full marks.
+    messages = _grade(name, AUTODIFF[name][k])
+    assert messages and all("by hand" in m and "automatic differentiation" in m for m in messages), messages
+    with pytest.raises(AssertionError, match="by hand"):
+        check(AUTODIFF[name][k], name)
+    # and autodiff works again afterwards (the reference and every other part need it)
+    assert _tape_dense(np.ones((1, 2)), np.ones((2, 1)), np.ones(1), np.ones((1, 1)))["W"].tolist() == [[1.0], [1.0]]
 
 
 def test_quantizer_cases_tolerate_a_wider_intermediate_dtype():

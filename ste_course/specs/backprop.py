@@ -1,5 +1,9 @@
 """Specs for assignment 01 (backpropagation by hand), judged against ``tf.GradientTape``.
 
+The student's functions get NumPy arrays and run with TensorFlow's automatic differentiation
+switched off (:func:`without_autodiff`): a part answered with ``tf.GradientTape``,
+``tf.gradients`` or a traced function holding them scores 0 with a message saying so.
+
 The network (float64 NumPy arrays, a batch of B rows)::
 
     z1  = x @ W1 + b1          x: (B, D)  W1: (D, H)  b1: (H,)
@@ -15,6 +19,8 @@ Specs:
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -92,18 +98,111 @@ def _ref_dense(case):
     return {f"dL/d{k}": g.numpy() for k, g in zip(("x", "W", "b"), grads)}
 
 
+# ----------------------------------------------------------------------------- by hand: autodiff switched off
+class AutodiffUsed(RuntimeError):
+    """The student's code used TensorFlow's automatic differentiation in a by-hand part."""
+
+
+_BY_HAND = ("This part is by hand: your code used TensorFlow's automatic differentiation ({what}), "
+            "which is switched off while it runs. Write the chain rule with NumPy.")
+
+
+def _refusing_stubs(attempts: list) -> list:
+    """``(owner, attribute, stub)`` for every way to run a graph built before the check: calls of
+    traced ``tf.function``\\ s (eager) and ``tf.compat.v1.Session`` runs."""
+    from tensorflow.python.client import pywrap_tf_session
+    from tensorflow.python.eager import context
+
+    def stub(what):
+        def refuse(*args, **kwargs):
+            attempts.append(what)
+            raise AutodiffUsed(_BY_HAND.format(what=what))
+        return refuse
+
+    return [(context.Context, "call_function", stub("a traced tf.function")),
+            (pywrap_tf_session, "TF_SessionRun_wrapper", stub("a tf.compat.v1.Session run")),
+            (pywrap_tf_session, "TF_SessionPRun_wrapper", stub("a tf.compat.v1.Session run")),
+            (pywrap_tf_session, "TF_SessionRunCallable", stub("a tf.compat.v1.Session callable"))]
+
+
+@contextlib.contextmanager
+def without_autodiff():
+    """TensorFlow's automatic differentiation switched off, in every thread, while the block runs.
+
+    * TensorFlow's gradient registry (op type -> gradient function) is emptied and every lookup
+      recorded: ``tf.GradientTape.gradient``, ``jacobian`` and ``batch_jacobian``,
+      ``tf.gradients``, ``tf.autodiff.ForwardAccumulator`` and Keras training all look up the
+      gradient function of every op they differentiate there, so they raise.
+    * Graphs built before the block (a traced ``tf.function``, a ``tf.compat.v1`` graph holding
+      ``tf.gradients``) cannot run: calling a traced function or a session is refused.
+
+    Yields the list of attempts (``"the gradient of MatMul"``, ...); the block's code may catch
+    the errors, the list still tells. Replacing the registry or the stubs while the block runs
+    is recorded too. Not covered: a new Python process started by the block's code, and raw
+    ``PartitionedCall`` ops naming a function traced earlier.
+    """
+    from tensorflow.python.framework import ops
+
+    attempts: list = []
+
+    class Refusing(dict):
+        def __contains__(self, name):
+            attempts.append(f"the gradient of {str(name)[:40]}")
+            return False
+
+    registry, refusing = ops._gradient_registry, Refusing()  # pylint: disable=protected-access
+    entries = registry._registry  # pylint: disable=protected-access
+    saved = dict(entries)
+    stubs = _refusing_stubs(attempts)
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in stubs]
+    entries.clear()  # also empty for code that kept a reference to the dict itself
+    registry._registry = refusing  # pylint: disable=protected-access
+    for owner, name, stub in stubs:
+        setattr(owner, name, stub)
+    try:
+        yield attempts
+    finally:
+        changed = (registry._registry is not refusing or len(refusing) or len(entries)  # pylint: disable=protected-access
+                   or any(getattr(owner, name) is not stub for owner, name, stub in stubs))
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+        registry._registry = entries  # pylint: disable=protected-access
+        entries.clear()
+        entries.update(saved)
+        if changed:
+            attempts.append("TensorFlow's gradient machinery, changed while your code ran")
+
+
+def by_hand(fn, *args):
+    """``fn(*args)`` with TensorFlow's autodiff switched off (:func:`without_autodiff`); raises
+    :class:`AutodiffUsed` when the code tried to use it, even if it caught the error."""
+    with without_autodiff() as attempts:
+        try:
+            result = fn(*args)
+        except Exception:
+            if not attempts:
+                raise
+            result = None
+    if attempts:
+        raise AutodiffUsed(_BY_HAND.format(what=attempts[0]))
+    return result
+
+
 # ----------------------------------------------------------------------------- running the student's code
+# The results are turned into arrays inside by_hand too: a returned object could compute its
+# values lazily (in ``numpy()`` or ``__array__``) once autodiff is back on.
 def _run_backward(fn, case):
-    grads = keyed(fn(*fresh(case, "x", "y", *PARAMS)), PARAMS, "backward(...)")
+    grads = by_hand(lambda *a: keyed(fn(*a), PARAMS, "backward(...)"), *fresh(case, "x", "y", *PARAMS))
     return {f"dL/d{k}": v for k, v in grads.items()}
 
 
 def _run_hidden(fn, case):
-    return {"dL/dh": to_array(fn(*fresh(case, "x", "y", *PARAMS)), "hidden_upstream(...)")}
+    return {"dL/dh": by_hand(lambda *a: to_array(fn(*a), "hidden_upstream(...)"), *fresh(case, "x", "y", *PARAMS))}
 
 
 def _run_dense(fn, case):
-    grads = keyed(fn(*fresh(case, "x", "W", "b", "upstream")), ("x", "W", "b"), "dense_backward(...)")
+    grads = by_hand(lambda *a: keyed(fn(*a), ("x", "W", "b"), "dense_backward(...)"),
+                    *fresh(case, "x", "W", "b", "upstream"))
     return {f"dL/d{k}": v for k, v in grads.items()}
 
 

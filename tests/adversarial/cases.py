@@ -535,3 +535,12 @@ CASES: dict[str, Case] = {
     "segfault-after-tests": nb_case(FULL, answer=CORRECT, after=["import ctypes\nctypes.string_at(0)"]),
     "sys-exit-after-tests": nb_case(FULL, answer=CORRECT, after=["import sys\nsys.exit(1)"]),
 }
+
+# ------------------------------------------------------------------------------ the parent's attacks
+# Text from the sandbox and from the notebook is data (issue 11, class 1): a lone surrogate
+# printed by the student's code, or left in a cell's source, never stops the run and costs the
+# student nothing (tests/test_containment.py covers the parent's other attacks without a sandbox).
+CASES.update({
+    "surrogate-output-correct": nb_case(FULL, answer=CORRECT, attack=r"print('lone \ud800 surrogate', '\udcff')"),
+    "surrogate-source-correct": nb_case(FULL, answer=CORRECT + "# lone \ud800 in the source\n"),
+})
