@@ -223,13 +223,24 @@ def _sign_boundary(p):
 _SIGN_CHOICES = [{"clip_value": 1.0}, {"clip_value": 0.7}, {"clip_value": 0.5}, {"clip_value": 1.3},
                  {"clip_value": 2.0}]
 
+
+def _with_clip_edges(x: np.ndarray, params: dict) -> np.ndarray:
+    """``x`` holding both edges +-clip_value (in its dtype): the boundary sample may have left them out."""
+    c = np.asarray(params["clip_value"], x.dtype)
+    flat = x.ravel().copy()
+    free = [int(i) for i in np.flatnonzero((flat != 0) & (np.abs(flat) != c))]
+    for edge in (c, -c):
+        if not np.any(flat == edge) and free:
+            flat[free.pop(0)] = edge
+    return flat.reshape(x.shape)
+
 for _name in ("ste_sign_stop_gradient", "ste_sign_custom_gradient"):
     # The stop_gradient idiom x + sg(q - x) cancels for huge |x| (ste_utils.estimators); inputs
     # drawn with a small scale keep that numerical caveat out of the grade.
     elementwise_specs(
         _name, _sign_reference, boundary=_sign_boundary, params_choices=_SIGN_CHOICES,
         why_value=_sign_why_value, why_gradient=_sign_why_gradient, label=f"your {_name}",
-        cases=make_cycling_cases(_sign_boundary, _SIGN_CHOICES, scale=1.5),
+        cases=make_cycling_cases(_sign_boundary, _SIGN_CHOICES, scale=1.5, sanitize=_with_clip_edges),
     )
 
 
