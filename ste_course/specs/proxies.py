@@ -5,10 +5,15 @@
     with ``ste_utils.PROXIES``' convention at every kink (relu' = 1{x > 0},
     clipped_relu' = 1{0 < x <= 1}, hardtanh' = 1{|x| <= 1}, identity' = 1), in x's dtype.
 ``digits_model/accuracy``
-    A trained model (a Keras model, or a function of a batch of images returning logits or
-    labels) classifies held-out digits (the test split of ``ste_utils.data.load_digits``; for
-    hidden cases with a little per-student noise). The labels are a hidden input: they never
-    reach the student's code; the accuracy is computed by the grader.
+    A trained 2-bit network classifies held-out digits. The student's code returns plain data,
+    ``{"bits": 2, "proxy": name, "weights": model.get_weights()}`` for
+    Dense(H) -> BatchNormalization -> 2-bit activation -> Dense(10); nothing of the student's
+    runs on the digits. The grader checks the configuration (2 bits, a known proxy, the shapes),
+    rebuilds the model from ``ste_utils.SteActivation`` and Keras layers, and runs it itself on
+    the test split of ``ste_utils.data.load_digits`` (which ``training_digits``, the data the
+    assignment trains on, leaves out); for hidden cases each image gets a contrast and pixel
+    noise drawn per student from the instructor's secret. Images and labels are both hidden
+    inputs: neither reaches the sandbox.
 
 The 2-bit activation with a chosen proxy (``quantized_relu/value`` and ``/gradient``) is an
 elementwise spec, registered in :mod:`ste_course.specs.elementwise`.
@@ -79,7 +84,16 @@ register(Spec(name="proxies/derivative", summary="proxy derivatives from your pr
 
 # ----------------------------------------------------------------------------- trained model
 REQUIRED_ACCURACY = 0.90
-NOISE_SIGMA = 0.02
+BITS = 2  # the assignment's activation: quantize(x, 2), four levels
+MAX_HIDDEN = 512
+ARCHITECTURE = "Dense(H) -> BatchNormalization() -> 2-bit activation -> Dense(10)"
+WEIGHT_NAMES = ("Dense kernel (64, H)", "Dense bias (H,)", "BatchNormalization gamma (H,)",
+                "BatchNormalization beta (H,)", "BatchNormalization moving mean (H,)",
+                "BatchNormalization moving variance (H,)", "Dense kernel (H, 10)", "Dense bias (10,)")
+PROXY_NAMES = tuple(PROXY_RULES)
+# Hidden cases: every held-out digit with its own contrast and pixel noise, drawn per student.
+CONTRAST = (0.8, 1.0)
+NOISE_SIGMA = 0.05
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,48 +105,104 @@ def _test_split():
 
 
 def _model_cases(rng, hidden):
+    """The held-out digits (the test split of ``load_digits``, which ``training_digits`` leaves
+    out); hidden: each image scaled by a contrast drawn from ``CONTRAST``, plus Gaussian noise,
+    clipped to [0, 1]. Images and labels are both hidden inputs: neither reaches the sandbox."""
     images, labels = _test_split()
     if hidden:
-        images = np.clip(images + rng.normal(0.0, NOISE_SIGMA, images.shape), 0.0, 1.0)
+        contrast = rng.uniform(*CONTRAST, size=(len(images), 1))
+        images = np.clip(images * contrast + rng.normal(0.0, NOISE_SIGMA, images.shape), 0.0, 1.0)
     return [{"images": np.asarray(images, np.float32), "labels": np.asarray(labels, np.int64)}]
 
 
-def predicted_labels(model, images: np.ndarray) -> np.ndarray:
-    """Labels from a Keras model (``predict``) or a function of the images (logits or labels)."""
-    if hasattr(model, "predict") and callable(model.predict):
-        out = model.predict(images, verbose=0)
-    elif callable(model):
-        out = model(images)
-    else:
-        raise TypeError(f"expected a Keras model or a function of a batch of images; got {type(model).__name__}")
-    out = to_array(out, "the model's output")
-    n = len(images)
-    if out.ndim == 2 and out.shape[0] == n and out.shape[1] == 10:
-        return np.argmax(out, axis=-1).astype(np.int64)
-    if out.shape == (n,) and out.dtype.kind in "iu":
-        return out.astype(np.int64)
-    raise ValueError(f"for {n} images the model must give logits of shape ({n}, 10) or integer "
-                     f"labels of shape ({n},); it gave shape {out.shape} ({out.dtype.name})")
+def _export_error(obj) -> TypeError:
+    return TypeError(
+        "train_quantized_model(data) must return plain data: {\"bits\": 2, \"proxy\": <name>, "
+        "\"weights\": model.get_weights()} for " + ARCHITECTURE + f"; it returned {type(obj).__name__}")
 
 
-def _run_model(model, case):
-    return {"labels": predicted_labels(model, np.array(case["images"], copy=True))}
+def _run_model(exported, case):
+    """The exported configuration and weights as arrays (the model itself runs in the grader)."""
+    if not isinstance(exported, dict) or set(exported) != {"bits", "proxy", "weights"}:
+        raise _export_error(exported)
+    bits, proxy, weights = exported["bits"], exported["proxy"], exported["weights"]
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"\"bits\" must be an integer; it is {type(bits).__name__}")
+    if not isinstance(proxy, str) or proxy not in PROXY_NAMES:
+        raise ValueError(f"\"proxy\" must be one of {', '.join(map(repr, PROXY_NAMES))}; "
+                         f"it is {str(proxy)[:40]!r}")
+    if not isinstance(weights, (list, tuple)) or len(weights) != len(WEIGHT_NAMES):
+        raise ValueError(f"\"weights\" must be the {len(WEIGHT_NAMES)} arrays of model.get_weights() for "
+                         f"{ARCHITECTURE}; it has {len(weights) if isinstance(weights, (list, tuple)) else 'no'} entries")
+    out = {"bits": np.array(int(bits), np.int64), "proxy": np.array(PROXY_NAMES.index(proxy), np.int64)}
+    for k, (w, name) in enumerate(zip(weights, WEIGHT_NAMES)):
+        out[f"weight_{k}"] = to_array(w, f"weights[{k}] (the {name})")
+    return out
+
+
+def _check_export(got) -> tuple:
+    """``(bits, proxy, weights)`` from the evidence, or a message saying what does not fit."""
+    bits, proxy = got["bits"][0], got["proxy"][0]
+    if bits.shape != () or float(bits) != BITS:
+        said = f"bits = {float(bits):g}" if bits.shape == () else f"bits of shape {bits.shape}"
+        return None, (f"The model must be quantized as asked: its activation is {BITS}-bit "
+                      f"(quantize(x, {BITS})); your export says {said}.")
+    if proxy.shape != () or float(proxy) not in range(len(PROXY_NAMES)):
+        return None, f"The export's proxy must be one of {', '.join(PROXY_NAMES)}."
+    weights = [got[f"weight_{k}"][0] for k in range(len(WEIGHT_NAMES))]
+    hidden = weights[1].shape[0] if weights[1].ndim == 1 else -1
+    shapes = [(64, hidden), (hidden,), (hidden,), (hidden,), (hidden,), (hidden,), (hidden, 10), (10,)]
+    if not 1 <= hidden <= MAX_HIDDEN:
+        return None, f"The hidden layer must have between 1 and {MAX_HIDDEN} units ({ARCHITECTURE})."
+    for w, shape, name in zip(weights, shapes, WEIGHT_NAMES):
+        if w.shape != shape:
+            return None, (f"The {name.split(' (')[0]} must have shape {shape} for {ARCHITECTURE} with "
+                          f"H = {hidden}; yours has {w.shape}.")
+        if not np.all(np.isfinite(w)):
+            return None, f"The {name.split(' (')[0]} holds values that are not finite."
+    if np.any(weights[5] < 0):
+        return None, "The BatchNormalization moving variance must not be negative."
+    return (int(bits), PROXY_NAMES[int(proxy)], weights), None
+
+
+def rebuild_model(bits: int, proxy: str, weights: list):
+    """The graded model, built by the grader from ``ste_utils`` layers and the exported weights:
+    Dense(H) -> BatchNormalization() -> ``ste_utils.SteActivation(bits, proxy)`` -> Dense(10)."""
+    import keras
+
+    from ste_utils import SteActivation
+
+    hidden = int(weights[1].shape[0])
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hidden), keras.layers.BatchNormalization(),
+                              SteActivation(bits=bits, proxy=proxy), keras.layers.Dense(10)])
+    model.set_weights([np.asarray(w, np.float32) for w in weights])
+    return model
+
+
+EXPORT_KEYS = ("bits", "proxy") + tuple(f"weight_{k}" for k in range(len(WEIGHT_NAMES)))
+
+
+def _expected_export(case):
+    """What the evidence must hold (one entry per exported array); the verdict itself needs the
+    case's images and labels, which :func:`_compare_model` reads from the case."""
+    return {key: None for key in EXPORT_KEYS}
 
 
 def _compare_model(case, expected, got):
-    labels = np.asarray(expected["labels"])
-    values = got["labels"][0]
-    if values.shape != labels.shape:
-        return [f"The model gave {values.size} labels for {labels.size} images."]
-    accuracy = float(np.mean(values == labels))
+    labels = np.asarray(case["labels"])
+    config, problem = _check_export(got)
+    if problem:
+        return [problem]
+    logits = rebuild_model(*config)(np.asarray(case["images"], np.float32), training=False)
+    accuracy = float(np.mean(np.argmax(np.asarray(logits), axis=-1) == labels))
     if accuracy >= REQUIRED_ACCURACY:
         return []
-    return [f"Your model classified {100 * accuracy:.1f} % of {labels.size} held-out digits "
-            f"correctly; at least {100 * REQUIRED_ACCURACY:.0f} % is needed."]
+    return [f"Your model, rebuilt from its export and run by the grader, classified {100 * accuracy:.1f} % "
+            f"of {labels.size} held-out digits correctly; at least {100 * REQUIRED_ACCURACY:.0f} % is needed."]
 
 
 register(Spec(name="digits_model/accuracy",
-              summary=f"accuracy of your model on held-out digits (at least {100 * REQUIRED_ACCURACY:.0f} %)",
-              cases=_model_cases, run=_run_model, reference=lambda case: {"labels": case["labels"]},
+              summary=f"accuracy of your exported model on held-out digits (at least {100 * REQUIRED_ACCURACY:.0f} %)",
+              cases=_model_cases, run=_run_model, reference=_expected_export,
               describe=lambda case: f"{len(case['images'])} held-out digit images",
-              check_dtype=False, compare=_compare_model, hidden_inputs=("labels",)))
+              check_dtype=False, compare=_compare_model, hidden_inputs=("images", "labels")))
