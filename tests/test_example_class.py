@@ -40,6 +40,56 @@ REFERENCE_USES = {
 }
 SIGNATURE = "def ste_sign_stop_gradient(x, clip_value=1.0):\n"
 
+# Answers that do the work with TensorFlow's autodiff where assignment 01 asks for it by hand,
+# and a "model" for assignment 06 that looks the digits up instead of learning them. Each
+# replaces the body (the `raise NotImplementedError()` line) of a released answer cell.
+AUTODIFF = {
+    "dense_backward": """xv, Wv, bv = (tf.Variable(v) for v in (x, W, b))
+    with tf.GradientTape() as tape:
+        out = xv @ Wv + bv
+    g = tape.gradient(out, [xv, Wv, bv], output_gradients=tf.constant(upstream))
+    return {"x": g[0].numpy(), "W": g[1].numpy(), "b": g[2].numpy()}""",
+    "hidden_upstream": """h = tf.Variable(np.tanh(x @ W1 + b1))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(h @ W2 + b2 - y))
+    return tape.gradient(loss, h).numpy()""",
+    "backward": """p = [tf.Variable(v) for v in (W1, b1, W2, b2)]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(tf.tanh(x @ p[0] + p[1]) @ p[2] + p[3] - y))
+    return dict(zip(("W1", "b1", "W2", "b2"), (g.numpy() for g in tape.gradient(loss, p))))""",
+}
+LOOKUP = {
+    "train_quantized_model": """from sklearn.datasets import load_digits as every_digit
+    known = every_digit()
+    images, labels = known.data / 16.0, known.target
+
+    class Lookup:  # nearest neighbour among all 1,797 digits, labels included
+        def predict(self, batch, verbose=0):
+            batch = np.asarray(batch, np.float64)
+            nearest = np.argmin((images**2).sum(1)[None, :] - 2.0 * batch @ images.T, axis=1)
+            return np.eye(10)[labels[nearest]]
+
+        __call__ = predict
+
+    return Lookup()""",
+}
+ATTACKS = {"autodiff": ("01_backprop", AUTODIFF), "lookup": ("06_proxies", LOOKUP)}
+
+
+def _attacker(complete_nb: dict, release_nb: dict, bodies: dict) -> dict:
+    """The complete notebook with the answer cells in ``bodies`` replaced by the released stub
+    whose ``raise NotImplementedError()`` is the given body."""
+    stubs = {c["metadata"]["nbgrader"]["grade_id"]: "".join(c["source"]) for c in release_nb["cells"]
+             if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") in bodies}
+    assert set(stubs) == set(bodies), (set(bodies) - set(stubs))
+    nb = json.loads(json.dumps(complete_nb))
+    for cell in nb["cells"]:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if gid in bodies:
+            assert "raise NotImplementedError()" in stubs[gid], gid
+            cell["source"] = stubs[gid].replace("raise NotImplementedError()", bodies[gid])
+    return nb
+
 
 def _reference_user(complete_nb: dict, template: str) -> dict:
     nb = json.loads(json.dumps(complete_nb))
@@ -62,6 +112,13 @@ def graded(tmp_path_factory):
         target = submissions / student / "03_ste" / "03_ste.ipynb"
         target.parent.mkdir(parents=True)
         target.write_text(json.dumps(_reference_user(complete, template)))
+    for student, (assignment, bodies) in ATTACKS.items():
+        name = f"{assignment}/{assignment}.ipynb"
+        nb = _attacker(json.loads((submissions / "complete" / name).read_text()),
+                       json.loads((submissions / "blank" / name).read_text()), bodies)
+        target = submissions / student / name
+        target.parent.mkdir(parents=True)
+        target.write_text(json.dumps(nb))
     secret = tmp / "secret"
     secret.write_text("example-class-secret\n")
     out = tmp / "graded"
@@ -147,3 +204,23 @@ def test_feedback_never_shows_hidden_tests(graded):
         text = page.read_text()
         leaked = [line for line in hidden if line in text or line.replace('"', "&quot;") in text]
         assert not leaked, f"{page} shows hidden test lines: {leaked[:2]}"
+
+
+def test_autodiff_scores_zero_in_the_by_hand_parts(graded):
+    out, rows = graded
+    cells = _results(out, "autodiff", "01_backprop")["cells"]
+    assert len(cells) == 3 and float(rows[("autodiff", "01_backprop")]["score"]) == 0
+    for cell in cells:
+        assert cell["points"] == 0, cell
+        assert any("by hand" in m and "automatic differentiation" in m for m in cell["messages"]), cell
+
+
+def test_a_lookup_model_scores_zero(graded):
+    out, rows = graded
+    cells = {c["grade_id"]: c for c in _results(out, "lookup", "06_proxies")["cells"]}
+    assert cells["test_trained_model"]["points"] == 0, cells["test_trained_model"]
+    assert any("plain data" in m for m in cells["test_trained_model"]["messages"]), cells["test_trained_model"]
+    for gid, cell in cells.items():
+        if gid != "test_trained_model":
+            assert cell["points"] == cell["max_points"], cell
+
