@@ -2,8 +2,10 @@
 
 The correct answer is the instructor's own solution (``solutions/``, the ``### BEGIN/END
 SOLUTION`` lines dropped); the wrong one is the classic mistake of the course, ``tf.sign``,
-whose value at 0 is 0 and whose gradient is 0 everywhere. Screenshots of both validation
-dialogs go to ``docs/screenshots/`` (shown in the README).
+whose value at 0 is 0 and whose gradient is 0 everywhere. The failure dialog must show the
+check's message first, right below the failing cell and in view as the dialog opens: no
+traceback frames of the grading package, no line twice, no line cut at the dialog's edge.
+Screenshots of both validation dialogs go to ``docs/screenshots/`` (shown in the README).
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ RUN_TIMEOUT = 180_000
 # nbgrader 0.9.6's lab extension (validate-assignment): texts and classes of its dialog
 SUCCESS_TEXT = "Success! Your notebook passes all the tests."
 FAILURE_TEXT = "The following cell failed:"
+MESSAGE_TEXT = "Check failed:"  # the first line of a failing check (ste_course.inside.kernel)
+LAYOUT_JS = """(body, message) => {
+    const view = body.getBoundingClientRect();
+    const blocks = [...body.querySelectorAll('pre')];
+    const block = blocks.find(b => b.textContent.includes(message));
+    const box = block ? block.getBoundingClientRect() : null;
+    return {
+        message_visible: !!box && box.top >= view.top && box.top + 40 <= view.bottom,
+        cut: blocks.filter(b => b.scrollWidth > b.clientWidth + 1).map(b => b.textContent.slice(0, 80)),
+    };
+}"""
 
 STUDENT_PLUGINS = ["@jupyter/nbgrader:validate-assignment", "@jupyter/nbgrader:assignment-list"]
 INSTRUCTOR_PLUGINS = [
@@ -118,21 +131,22 @@ def validate(page, screenshot: str) -> tuple[str | None, str]:
     """Press Validate, wait for nbgrader's result dialog, screenshot it, close it.
 
     Returns nbgrader's verdict, the body's ``validation-*`` class (``validation-success``,
-    ``validation-failed``, ...), and the dialog's text.
+    ``validation-failed``, ...), the dialog's text and, for a failure, where the check's message
+    lies (``message_visible``: inside the dialog body's view as it opens) and the text blocks
+    wider than their box (``cut``).
     """
     page.page.locator(".jp-NotebookPanel:visible .validate-button").click()
     dialog = page.page.locator(".jp-Dialog")
     dialog.get_by_text("Validation Results").wait_for(timeout=VALIDATE_TIMEOUT)
-    # a failure shows the cell and its traceback; scroll to the end, where the check's message is
-    dialog.locator(".jp-Dialog-body").evaluate("body => { body.scrollTop = body.scrollHeight; }")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.page.screenshot(path=str(SCREENSHOTS / screenshot))
     classes = dialog.locator(".jp-Dialog-body").get_attribute("class").split()
     result = next((c for c in classes if c.startswith("validation-")), None)
     text = dialog.inner_text()
+    layout = dialog.locator(".jp-Dialog-body").evaluate(LAYOUT_JS, MESSAGE_TEXT)
     dialog.locator(".jp-mod-accept").click()
     dialog.wait_for(state="detached")
-    return result, text
+    return result, text, layout
 
 
 def test_student_solves_and_validates_an_exercise(lab, page):
@@ -162,13 +176,23 @@ def test_student_solves_and_validates_an_exercise(lab, page):
     for grade_id, answer in answers.items():
         type_into_cell(page, grade_id, answer)
     run_all_cells(page)
-    result, text = validate(page, "validate-success.png")
+    result, text, _ = validate(page, "validate-success.png")
     assert (result, SUCCESS_TEXT in text) == ("validation-success", True), text
 
     type_into_cell(page, WRONG_CELL, wrong_answer(ASSIGNMENT, WRONG_CELL, WRONG_BODY))
     run_all_cells(page)
-    result, text = validate(page, "validate-failure.png")
+    result, text, layout = validate(page, "validate-failure.png")
     assert (result, FAILURE_TEXT in text) == ("validation-failed", True), text
     assert WRONG_CELL in text, f"the failure does not name {WRONG_CELL}:\n{text}"
+    assert "Traceback" not in text and "ste_course/" not in text, f"the grader's frames are shown:\n{text}"
+    for failure in text.split(FAILURE_TEXT)[1:]:  # one block per failing cell: its source, then the error
+        lines = [line for line in failure.splitlines() if line.strip()]
+        after_source = lines[[i for i, line in enumerate(lines) if "check(" in line][-1] + 1]
+        assert after_source.startswith(MESSAGE_TEXT), f"the message is not first below the cell:\n{failure}"
+        assert failure.count(MESSAGE_TEXT) == 1, f"the check's message is not shown once:\n{failure}"
+        bullets = [line for line in lines if line.startswith("- ")]
+        assert len(bullets) == len(set(bullets)) >= 1, f"repeated message lines:\n{failure}"
+    assert layout["message_visible"], f"the message is outside the dialog's view: {layout}"
+    assert layout["cut"] == [], f"lines cut at the dialog's edge: {layout}"
 
     assert page.errors == [], "JavaScript errors:\n" + "\n".join(page.errors)
