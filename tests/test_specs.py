@@ -350,6 +350,16 @@ def test_neither_images_nor_labels_reach_the_students_code():
         assert encode_case(student_case(spec, case)) == {}
 
 
+def test_the_training_data_of_06_leaves_the_test_split_out():
+    full, given = ste_utils.data.load_digits(), ste_utils.data.training_digits()
+    rows = lambda *arrays: sorted(r.tobytes() for a in arrays for r in a)  # noqa: E731
+    assert rows(given.x_train, given.x_test) == rows(full.x_train)
+    assert not set(rows(given.x_train, given.x_test)) & set(rows(full.x_test))
+    assert len(given.x_test) == 270 and np.array_equal(np.bincount(given.y_test) >= 26, np.ones(10, bool))
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        ste_utils.data.training_digits(validation_fraction=1.0)
+
+
 def test_a_lookup_model_scores_zero():
     # Before the export, a nearest-neighbour lookup over the digits scikit-learn ships scored
     # full marks; now the grader runs only a network it rebuilt from ste_utils layers.
