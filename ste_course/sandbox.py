@@ -9,9 +9,11 @@ What the sandbox sees (everything else does not exist in it):
   (not even the host's loopback), and nothing started inside survives the sandbox.
 
 Not visible: the submissions, ``solutions/``, the gradebook and output folder, the instructor's
-home. As root, the server keeps CAP_SETUID/CAP_SETGID/CAP_CHOWN to give each notebook a uid of
-its own; as another user bubblewrap runs unprivileged (a user namespace) and a fresh sandbox is
-started per notebook instead, since one uid cannot be split.
+home. As root, the server keeps only :data:`ste_course.inside.server.KEPT_CAPABILITIES` (to give each notebook the
+worker's uid); as another user bubblewrap runs unprivileged (a user namespace) and a fresh
+sandbox is started per notebook, so that whatever a notebook leaves running dies with its
+sandbox. Either way each notebook then runs in a user and IPC namespace of its own, with its
+process limit counted there and no capability (:func:`ste_course.inside.server._isolate`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import importlib.util
+
+from ste_course.inside.server import KEPT_CAPABILITIES
 
 UID_BASE = 61000
 READY_TIMEOUT = 180.0
@@ -66,7 +70,9 @@ def bwrap_command(privileged: bool) -> list:
     cmd = [bwrap_path(), "--die-with-parent", "--new-session",
            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if privileged:
-        cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_CHOWN"]
+        cmd += ["--cap-drop", "ALL"]  # the server drops CAP_SETPCAP itself, with its bounding set
+        for cap in (*KEPT_CAPABILITIES, "CAP_SETPCAP"):
+            cmd += ["--cap-add", cap]
     else:
         cmd += ["--unshare-user"]
     cmd += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]

@@ -536,6 +536,121 @@ CASES: dict[str, Case] = {
     "sys-exit-after-tests": nb_case(FULL, answer=CORRECT, after=["import sys\nsys.exit(1)"]),
 }
 
+
+# ------------------------------------------------------------------------------ the sandbox's own attacks
+# Nothing of one notebook may reach the next (memory, SysV IPC), no notebook holds a capability,
+# and only the harness resets the cell timer. A notebook prints a line starting with "LEAKED" when
+# it got hold of something it must not (test_adversarial checks that no feedback shows one).
+# "0-collude-*" sort first, so each worker's first notebook is one of them (the executor hands
+# out notebooks in order); the "zz-*" notebooks run later on the same workers.
+COLLUDE_IPC = r"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+answer = b"def my_sign(x, clip_value=1.0):\n    return ste_utils.ste_sign(x, clip_value)\n"
+shmid = libc.shmget(0x5713C0DE, 4096, 0o1000 | 0o666)   # IPC_CREAT, readable by every uid
+if shmid >= 0:
+    addr = libc.shmat(shmid, None, 0)
+    ctypes.memmove(addr, answer, len(answer))
+msq = libc.msgget(0x5713C0DF, 0o1000 | 0o666)
+class Msg(ctypes.Structure):
+    _fields_ = [("mtype", ctypes.c_long), ("mtext", ctypes.c_char * 256)]
+if msq >= 0:
+    libc.msgsnd(msq, ctypes.byref(Msg(1, answer)), len(answer), 0o4000)  # IPC_NOWAIT
+libc.semget(0x5713C0E0, 1, 0o1000 | 0o666)
+print("PLANTED-" + "OUTPUT-" + "7f3a9c", shmid, msq)
+"""
+
+FIND_IPC = r"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+tables = {name: open(f"/proc/sysvipc/{name}").read().splitlines()[1:] for name in ("shm", "msg", "sem")}
+if any(tables.values()):
+    print("LEAKED IPC objects of an earlier notebook:", tables)
+shmid = libc.shmget(0x5713C0DE, 0, 0)
+if shmid >= 0:
+    code = ctypes.string_at(libc.shmat(shmid, None, 0o10000), 4096).split(b"\0")[0].decode()  # SHM_RDONLY
+    print("LEAKED shared memory:", code)
+    exec(code)
+"""
+
+SCAN_MEMORY = r"""
+import ctypes, re
+own = b"zz-scan-memory/adv/adv"
+patterns = {"answer": re.compile(rb"def my_sign\(x, clip_value=1\.0\):\n    return ste_utils\.ste_sign\(x, clip_value\)\n"),
+            "answer_in_json": re.compile(rb"def my_sign\(x, clip_value=1\.0\):\\n    return ste_utils\.ste_sign\(x, clip_value\)\\n"),
+            "output": re.compile(rb"PLANTED-OUTPUT-[0-9a-f]{6}"),
+            # classmates' job ids (their names are no secret in a class)
+            "job": re.compile(rb"(?<![A-Za-z0-9_.-])(?:complete|blank|0-collude-ipc-[ab]|zz-[a-z-]+)/adv/adv")}
+found = {}
+with open("/proc/self/maps") as maps:
+    regions = [line.split() for line in maps]
+for fields in regions:
+    if not fields[1].startswith("rw") or (len(fields) > 5 and fields[5] != "[heap]"):
+        continue  # the heap and anonymous memory: where Python keeps its objects
+    lo, hi = (int(v, 16) for v in fields[0].split("-"))
+    for start in range(lo, hi, 1 << 24):
+        chunk = ctypes.string_at(start, min(1 << 24, hi - start))  # its own memory: no permission needed
+        for name, pattern in patterns.items():
+            literal = b"/adv/adv" if name == "job" else pattern.pattern[:11].replace(b"\\", b"")
+            at = chunk.find(literal)
+            while at >= 0:  # a literal search first: a regex over every byte would take minutes
+                m = pattern.search(chunk, max(at - 64, 0), at + 256)
+                if m and not m.group().endswith(own):
+                    found.setdefault(name, m.group().decode())
+                at = chunk.find(literal, at + 1)
+if found:
+    print("LEAKED memory of an earlier notebook:", found)
+if "answer" in found or "answer_in_json" in found:
+    exec(found.get("answer") or found["answer_in_json"].replace("\\n", "\n"))
+"""
+
+CAPABILITIES = r"""
+import os
+SERVER = (1 << 0) | (1 << 5) | (1 << 6) | (1 << 7)  # CAP_CHOWN, CAP_KILL, CAP_SETGID, CAP_SETUID
+def caps(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return {k: int(v, 16) for k, v in (l.split(":") for l in f if l.startswith("Cap"))}
+held = [f"this notebook {k}={v:x}" for k, v in caps("self").items() if v]
+zygote = os.getppid()
+server = int(open(f"/proc/{zygote}/stat").read().rsplit(")", 1)[1].split()[1])
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:  # the bounding set matters for the server and zygote (bubblewrap's pid 1 never execs)
+        held += [f"pid {pid} {k}={v:x}" for k, v in caps(pid).items()
+                 if v & ~SERVER and (k != "CapBnd" or int(pid) in (zygote, server))]
+    except OSError:
+        pass
+print("LEAKED capabilities:" if held else "capabilities as documented", held)
+"""
+
+# Keeps the cell running past the cell limit (SIGALRM ignored) while writing `start` events on
+# every descriptor, then answers correctly: only the harness may reset the cell timer.
+FORGE_START = r"""
+import json, os, signal, time
+signal.signal(signal.SIGALRM, signal.SIG_IGN)
+starts = "".join(json.dumps({"event": "start", "cell": i}) + "\n" for i in range(64)).encode()
+until = time.monotonic() + 17
+while time.monotonic() < until:
+    for fd in range(3, 64):
+        try:
+            os.write(fd, starts)
+        except OSError:
+            pass
+    time.sleep(0.5)
+def my_sign(x, clip_value=1.0):
+    return ste_utils.ste_sign(x, clip_value)
+"""
+
+CASES.update({
+    "0-collude-ipc-a": nb_case(FULL, answer=CORRECT, attack=COLLUDE_IPC),
+    "0-collude-ipc-b": nb_case(FULL, answer=CORRECT, attack=COLLUDE_IPC),
+    "zz-find-ipc": nb_case(0, answer=FIND_IPC),
+    "zz-scan-memory": nb_case(0, answer=SCAN_MEMORY),
+    "zz-capabilities": nb_case(0, attack=CAPABILITIES),
+    "zz-forge-start": nb_case(0, status="timeout", answer=FORGE_START),
+})
+
 # ------------------------------------------------------------------------------ the parent's attacks
 # Text from the sandbox and from the notebook is data (issue 11, class 1): a lone surrogate
 # printed by the student's code, or left in a cell's source, never stops the run and costs the

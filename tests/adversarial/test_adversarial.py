@@ -237,6 +237,14 @@ def test_feedback_leaks_no_hidden_test_nor_instructor_file(graded):
         assert not leaked, f"{page}: {leaked}"
 
 
+def test_no_notebook_got_hold_of_what_it_must_not(graded):
+    """Attack notebooks print a line starting with LEAKED when they find an earlier notebook's
+    memory or IPC objects, or hold a capability (see the sandbox's cases in ``cases.py``)."""
+    leaks = {r.student: c["text"][:300] for r in graded["results"] for c in r.feedback_cells
+             if c["kind"] == "output" and "LEAKED" in c["text"]}
+    assert not leaks, leaks
+
+
 def test_no_grading_process_survives(graded):
     deadline = time.monotonic() + 5
     while _grading_processes() and time.monotonic() < deadline:
