@@ -114,3 +114,21 @@ def test_a_call_after_the_part_is_not_counted():
         pass
     ste_utils.ste_sign(tf.constant([1.0]))
     assert wire.hits == []
+
+
+def test_grading_mode_shares_one_tripwire_between_the_cases_of_a_call():
+    from ste_course.inside.kernel import GradingSession, _install_session, check
+    from ste_course.specs.base import encode_case
+
+    planned = {"spec": "ste_sign/value", "cases": [encode_case(CASE)] * 3, "forbid": FORBID}
+    session = GradingSession(calls={"7": [planned, planned]}, cell=7, reference_codes=CODES)
+    _install_session(session)
+    try:
+        check(_own, "ste_sign/value")
+        check(in_a_pool, "ste_sign/value")
+    finally:
+        _install_session(None)
+    own, pool = session.evidence["7"]
+    assert [set(r) for r in own["results"]] == [{"outputs"}] * 3
+    assert [r.get("forbidden") for r in pool["results"]] == ["ste_utils.ste_sign"] * 3
+    assert ste_utils.ste_sign.__code__ is GENUINE

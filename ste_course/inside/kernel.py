@@ -32,23 +32,28 @@ WIDTH = 88  # message lines are wrapped to this width: the Validate dialog cuts 
 
 
 # ------------------------------------------------------------------------------ evidence
-def collect(spec: Spec, obj, case: Case, forbid=(), codes=None) -> dict:
+def collect(spec: Spec, obj, case: Case, forbid=(), codes=None, wire: Optional[Tripwire] = None) -> dict:
     """Run the student's code on one case and return plain-data evidence (never raises Exception).
 
     With ``forbid`` (names like ``"ste_utils.ste_sign"``), a call into one of those reference
     functions while the student's code runs, from any thread, is recorded instead of the
-    outputs (:class:`~ste_course.inside.forbid.Tripwire`).
+    outputs (:class:`~ste_course.inside.forbid.Tripwire`); pass an active ``wire`` to share one
+    tripwire between the cases of a call (setting one up costs ~0.1 s).
     """
+    if forbid and wire is None:
+        with Tripwire(codes or reference_codes(), forbid) as wire:
+            evidence = collect(spec, obj, case, forbid, codes, wire)
+        return {"forbidden": wire.hits[0]} if wire.hits else evidence
     try:
-        if forbid:
-            with Tripwire(codes or reference_codes(), forbid) as wire:
-                try:
-                    outputs = spec.run(obj, case)
-                except Exception:
-                    if not wire.hits:
-                        raise
-            if wire.hits:
-                return {"forbidden": wire.hits[0]}
+        if wire is not None:
+            seen = len(wire.hits)
+            try:
+                outputs = spec.run(obj, case)
+            except Exception:
+                if len(wire.hits) == seen:
+                    raise
+            if len(wire.hits) > seen:
+                return {"forbidden": wire.hits[seen]}
         else:
             outputs = spec.run(obj, case)
         if not isinstance(outputs, dict):
@@ -147,7 +152,14 @@ def check(obj, spec_name: str, hidden: bool = False) -> None:
         if planned is None:
             return
         forbid = planned.get("forbid") or ()
-        results = [collect(spec, obj, decode_case(c), forbid, session.reference_codes) for c in planned["cases"]]
+        cases = [decode_case(c) for c in planned["cases"]]
+        if forbid:
+            with Tripwire(session.reference_codes or reference_codes(), forbid) as wire:
+                results = [collect(spec, obj, case, forbid, wire=wire) for case in cases]
+            if wire.hits:  # e.g. the genuine code put back: found when the tripwire is removed
+                results = [r if "forbidden" in r else {"forbidden": wire.hits[0]} for r in results]
+        else:
+            results = [collect(spec, obj, case) for case in cases]
         session.evidence[str(session.cell)].append({"spec": spec_name, "results": results})
         return
     cases = draw_cases(spec, hidden, SOLUTION_HIDDEN_SEED)
