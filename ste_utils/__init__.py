@@ -5,7 +5,9 @@ Modules, one idea each:
     proxies     backward proxies (identity, relu, clipped_relu, hardtanh) with their derivatives
     quantizers  ste_sign, ste_heaviside, ste_round, ste_quantize, ste_argmax (tf.custom_gradient);
                 lsq_quantize, pact_quantize (learned step size / clipping level)
-    layers      thin, serializable Keras 3 layers over the quantizers
+    discrete    stochastic_binary, stochastic_sign, reinforce_gradient, gumbel_softmax_st,
+                vector_quantize: the STE for discrete choices
+    layers      thin, serializable Keras 3 layers over the quantizers (LsqQuantize, VectorQuantizer)
     jacobian    Jacobians via tf.GradientTape.jacobian
     plotting    forward/backward plots; data: offline digits; training: small models and fit
 
@@ -22,8 +24,13 @@ from ste_utils.quantizers import (
     lsq_grad_scale, lsq_levels, lsq_quantize, pact_quantize,
 )
 from ste_utils.jacobian import jacobian, straight_through_jacobian
+from ste_utils.discrete import (
+    VQResult, gumbel_noise, gumbel_softmax_st, hard_sigmoid, reinforce_gradient,
+    stochastic_binary, stochastic_sign, vector_quantize,
+)
 from ste_utils.layers import (
-    BinaryDense, LatentClip, SteActivation, SteHeaviside, SteQuantize, SteRound, SteSign,
+    BinaryDense, LatentClip, LsqQuantize, SteActivation, SteHeaviside, SteQuantize, SteRound,
+    SteSign, VectorQuantizer,
 )
 
 __version__ = "0.1.0"
@@ -35,5 +42,7 @@ __all__ = [
     "lsq_levels", "lsq_grad_scale", "lsq_quantize", "pact_quantize",
     "jacobian", "straight_through_jacobian",
     "SteSign", "SteHeaviside", "SteRound", "SteQuantize", "SteActivation", "LatentClip",
-    "BinaryDense",
+    "BinaryDense", "LsqQuantize", "VectorQuantizer",
+    "stochastic_binary", "hard_sigmoid", "stochastic_sign", "reinforce_gradient",
+    "gumbel_noise", "gumbel_softmax_st", "VQResult", "vector_quantize",
 ]

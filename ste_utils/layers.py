@@ -7,14 +7,20 @@ arguments, report them in ``get_config`` and register for ``.keras`` serializati
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 
 import keras
 import tensorflow as tf
 
-from ste_utils._validation import check_bits, check_clip_value
+from ste_utils._validation import check_bits, check_clip_value, check_grad_scale
+from ste_utils.discrete import vector_quantize
 from ste_utils.estimators import ste
 from ste_utils.proxies import get_proxy
-from ste_utils.quantizers import quantize, ste_heaviside, ste_quantize, ste_round, ste_sign
+from ste_utils.quantizers import (
+    lsq_grad_scale, lsq_levels, lsq_quantize, quantize, ste_heaviside, ste_quantize, ste_round,
+    ste_sign,
+)
 
 PACKAGE = "ste_utils"
 
@@ -191,5 +197,109 @@ class BinaryDense(keras.layers.Dense):
                 "clip_value": self.clip_value}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LsqQuantize(_TensorFlowLayer):
+    """An activation quantizer with a learned step size: :func:`lsq_quantize` (LSQ, Esser et al.,
+    2020, arXiv:1902.08153).
+
+    Forward:  clip(round(x / s), -Q_N, Q_P) * s, with s the layer's trainable ``step``
+    Backward: as :func:`lsq_quantize`; the step's gradient is scaled by g = 1 / sqrt(N * Q_P),
+              N the number of features per example (the paper's N_F), unless ``grad_scale``
+              is given.
+    Init:     ``init_step`` if given, else on the first call 2 * mean(|x|) / sqrt(Q_P) over that
+              first batch (the paper's initialisation). A non-trainable ``initialized`` flag
+              records it, so a loaded model keeps its learned step.
+
+    Args:
+        bits: bit width (2..16 signed, 1..16 unsigned).
+        signed: levels -Q_N..Q_P (True) or 0..Q_P (False, e.g. after a ReLU).
+        init_step: initial step > 0, or None for the data-dependent initialisation.
+        grad_scale: g > 0, or None for the paper's 1 / sqrt(N * Q_P).
+    """
+
+    def __init__(self, bits, signed=True, init_step=None, grad_scale=None, **kwargs):
+        super().__init__(**kwargs)
+        self.q_n, self.q_p = lsq_levels(bits, signed)
+        self.bits, self.signed = int(bits), bool(signed)
+        if init_step is not None:
+            if isinstance(init_step, bool) or not isinstance(init_step, numbers.Real) or not (
+                    math.isfinite(init_step) and init_step > 0):
+                raise ValueError(f"init_step must be a finite number > 0 or None. "
+                                 f"Received: init_step={init_step!r}")
+            init_step = float(init_step)
+        self.init_step = init_step
+        self.grad_scale = None if grad_scale is None else check_grad_scale(grad_scale)
+
+    def build(self, input_shape):
+        features = math.prod(d for d in input_shape[1:] if d is not None) if len(input_shape) > 1 else 1
+        self._scale = self.grad_scale or lsq_grad_scale(max(int(features), 1), self.bits, self.signed)
+        self.step = self.add_weight(
+            name="step", shape=(),
+            initializer=keras.initializers.Constant(self.init_step or 1.0), trainable=True)
+        self.initialized = self.add_weight(
+            name="initialized", shape=(), dtype="bool",
+            initializer=keras.initializers.Constant(self.init_step is not None), trainable=False)
+
+    def call(self, inputs):
+        if self.init_step is None:
+            first = tf.cast(2.0 * tf.reduce_mean(tf.abs(tf.cast(inputs, self.step.dtype)))
+                            / math.sqrt(self.q_p), self.step.dtype)
+            first = tf.where(first > 0, first, tf.ones_like(first))  # all-zero first batch
+            self.step.assign(tf.where(self.initialized, self.step, first))
+            self.initialized.assign(True)
+        step = tf.cast(self.step, inputs.dtype)
+        return lsq_quantize(inputs, step, self.bits, signed=self.signed, grad_scale=self._scale)
+
+    def get_config(self):
+        return {**super().get_config(), "bits": self.bits, "signed": self.signed,
+                "init_step": self.init_step, "grad_scale": self.grad_scale}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class VectorQuantizer(_TensorFlowLayer):
+    """VQ-VAE's quantizer: :func:`vector_quantize` with a trainable codebook and its losses
+    (van den Oord et al., 2017, arXiv:1711.00937).
+
+    Forward:  z_q = the nearest of ``num_codes`` codes of size ``dim`` to each input vector
+              (last axis), passed straight through to the input in the backward pass.
+    Losses:   adds codebook_loss + beta * commitment_loss with ``add_loss`` (the codebook
+              learns only from codebook_loss; the encoder is pulled by the commitment term).
+
+    Args:
+        num_codes: K, the number of codes.
+        dim: D, the size of a code (the inputs' last axis).
+        beta: the commitment weight >= 0 (the paper's 0.25).
+        codebook_initializer: a Keras initializer for the [K, D] codebook.
+    """
+
+    def __init__(self, num_codes, dim, beta=0.25, codebook_initializer="random_uniform", **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("num_codes", num_codes), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not (
+                math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0. Received: beta={beta!r}")
+        self.num_codes, self.dim, self.beta = int(num_codes), int(dim), float(beta)
+        self.codebook_initializer = keras.initializers.get(codebook_initializer)
+
+    def build(self, input_shape):
+        if input_shape[-1] is not None and input_shape[-1] != self.dim:
+            raise ValueError(f"VectorQuantizer(dim={self.dim}) needs inputs whose last axis is "
+                             f"{self.dim}. Received: input_shape={tuple(input_shape)}")
+        self.codebook = self.add_weight(name="codebook", shape=(self.num_codes, self.dim),
+                                        initializer=self.codebook_initializer, trainable=True)
+
+    def call(self, inputs):
+        result = vector_quantize(inputs, tf.cast(self.codebook, inputs.dtype))
+        self.add_loss(result.codebook_loss + self.beta * result.commitment_loss)
+        return result.z_q
+
+    def get_config(self):
+        return {**super().get_config(), "num_codes": self.num_codes, "dim": self.dim,
+                "beta": self.beta,
+                "codebook_initializer": keras.initializers.serialize(self.codebook_initializer)}
+
+
 __all__ = ["SteSign", "SteHeaviside", "SteRound", "SteQuantize", "SteActivation", "LatentClip",
-           "BinaryDense"]
+           "BinaryDense", "LsqQuantize", "VectorQuantizer"]

@@ -64,6 +64,7 @@ def run_cases(cases, mode: str):
                 ys.append((fn(*inputs), inputs))
         for (y, inputs), upstream in zip(ys, flat[k:]):
             grads = [tape.gradient(y, t, output_gradients=upstream) for t in inputs]
+            grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]  # IndexedSlices
             missing.append([g is None for g in grads])
             out.append((y, [tf.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]))
         return out

@@ -23,6 +23,11 @@ LAYERS = [
     (ste_utils.BinaryDense, {"units": 3, "binarize_inputs": True, "clip_value": None,
                              "use_bias": False}),
 ]
+LAYERS += [
+    (ste_utils.LsqQuantize, {"bits": 4}),
+    (ste_utils.LsqQuantize, {"bits": 3, "signed": False, "init_step": 0.25, "grad_scale": 0.5}),
+    (ste_utils.VectorQuantizer, {"num_codes": 5, "dim": 6, "beta": 0.5}),
+]
 if hasattr(ste_utils, "SteActivation"):  # the proxy-choosing activation, where present
     LAYERS.append((ste_utils.SteActivation, {"bits": 2, "proxy": "relu"}))
 IDS = [f"{cls.__name__}-{'-'.join(f'{k}={v}' for k, v in args.items()) or 'defaults'}"
@@ -197,3 +202,16 @@ def test_importing_ste_utils_sets_no_environment_variable():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120, check=True).stdout.strip().splitlines()[-1]
     assert out == "[]", f"importing ste_utils changed the environment: {out}"
+
+
+def test_lsq_quantize_keeps_its_learned_step_after_loading(tmp_path):
+    """The data-dependent initialisation happens once: a loaded model (initialized flag saved)
+    keeps its step when it first sees other data."""
+    model = _model_around(ste_utils.LsqQuantize(4))
+    x = np.random.default_rng(1).normal(size=(16, 6)).astype(np.float32)
+    model.predict(x, verbose=0)
+    step = model.layers[2].step.numpy()
+    model.save(tmp_path / "lsq.keras")
+    loaded = keras.saving.load_model(tmp_path / "lsq.keras")
+    loaded.predict(100 * x, verbose=0)
+    assert loaded.layers[2].step.numpy() == step != 1.0
