@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.installed-$(PIN_HASH)
 # JupyterLab's student set-up (scripts/lab-config.sh), redone when the venv or the script changes
 LAB_STAMP := $(VENV)/.lab-configured
 # Token authentication stays on (Jupyter's default); localhost only. Root (containers, CI) needs allow_root.
-LAB_FLAGS := --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) \
+# The student's view for `make lab`: the chapters and the exercises, not solutions/ (links in .venv)
+STUDENT_VIEW := $(VENV)/student-view
+LAB_FLAGS := --ServerApp.ip=127.0.0.1 \
 	$(if $(filter 0,$(shell id -u)),--ServerApp.allow_root=True)
 
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -56,14 +58,20 @@ test: setup system-deps hub-deps
 	$(BIN)/ste-course check
 	$(BIN)/python -m pytest
 
-# The student's seat: the landing page open (the printed URL opens it too), nbgrader's Validate
-# button and Assignment List.
-lab: setup
-	$(BIN)/jupyter lab $(LAB_FLAGS) --LabApp.default_url=/lab/tree/course/00_start_here.ipynb
+$(STUDENT_VIEW):
+	mkdir -p $@ && ln -sfn ../../course $@/course && ln -sfn ../../exercises $@/exercises
+
+# The student's seat: the landing page open (the printed URL opens it too), course/ and exercises/
+# (not solutions/), nbgrader's Validate button; no Assignment List (self-study has no exchange:
+# jupyter-config/self-study; `make hub` has one).
+lab: setup $(STUDENT_VIEW)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config/self-study $(BIN)/jupyter lab $(LAB_FLAGS) \
+		--ServerApp.root_dir=$(CURDIR)/$(STUDENT_VIEW) --LabApp.default_url=/lab/tree/course/00_start_here.ipynb
 
 # The same with the instructor's tools (formgrader, create-assignment, course list) for this launch.
 lab-instructor: setup
-	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config/instructor $(BIN)/jupyter lab $(LAB_FLAGS)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config/instructor $(BIN)/jupyter lab $(LAB_FLAGS) \
+		--ServerApp.root_dir=$(CURDIR)
 
 release: setup
 	$(BIN)/ste-course release

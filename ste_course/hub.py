@@ -8,6 +8,7 @@ One command (as root) sets up and starts the hub:
 - in each home, ``course/`` (the chapters, copied once, never overwritten) and an empty
   ``exercises/``, where the Assignment List fetches assignments (the chapters link to
   ``../exercises/<assignment>/``);
+- ``solutions/`` of the checkout made readable by root only (chmod 700);
 - nbgrader's exchange (:mod:`ste_course.exchange`) owned by root and a graders' group holding
   the instructor, and the configuration every user's server reads
   (``STATE/config/student/nbgrader_config.py``; the instructor's also turns formgrader on);
@@ -207,6 +208,7 @@ def prepare(roster: Path, repo: Path, state: Path, exchange_root: Path, *, instr
     ensure_group(graders, [instructor])
     for name in students:
         furnish_home(name, repo / "course")
+    os.chmod(repo / "solutions", 0o700)  # the checkout stays root's business: users never read the solutions
     layout = exchange.prepare(Path(exchange_root).resolve(), course_id, graders)
     if publish:
         exchange.publish(repo / "exercises", publish, layout)

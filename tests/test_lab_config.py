@@ -107,11 +107,40 @@ def test_instructor_config_names_exactly_the_disabled_tools():
 
 
 def test_make_lab_opens_the_landing_page_on_localhost_with_a_token():
-    out = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    command = next(line for line in out.stdout.splitlines() if "jupyter lab" in line)
+    command = _make_lab_command()
+    assert "jupyter lab" in command, command
     assert "--ServerApp.ip=127.0.0.1" in command, command
     assert "--LabApp.default_url=/lab/tree/course/00_start_here.ipynb" in command, command
     assert "token=" not in command.replace("--", " ").lower(), command  # Jupyter's own token
     assert (ROOT / "course" / "00_start_here.ipynb").is_file()
+
+
+SELF_STUDY_CONFIG = ROOT / "jupyter-config" / "self-study"
+
+
+def _make_lab_command() -> str:
+    out = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return " ".join(out.stdout.replace("\\\n", " ").split())
+
+
+def test_make_lab_serves_the_student_view_not_solutions():
+    command = _make_lab_command()
+    root = next(a.split("=", 1)[1] for a in command.split() if a.startswith("--ServerApp.root_dir="))
+    assert root.endswith("/.venv/student-view"), command
+    view = Path(root)
+    subprocess.run(["make", view.relative_to(ROOT).as_posix()], cwd=ROOT, check=True,
+                   capture_output=True, timeout=60)
+    assert sorted(p.name for p in view.iterdir()) == ["course", "exercises"]
+    assert (view / "course").resolve() == ROOT / "course"
+    assert (view / "exercises").resolve() == ROOT / "exercises"
+    assert not (view / "solutions").exists()
+
+
+def test_make_lab_has_no_assignment_list_without_an_exchange(tmp_path):
+    assert f"JUPYTER_CONFIG_PATH={SELF_STUDY_CONFIG}" in _make_lab_command()
+    state = jupyter_state(tmp_path, SELF_STUDY_CONFIG)
+    assert "@jupyter/nbgrader:assignment-list" in state["disabled"], state["disabled"]
+    assert "@jupyter/nbgrader:validate-assignment" not in state["disabled"]
+    assert state["server"]["nbgrader.server_extensions.assignment_list"] is False, state["server"]
+    assert state["server"]["nbgrader.server_extensions.validate_assignment"] is True, state["server"]

@@ -1,0 +1,172 @@
+"""The classroom, end to end: a real JupyterHub (``ste-course hub``), two students and an
+instructor, nbgrader's exchange between them, in headless Chromium.
+
+Student A fetches 03_ste in the Assignment List, answers it correctly and submits; student B
+submits a wrong answer. The instructor collects (``ste-course collect``), grades sandboxed
+(``ste-course grade``) and returns the feedback (``ste-course return-feedback``). Each student
+fetches feedback in the Assignment List and reads their own score (A 10/10, B less). Neither
+can read the other's files, submission or feedback, nor ``solutions/`` or the grading secret:
+checked as those users on the file system and through the hub's URLs. Screenshots of A's
+Assignment List and feedback page go to ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pwd
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+from hub_fixtures import SAFE_PATH, STE_COURSE, as_user, hub  # noqa: F401 (hub is a fixture)
+from test_validate import WRONG_BODY, WRONG_CELL, solution_cells, wrong_answer
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSIGNMENT = "03_ste"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 800}
+UI_TIMEOUT = 120_000  # ms: a user's server starts, nbgrader commands take a few seconds each
+
+
+def login(browser, hub, user: str):
+    """A fresh browser context logged in as ``user``, on their JupyterLab's Assignment List."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(f"{hub.url}/hub/login?next=%2Fhub%2Fspawn%3Fnext%3D%252Fuser%252F{user}%252Flab")
+    page.fill("#username_input", user)
+    page.fill("#password_input", hub.passwords[user])
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(re.escape(hub.url) + rf"/user/{user}/lab.*"), timeout=UI_TIMEOUT)
+    page.locator("#jp-MainMenu .lm-MenuBar-itemLabel", has_text="Nbgrader").click(timeout=UI_TIMEOUT)
+    page.locator(".lm-Menu-item", has_text="Assignment List").click()
+    return context, page
+
+
+def released_row(page):
+    return page.locator("#released_assignments_list .list_item", has_text=ASSIGNMENT)
+
+
+def answer(path: Path, correct: bool) -> None:
+    """Write the student's answer into their fetched notebook (the file keeps its owner)."""
+    nb = nbformat.read(path, as_version=4)
+    answers = solution_cells(ASSIGNMENT)
+    if not correct:
+        answers = {WRONG_CELL: wrong_answer(ASSIGNMENT, WRONG_CELL, WRONG_BODY)}
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if cell.cell_type == "code" and grade_id in answers:
+            cell.source = answers[grade_id]
+    nbformat.write(nb, path)
+
+
+def fetch_and_submit(browser, hub, user: str, correct: bool, screenshot: str | None = None):
+    context, page = login(browser, hub, user)
+    row = released_row(page)
+    row.get_by_role("button", name="Fetch").click(timeout=UI_TIMEOUT)
+    fetched = page.locator("#fetched_assignments_list .list_item", has_text=ASSIGNMENT)
+    fetched.first.wait_for(timeout=UI_TIMEOUT)
+    notebook = hub.home(user) / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    assert notebook.is_file(), f"the Assignment List fetched nothing into {notebook}"
+    answer(notebook, correct)
+    fetched.first.get_by_role("button", name="Submit").click()
+    page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first.wait_for(timeout=UI_TIMEOUT)
+    if screenshot:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / screenshot))
+    return context, page
+
+
+def ste_course(*args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{SAFE_PATH}"}
+    out = subprocess.run([str(STE_COURSE), *args], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, f"ste-course {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def fetch_feedback(hub, user: str, page, screenshot: str | None = None) -> str:
+    """Fetch Feedback in the Assignment List, then open the fetched page; return its score line."""
+    page.locator("#refresh_assignments_list").click()
+    submitted = page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
+    submitted.get_by_text("feedback available to fetch").wait_for(timeout=UI_TIMEOUT)
+    submitted.get_by_role("button", name="Fetch Feedback").click()
+    submitted = page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
+    submitted.get_by_text("view feedback").wait_for(timeout=UI_TIMEOUT)
+    pages = sorted((hub.home(user) / "exercises" / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html"))
+    assert len(pages) == 1, f"fetched feedback of {user}: {pages}"
+    relative = pages[0].relative_to(hub.home(user)).as_posix()
+    page.goto(f"{hub.url}/user/{user}/files/{relative}")
+    score = page.locator(".score").first.inner_text(timeout=UI_TIMEOUT)
+    if screenshot:
+        page.screenshot(path=str(SCREENSHOTS / screenshot), full_page=False)
+    return score
+
+
+def status(page, url: str) -> tuple[int, str]:
+    response = page.request.get(url, max_redirects=0)
+    return response.status, response.text()[:2000]
+
+
+def test_a_class_on_the_hub(hub, browser, tmp_path):
+    a, b = hub.students
+    ctx_a, page_a = fetch_and_submit(browser, hub, a, correct=True, screenshot="hub-assignment-list.png")
+    ctx_b, page_b = fetch_and_submit(browser, hub, b, correct=False)
+    try:
+        # what students see: the chapters and their fetched assignment, never solutions/
+        home = hub.home(a)
+        assert (home / "course" / "00_start_here.ipynb").is_file()
+        assert not (home / "solutions").exists()
+        assert status(page_a, f"{hub.url}/user/{a}/api/contents/solutions")[0] == 404
+
+        # the exchange keeps submissions apart: B cannot list inbound nor read A's submission
+        inbound = hub.exchange / hub.course / "inbound"
+        mine = [p for p in inbound.iterdir() if p.name.startswith(f"{a}+")]
+        assert len(mine) == 1, mine
+        assert as_user(b, "ls", str(inbound)).returncode != 0
+        assert as_user(b, "cat", str(mine[0] / f"{ASSIGNMENT}.ipynb")).returncode != 0
+        assert as_user(b, "cat", str(mine[0] / "submission_secret.txt")).returncode != 0
+        assert as_user(a, "cat", str(mine[0] / f"{ASSIGNMENT}.ipynb")).returncode == 0  # their own
+        assert as_user(hub.instructor, "cat", str(mine[0] / f"{ASSIGNMENT}.ipynb")).returncode == 0
+        # nor A's home, the repository's solutions or the grading secret
+        assert as_user(b, "ls", str(home)).returncode != 0
+        secret = tmp_path / "secret"
+        for path in (home / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", secret,
+                     ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"):
+            assert as_user(b, "cat", str(path)).returncode != 0, f"{b} can read {path}"
+
+        # the instructor's loop: collect (timestamps kept), grade sandboxed, return feedback
+        submitted, graded = tmp_path / "submitted", tmp_path / "graded"
+        exchange = ["--exchange", str(hub.exchange), "--course", hub.course]
+        out = ste_course("collect", "--out", str(submitted), *exchange)
+        assert "2 submission(s) collected" in out, out
+        for student in (a, b):
+            stamp = (submitted / student / ASSIGNMENT / "timestamp.txt").read_text()
+            assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", stamp), stamp
+        ste_course("grade", str(submitted), "--out", str(graded), "--secret-file", str(secret),
+                   "--assignment", ASSIGNMENT, "--jobs", "1")
+        with (graded / "grades.csv").open(encoding="utf-8") as fh:
+            scores = {r["student_id"]: (float(r["score"]), float(r["max_score"])) for r in csv.DictReader(fh)}
+        assert scores[a] == (10.0, 10.0), scores
+        assert scores[b][0] < scores[b][1] == 10.0, scores
+        out = ste_course("return-feedback", "--graded", str(graded), "--submissions", str(submitted), *exchange)
+        assert "2 feedback page(s) returned" in out, out
+
+        # each student fetches and reads their own score
+        assert fetch_feedback(hub, a, page_a, screenshot="hub-feedback.png") == "Score: 10 / 10"
+        score_b = fetch_feedback(hub, b, page_b)
+        assert re.fullmatch(r"Score: \d+(\.\d+)? / 10", score_b) and score_b != "Score: 10 / 10", score_b
+
+        # feedback files belong to their student only; the hub's URLs keep users apart
+        uid_b = pwd.getpwnam(b).pw_uid
+        for page in (hub.exchange / hub.course / "feedback").glob("*.html"):
+            readable = as_user(b, "cat", str(page)).returncode == 0
+            assert readable == (page.stat().st_uid == uid_b), f"{b} reads {page}: {readable}"
+        code, body = status(page_b, f"{hub.url}/user/{a}/files/exercises/{ASSIGNMENT}/{ASSIGNMENT}.ipynb")
+        assert code in (302, 403, 404) and "ste_sign" not in body, (code, body[:300])
+        code, body = status(page_b, f"{hub.url}/user/{a}/api/contents/exercises/{ASSIGNMENT}")
+        assert code in (302, 403, 404) and ASSIGNMENT + ".ipynb" not in body, (code, body[:300])
+    finally:
+        ctx_a.close()
+        ctx_b.close()
