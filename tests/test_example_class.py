@@ -3,7 +3,9 @@
 Expected: a complete student scores full marks, a blank one zero, a half-done one in between;
 plain tf.round passes the forward checks and fails the gradient checks; a broken notebook costs
 that notebook only; a part implemented by calling the reference ste_utils scores 0 however the
-student reaches it, while the rest of the notebook keeps its marks; feedback shows no hidden test.
+student reaches it, while the rest of the notebook keeps its marks; answers to assignment 01
+computed with tf.GradientTape and a lookup "model" for assignment 06 score 0 on those parts;
+feedback shows no hidden test.
 """
 
 from __future__ import annotations
