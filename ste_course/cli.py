@@ -1,4 +1,4 @@
-"""The ``ste-course`` command: release, check, grade."""
+"""The ste-course command: release assignments, check them, grade a class, run the classroom."""
 
 from __future__ import annotations
 
@@ -23,9 +23,41 @@ def _root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def _course_checks(args) -> list:
+    """Declare the course's own checks (checks/*.toml beside solutions/); problems, one line each.
+    The folder is also put in the environment, for the notebooks ``check`` runs."""
+    from ste_course.specs.declarative import CHECKS_ENV, ChecksError, checks_folder, load_folder
+
+    folder = checks_folder(Path(args.solutions).resolve().parent)
+    os.environ[CHECKS_ENV] = str(folder)
+    try:
+        load_folder(folder)
+    except ChecksError as err:
+        return [str(err)]
+    return []
+
+
+def _source_problems(args) -> list:
+    """The course's checks and every notebook of solutions/, validated (one line per problem)."""
+    from ste_course.source import SourceError, load_assignments, problems
+
+    found = _course_checks(args)
+    try:
+        return found + problems(load_assignments(args.solutions))
+    except SourceError as err:
+        return found + err.problems
+
+
 def cmd_release(args) -> int:
     from ste_course.release import generate
 
+    problems = _source_problems(args)
+    for p in problems:
+        print(f"error: {shown(p, 400)}", file=sys.stderr)
+    if problems:
+        print(f"ste-course release: {len(problems)} problem(s) in {shown(args.solutions)}; nothing released",
+              file=sys.stderr)
+        return 1
     names = generate(args.solutions, args.exercises)
     print(f"released {len(names)} assignments into {args.exercises}: {', '.join(names)}")
     return 0
@@ -34,7 +66,13 @@ def cmd_release(args) -> int:
 def cmd_check(args) -> int:
     from ste_course.selfcheck import run_checks
 
-    problems = run_checks(args.solutions, args.exercises)
+    from ste_course.source import SourceError
+
+    problems = _course_checks(args)
+    try:
+        problems += run_checks(args.solutions, args.exercises)
+    except SourceError as err:
+        problems += err.problems
     for p in problems:
         print(f"problem: {p}", file=sys.stderr)
     print(f"ste-course check: {'OK' if not problems else f'{len(problems)} problem(s)'}")
@@ -47,6 +85,8 @@ def cmd_grade(args) -> int:
     from ste_course.sandbox import Limits
     from ste_course.source import load_assignments
 
+    for p in _source_problems(args):  # those notebooks get status error; the rest is graded
+        print(f"warning: {shown(p, 400)}", file=sys.stderr)
     limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
                     memory_bytes=args.memory_mb * 2**20, processes=args.processes,
                     output_chars=args.output_kb * 1024)
@@ -119,45 +159,92 @@ def _summary(csv_path: Path, graded_now: int) -> None:
     print(f"{len(rows)} notebooks in {shown(csv_path)} ({graded_now} graded in this run)")
 
 
-def main(argv=None) -> int:
-    root = _root()
-    parser = argparse.ArgumentParser(prog="ste-course", description=__doc__)
-    parser.add_argument("--solutions", type=Path, default=root / "solutions", help="instructor's source (default: solutions/)")
-    parser.add_argument("--exercises", type=Path, default=root / "exercises", help="student release (default: exercises/)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("release", help="regenerate exercises/ from solutions/").set_defaults(func=cmd_release)
-    sub.add_parser("check", help="release in sync, solutions pass, releases give no points").set_defaults(func=cmd_check)
-    g = sub.add_parser("grade", help="grade SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb")
-    g.add_argument("submissions", nargs="?", type=Path, default=Path("submitted"))
+class HelpFormatter(argparse.HelpFormatter):
+    """Flags say they are off unless given; every other default is in the help text itself."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs == 0 and action.default is False and "default" not in text:
+            text += " (default: off)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _course_options(parser, root: Path, top: bool) -> None:
+    """--solutions and --exercises, accepted before or after the subcommand."""
+    extra = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--solutions", type=Path, **({"default": root / "solutions"} | extra),
+                        help=f"the instructor's source, nbgrader source notebooks (default: {root / 'solutions'})")
+    parser.add_argument("--exercises", type=Path, **({"default": root / "exercises"} | extra),
+                        help=f"the student release, generated (default: {root / 'exercises'})")
+
+
+def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
+    """The whole command line (every subcommand and argument has a help text with its default)."""
+    root = root or _root()
+    parser = Parser(prog="ste-course", description=__doc__)
+    _course_options(parser, root, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+    r = sub.add_parser("release", help="validate solutions/ and regenerate exercises/ from it",
+                       description="Validate every graded cell of solutions/ (one line per mistake, exit 1), "
+                                   "then regenerate exercises/ with nbgrader generate_assignment.")
+    _course_options(r, root, top=False)
+    r.set_defaults(func=cmd_release)
+    c = sub.add_parser("check", help="validate; exercises/ in sync; solutions pass; blank releases score 0",
+                       description="Validate solutions/, check that exercises/ equals a fresh release, run every "
+                                   "solution (every automatic test must pass) and every released notebook (no test "
+                                   "may pass blank). Written answers are graded by hand and not run. Exit 1 on "
+                                   "any problem.")
+    _course_options(c, root, top=False)
+    c.set_defaults(func=cmd_check)
+    g = sub.add_parser("grade", help="grade SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb",
+                       description="Grade a class in the sandbox; write grades.csv, feedback and nbgrader's "
+                                   "gradebook into --out. A notebook whose source in solutions/ is invalid gets "
+                                   "status error; the rest of the class is graded.")
+    _course_options(g, root, top=False)
+    g.add_argument("submissions", nargs="?", type=Path, default=Path("submitted"),
+                   help="folder of SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb (default: submitted/)")
     g.add_argument("--out", type=Path, default=Path("graded"), help="output course folder (default: graded/)")
     g.add_argument("--db", default=None, help="SQLAlchemy URL of the gradebook (default: SQLite in --out)")
     g.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers (default: cores)")
     g.add_argument("--cluster", metavar="ADDRESS", default=None,
                    help="run the notebooks on a Dask cluster: its scheduler (tcp://host:8786), or 'local' "
-                        "for a LocalCluster of --jobs worker processes; this process still judges and records")
+                        "for a LocalCluster of --jobs worker processes; this process still judges and records "
+                        "(default: none, local worker processes)")
     g.add_argument("--no-sandbox", action="store_true", help="run without bubblewrap: only for trusted submissions")
     g.add_argument("--secret-file", type=Path, default=Path("~/.config/ste-course/secret"),
-                   help="instructor's secret that seeds the hidden inputs (created if missing)")
+                   help="instructor's secret that seeds the hidden inputs, created if missing "
+                        "(default: ~/.config/ste-course/secret)")
     g.add_argument("--cell-timeout", type=float, default=60.0, help="seconds per cell (default 60)")
     g.add_argument("--notebook-timeout", type=float, default=300.0, help="seconds per notebook (default 300)")
     g.add_argument("--memory-mb", type=int, default=2048, help="address-space limit per notebook (default 2048)")
     g.add_argument("--processes", type=int, default=64, help="process limit per notebook (default 64)")
     g.add_argument("--output-kb", type=int, default=1024, help="output kept per cell (default 1024 KB)")
-    g.add_argument("--student", action="append", help="grade only this student (repeatable)")
-    g.add_argument("--assignment", action="append", help="grade only this assignment (repeatable)")
+    g.add_argument("--student", action="append",
+                   help="grade only this student, repeatable (default: every student folder)")
+    g.add_argument("--assignment", action="append",
+                   help="grade only this assignment, repeatable (default: every assignment of solutions/)")
     g.add_argument("--force", action="store_true", help="re-grade notebooks already graded with the same files")
     g.add_argument("--config", type=Path, default=root / "ste_course.toml",
                    help="due dates and late penalty (default: ste_course.toml in the course root, if present)")
     g.set_defaults(func=cmd_grade)
     x = sub.add_parser("export", help="grades as one row per student: csv, canvas or moodle")
     x.add_argument("--graded", type=Path, default=Path("graded"), help="folder written by grade (default: graded/)")
-    x.add_argument("--format", choices=("csv", "canvas", "moodle"), default="csv")
-    x.add_argument("--roster", type=Path, default=None, help="CSV mapping student_id to the LMS's ids")
+    x.add_argument("--format", choices=("csv", "canvas", "moodle"), default="csv",
+                   help="csv (a column per assignment), canvas or moodle import layout (default: csv)")
+    x.add_argument("--roster", type=Path, default=None,
+                   help="CSV mapping student_id to the LMS's ids (default: none, ids left empty)")
     x.add_argument("--output", "-o", type=Path, default=None, help="file to write (default: standard output)")
     x.set_defaults(func=cmd_export)
     m = sub.add_parser("similarity", help="rank pairs of submissions by shared code (copies of each other, "
                                           "of solutions/ or of ste_utils) in an HTML report")
-    m.add_argument("submissions", type=Path, help="SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb")
+    _course_options(m, _root(), top=False)
+    m.add_argument("submissions", type=Path, help="SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb (required)")
     m.add_argument("--out", type=Path, default=Path("similarity"), help="report folder (default: similarity/)")
     m.add_argument("--threshold", type=float, default=None,
                    help="flag pairs whose score reaches this, 0..1 (default: ste_course.similarity.THRESHOLD)")
@@ -165,7 +252,14 @@ def main(argv=None) -> int:
     from ste_course.classroom import add_commands  # hub, publish, collect, return-feedback
 
     add_commands(sub, root)
-    args = parser.parse_args(argv)
+    for action in sub._choices_actions:  # a subcommand's --help starts with what it does
+        command = sub.choices[action.dest]
+        command.description = command.description or action.help
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

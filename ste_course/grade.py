@@ -204,6 +204,10 @@ def preflight(job: Job, secret: str):
     checked before it is read (:func:`~ste_course.untrusted.read_own`).
     """
     source = job.source
+    if source.problems:  # the instructor's mistake: this notebook's rows, never the class
+        more = f" (and {len(source.problems) - 1} more; run ste-course check)" if len(source.problems) > 1 else ""
+        return NotebookResult(score=0.0, status="error", reason=f"the assignment's source is invalid: "
+                              f"{source.problems[0]}{more}", **_base(job))
     if job.problem:
         return NotebookResult(score=0.0, status="invalid", reason=job.problem, **_base(job))
     try:
@@ -237,7 +241,7 @@ def conclude(pending: Pending, result: dict) -> NotebookResult:
     return NotebookResult(
         score=float(sum(g.points for g in cell_grades)), status=status, reason=scrub(reason),
         cells=[{"grade_id": g.grade_id, "points": g.points, "max_points": g.max_points,
-                "messages": [scrub(m) for m in g.messages]} for g in cell_grades],
+                "messages": [scrub(m) for m in g.messages], "manual": g.manual} for g in cell_grades],
         submission_sha256=_sha256(pending.raw), seconds=seconds if isinstance(seconds, (int, float)) else None,
         feedback_cells=_feedback_cells(source, prepared, events, scrub), **_base(pending.job))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ste_course.checks import compare, draw_cases, encode_case, get_spec, stable_seed, student_case
 from ste_course.source import SourceNotebook, hidden_lines
+from ste_course.specs.declarative import DECLARED
 
 
 @dataclass
@@ -50,7 +51,7 @@ def plan(source: SourceNotebook, prepared, secret: str, student: str) -> Plan:
     calls, full, grade_ids = {}, {}, {}
     for cell in prepared.code_cells:
         original = by_id.get(cell.grade_id) if cell.locked else None
-        if original is None or not original.grade:
+        if original is None or not original.grade or original.manual:
             continue
         key = str(cell.index)
         grade_ids[key] = original.grade_id
@@ -60,7 +61,7 @@ def plan(source: SourceNotebook, prepared, secret: str, student: str) -> Plan:
             seed = stable_seed(secret, student, source.assignment, source.name, original.grade_id, k, answers)
             cases = draw_cases(spec, call.hidden, seed)
             calls[key].append({"spec": call.spec, "cases": [encode_case(student_case(spec, c)) for c in cases],
-                               "forbid": list(original.forbid)})
+                               "forbid": list(original.forbid), "run": DECLARED.get(call.spec)})
             full[key].append((call.spec, cases))
     return Plan(calls, full, grade_ids, [c.index for c in prepared.code_cells])
 
@@ -114,6 +115,7 @@ class CellGrade:
     points: float
     max_points: float
     messages: list = field(default_factory=list)
+    manual: bool = False  # a written answer: graded by hand (formgrader), 0 automatic points
 
 
 def scrubber(source: SourceNotebook):
@@ -132,6 +134,10 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
     """Per graded cell of ``source``: the points earned and what to fix.
 
     Only the events :func:`harness_events` keeps are evidence (filtering twice is harmless).
+    A check cell earns its points when every check call's evidence matches the reference; an
+    assert cell (no ``check``: nbgrader's style) when it ran without an error, as nbgrader
+    decides (a weaker guarantee: the asserts share the kernel with the student's code); a
+    written answer is left for a manual grade.
     """
     stream = harness_events(events, the_plan.order)
     stop_reason = stream.tampered or stop_reason
@@ -140,8 +146,10 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
     grades = []
     for original in source.grade_cells:
         key = by_grade_id.get(original.grade_id)
-        result = CellGrade(original.grade_id, 0.0, original.points)
+        result = CellGrade(original.grade_id, 0.0, original.points, manual=original.manual)
         grades.append(result)
+        if original.manual:
+            continue
         end = ends.get(key) if key is not None else None
         if end is None:
             result.messages.append("This test did not run" + (f": {stop_reason}." if stop_reason else
@@ -149,6 +157,8 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
             continue
         evidence = end.get("evidence") if isinstance(end.get("evidence"), list) else []
         messages = []
+        if original.asserts and end.get("error"):
+            messages.append(f"This test failed: {str(end['error'])[:300]}")
         for k, (spec_name, cases) in enumerate(the_plan.full[key]):
             spec = get_spec(spec_name)
             got = evidence[k] if k < len(evidence) and isinstance(evidence[k], dict) else None

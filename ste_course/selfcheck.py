@@ -1,7 +1,10 @@
-"""``ste-course check``: the release is in sync and every notebook behaves.
+"""``ste-course check``: the source is valid, the release is in sync and every notebook behaves.
 
+0. Every graded cell of ``solutions/`` is valid (:func:`ste_course.source.validate`): a notebook
+   with problems is reported, one line each, and not run.
 1. A fresh release of ``solutions/`` equals the committed ``exercises/``.
-2. Every solution notebook runs with no error in any cell (so every check passes: full points).
+2. Every solution notebook runs with no error in any cell (so every automatic test passes: full
+   points; written answers are graded by hand, never run, and are not automatic points).
 3. Every released notebook runs with errors only where a student has work to do: unfinished
    solution cells (``NotImplementedError``) and the tests that depend on them; no test passes.
 
@@ -16,6 +19,7 @@ from pathlib import Path
 from ste_course.release import drift
 from ste_course.sandbox import Limits, Worker
 from ste_course.source import load_assignments, load_notebook
+from ste_course.source import problems as source_problems
 
 ALLOWED_IN_RELEASE = ("NotImplementedError", "AssertionError", "CheckFailed", "NameError")
 
@@ -27,8 +31,11 @@ def _cells(nb_path: Path, assignment: str):
 
 
 def run_checks(solutions: Path, exercises: Path, log=print) -> list:
-    problems = [f"drift: {p}" for p in drift(solutions, exercises)]
     sources = load_assignments(solutions)
+    problems = source_problems(sources)
+    if problems:  # an invalid source cannot be released, so there is no drift to compare
+        return problems
+    problems += [f"drift: {p}" for p in drift(solutions, exercises)]
     worker = Worker(0, sandbox=False, limits=Limits(cell_seconds=120, notebook_seconds=600))
     try:
         for assignment, notebooks in sources.items():

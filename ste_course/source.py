@@ -4,22 +4,45 @@ For each notebook we keep the cells by nbgrader ``grade_id``: which are solution
 student's answer is taken), which are locked (restored from here when grading), how many points
 each test cell is worth, which checks it calls (read from its source, never executed), and which
 ``ste_utils`` names a part forbids.
+
+Three kinds of graded cell:
+
+* a **check cell** (a test cell calling ``check(obj, "spec")``): the grader judges evidence;
+* an **assert cell** (a test cell of a notebook where no cell calls ``check``, nbgrader's own
+  style, "bring your own assignment"): the points when the cell runs without an error;
+* a **written answer** (nbgrader's "manually graded answer": solution and grade, usually
+  markdown): points given by hand in formgrader; autograding leaves it "needs manual grade".
+
+Reading never stops at the first mistake: every notebook gets a list of ``problems``, one line
+each naming the file, the cell's grade id and what to fix (:func:`validate`). ``release`` and
+``check`` refuse a course with problems; ``grade`` gives that notebook's rows status ``error``.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 HIDDEN_END = "### END HIDDEN TESTS"
+SOLUTION_BEGIN = "### BEGIN SOLUTION"
+SOLUTION_END = "### END SOLUTION"
+# "(3 points)", "(1 point)", "(3 + 4 points)" in a test's first line or a part's heading
+POINTS_NOTE = re.compile(r"\((\d+(?:\.\d+)?(?:\s*\+\s*\d+(?:\.\d+)?)*)\s+points?\)")
 
 
 class SourceError(ValueError):
-    """An instructor notebook that breaks the course's conventions."""
+    """An instructor notebook that breaks the course's conventions (``problems``: one line each)."""
+
+    def __init__(self, problems):
+        problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,16 @@ class SourceCell:
         """The source with hidden-test blocks removed (what a student sees)."""
         return strip_hidden(self.source)
 
+    @property
+    def manual(self) -> bool:
+        """A written answer (nbgrader: solution and grade): graded by hand, never automatically."""
+        return self.grade and self.solution
+
+    @property
+    def asserts(self) -> bool:
+        """A test cell judged by running it (nbgrader's ``assert`` style): no ``check`` call."""
+        return self.grade and not self.solution and self.cell_type == "code" and not self.checks
+
 
 @dataclass
 class SourceNotebook:
@@ -55,14 +88,25 @@ class SourceNotebook:
     path: Path
     cells: list
     metadata: dict
+    problems: list = field(default_factory=list)  # one line each; non-empty: not gradable
 
     @property
     def grade_cells(self):
         return [c for c in self.cells if c.grade]
 
     @property
+    def auto_cells(self):
+        """The test cells the grader scores (check or assert cells; not written answers)."""
+        return [c for c in self.cells if c.grade and not c.manual]
+
+    @property
     def max_score(self) -> float:
         return float(sum(c.points for c in self.grade_cells))
+
+    @property
+    def manual_score(self) -> float:
+        """The points given by hand (written answers)."""
+        return float(sum(c.points for c in self.grade_cells if c.manual))
 
     def by_id(self) -> dict:
         return {c.grade_id: c for c in self.cells if c.grade_id}
@@ -93,18 +137,22 @@ def hidden_lines(source: str) -> list:
     return lines
 
 
+def _code(source: str) -> str:
+    return "\n".join(l for l in source.splitlines() if l.strip() not in (HIDDEN_BEGIN, HIDDEN_END))
+
+
 def parse_checks(source: str, where: str) -> list:
     """The ``check(obj, "spec", hidden=...)`` calls of a test cell, read from its AST."""
-    code = "\n".join(l for l in source.splitlines() if l.strip() not in (HIDDEN_BEGIN, HIDDEN_END))
     try:
-        tree = ast.parse(code)
+        tree = ast.parse(_code(source))
     except SyntaxError as err:
-        raise SourceError(f"{where}: test cell does not parse: {err}") from None
+        raise SourceError(f"{where}: the cell does not parse ({err.msg}, line {err.lineno}); fix its Python") from None
     calls = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check":
             if len(node.args) < 2 or not isinstance(node.args[1], ast.Constant) or not isinstance(node.args[1].value, str):
-                raise SourceError(f"{where}: check() needs the spec name as a string literal")
+                raise SourceError(f"{where}: check() needs the spec name as a string literal, "
+                                  "e.g. check(my_fn, \"ste_sign/value\")")
             hidden = False
             for kw in node.keywords:
                 if kw.arg == "hidden":
@@ -120,41 +168,224 @@ def _source_text(cell: dict) -> str:
     return "".join(src) if isinstance(src, list) else str(src)
 
 
-def load_notebook(path: Path, assignment: str) -> SourceNotebook:
-    nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    cells, seen = [], set()
-    for index, cell in enumerate(nb.get("cells", [])):
-        meta = cell.get("metadata", {}).get("nbgrader", {})
+def _points(value, where: str, problems: list) -> float:
+    try:
+        points = float(value or 0)
+    except (TypeError, ValueError):
+        problems.append(f"{where}: points must be a number, received {value!r}; set it in the cell's "
+                        "nbgrader metadata (Create Assignment: Points)")
+        return 0.0
+    return points
+
+
+def load_notebook(path: Path, assignment: str, known=None) -> SourceNotebook:
+    """The notebook at ``path`` with its ``problems`` (:func:`validate`); never raises for a
+    mistake in the notebook, only lists it. ``known``: the check names (default: the registry)."""
+    path = Path(path)
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+            raise ValueError("no list of cells")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return SourceNotebook(assignment, path.stem, path, [], {},
+                              [f"{path}: not a readable notebook ({err}); re-save it in JupyterLab"])
+    cells, seen, problems = [], set(), []
+    for index, cell in enumerate(nb["cells"]):
+        cell = cell if isinstance(cell, dict) else {}
+        metadata = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        meta = metadata.get("nbgrader") if isinstance(metadata.get("nbgrader"), dict) else {}
         grade_id = meta.get("grade_id")
-        where = f"{path} cell {index}" + (f" ({grade_id})" if grade_id else "")
+        where = f"{path} [{grade_id or f'cell {index}'}]"
         if grade_id:
             if grade_id in seen:
-                raise SourceError(f"{where}: duplicate grade_id")
+                problems.append(f"{where}: duplicate grade_id; give each nbgrader cell its own id")
             seen.add(grade_id)
         source = _source_text(cell)
         sc = SourceCell(index=index, cell_type=cell.get("cell_type", "code"), source=source,
                         grade_id=grade_id, solution=bool(meta.get("solution")),
                         grade=bool(meta.get("grade")), locked=bool(meta.get("locked")),
-                        points=float(meta.get("points", 0) or 0),
-                        forbid=list(cell.get("metadata", {}).get("ste_course", {}).get("forbid", [])),
-                        metadata=cell.get("metadata", {}))
-        if sc.grade and sc.cell_type == "code":
-            sc.checks = parse_checks(source, where)
-            if not sc.checks:
-                raise SourceError(f"{where}: a graded test cell must call check() at least once")
+                        points=_points(meta.get("points", 0), where, problems),
+                        forbid=list(metadata.get("ste_course", {}).get("forbid", [])),
+                        metadata=metadata)
+        if sc.grade and sc.cell_type == "code" and not sc.solution:
+            try:
+                sc.checks = parse_checks(source, where)
+            except SourceError as err:
+                problems += err.problems
         cells.append(sc)
-    return SourceNotebook(assignment=assignment, name=Path(path).stem, path=Path(path),
-                          cells=cells, metadata=nb.get("metadata", {}))
+    out = SourceNotebook(assignment=assignment, name=path.stem, path=path, cells=cells,
+                         metadata=nb.get("metadata", {}) if isinstance(nb.get("metadata"), dict) else {})
+    out.problems = problems + validate(out, known)
+    return out
 
 
-def load_assignments(solutions: Path) -> dict:
-    """``{assignment: [SourceNotebook, ...]}`` for every ``solutions/<assignment>/*.ipynb``."""
+# ------------------------------------------------------------------------------ validation
+def _known_checks() -> set:
+    from ste_course.specs.base import SPECS
+    import ste_course.specs  # noqa: F401  (registers the built-in checks)
+
+    return set(SPECS)
+
+
+def did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _defined_names(source: str) -> set:
+    """Names a solution cell defines at top level (functions, classes, assignments)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+def _used_names(source: str) -> set:
+    try:
+        return {n.id for n in ast.walk(ast.parse(_code(source))) if isinstance(n, ast.Name)}
+    except SyntaxError:
+        return set()
+
+
+def _has_assert(source: str) -> bool:
+    try:
+        return any(isinstance(n, (ast.Assert, ast.Raise)) for n in ast.walk(ast.parse(_code(source))))
+    except SyntaxError:
+        return True  # reported by the release itself
+
+
+def _hidden_blocks_balanced(source: str) -> bool:
+    depth = 0
+    for line in source.splitlines():
+        if line.strip() == HIDDEN_BEGIN:
+            depth += 1
+        elif line.strip() == HIDDEN_END:
+            depth -= 1
+        if depth not in (0, 1):
+            return False
+    return depth == 0
+
+
+def _declared_points(text: str):
+    match = POINTS_NOTE.search(text)
+    return sum(float(p) for p in match.group(1).split("+")) if match else None
+
+
+def validate(nb: SourceNotebook, known=None) -> list:
+    """The mistakes in ``nb``, one line each: ``<file> [<grade id>]: <what is wrong>; <what to do>``.
+
+    A test cell that calls no check (in a notebook whose tests call ``check``), an unknown check
+    name, a test cell without a hidden block, points that do not add up (a test's "(N points)"
+    against its metadata, a part heading's against its tests), an answer cell no test uses, a
+    written answer without points or without a hidden model answer.
+    """
+    known = _known_checks() if known is None else set(known)
+    problems = []
+    uses_check = any(c.checks for c in nb.cells)
+    tests = [c for c in nb.cells if c.grade and not c.solution and c.cell_type == "code"]
+    used = set().union(*(_used_names(c.source) for c in tests)) if tests else set()
+    for cell in nb.cells:
+        where = f"{nb.path} [{cell.grade_id or f'cell {cell.index}'}]"
+        if (cell.grade or cell.solution) and not cell.grade_id:
+            problems.append(f"{where}: an nbgrader cell without a grade_id; set one in Create Assignment")
+        if cell.grade and cell.points <= 0:
+            problems.append(f"{where}: a graded cell worth {cell.points:g} points; give it positive points "
+                            "or make it an ordinary cell")
+        if not _hidden_blocks_balanced(cell.source):
+            problems.append(f"{where}: unbalanced {HIDDEN_BEGIN} / {HIDDEN_END}; close every hidden block once")
+        if cell in tests:
+            problems += _validate_test(cell, where, uses_check, known)
+        elif cell.manual:
+            if SOLUTION_BEGIN not in cell.source or SOLUTION_END not in cell.source:
+                problems.append(f"{where}: a written answer without a {SOLUTION_BEGIN} ... {SOLUTION_END} "
+                                "region; put the model answer and the rubric inside it (students see "
+                                "only the prompt)")
+        elif cell.solution and not cell.grade:
+            if cell.cell_type != "code":
+                problems.append(f"{where}: a markdown answer cell with no points; tick 'Manually graded "
+                                "answer' (solution and grade) and give it points")
+            elif not (_defined_names(cell.source) & used):
+                defined = ", ".join(sorted(_defined_names(cell.source))) or "nothing"
+                problems.append(f"{where}: no test cell uses this answer (it defines {defined}); add a "
+                                "test cell that checks it, e.g. check(name, \"spec\")")
+    problems += _validate_headings(nb)
+    return problems
+
+
+def _validate_test(cell: SourceCell, where: str, uses_check: bool, known: set) -> list:
+    problems = []
+    if uses_check and not cell.checks:
+        problems.append(f"{where}: this test cell calls no check(); call check(obj, \"spec\") and "
+                        "check(obj, \"spec\", hidden=True) in a hidden block (docs/authoring.md)")
+    if not uses_check and not _has_assert(cell.source):
+        problems.append(f"{where}: this test cell has neither check() nor assert, so it can never "
+                        "fail; add the asserts (or check calls) that judge the answer")
+    for call in cell.checks:
+        if call.spec not in known:
+            problems.append(f"{where}: unknown check {call.spec!r}{did_you_mean(call.spec, known)}; use "
+                            "a registered name or declare it in the course's checks/ (docs/authoring.md)")
+    if cell.checks and not any(c.hidden for c in cell.checks):
+        if HIDDEN_BEGIN not in cell.source:
+            problems.append(f"{where}: no hidden block; add {HIDDEN_BEGIN} / check(obj, \"spec\", "
+                            f"hidden=True) / {HIDDEN_END} so grading uses unseen inputs")
+        else:
+            problems.append(f"{where}: the hidden block calls no check(..., hidden=True); "
+                            "pass hidden=True there")
+    declared = _declared_points(cell.source.strip().splitlines()[0] if cell.source.strip() else "")
+    if declared is not None and declared != cell.points:
+        problems.append(f"{where}: points do not add up: the test says ({declared:g} points), its "
+                        f"metadata gives {cell.points:g}; make them equal")
+    return problems
+
+
+def _validate_headings(nb: SourceNotebook) -> list:
+    """A part heading "## Part 2 ... (3 + 4 points)" must equal the points of the graded cells
+    up to the next heading that states points."""
+    problems, current, heading = [], None, None
+
+    def close():
+        if heading is not None and current != heading[1]:
+            problems.append(f"{nb.path} [{heading[0]}]: points do not add up: the heading says "
+                            f"({heading[1]:g} points), the graded cells below it give {current:g}; "
+                            "fix the heading or the cells' points")
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and not cell.grade:
+            first = next((l for l in cell.source.splitlines() if l.lstrip().startswith("#")), "")
+            declared = _declared_points(first)
+            if declared is not None:
+                close()
+                heading, current = (cell.grade_id or f"cell {cell.index}", declared), 0.0
+                continue
+        if cell.grade and heading is not None:
+            current += cell.points
+    close()
+    return problems
+
+
+def load_assignments(solutions: Path, known=None) -> dict:
+    """``{assignment: [SourceNotebook, ...]}`` for every ``solutions/<assignment>/*.ipynb``; each
+    notebook carries its ``problems`` (see :func:`problems`)."""
     solutions = Path(solutions)
     if not solutions.is_dir():
         raise SourceError(f"no solutions folder at {solutions}")
     out = {}
     for folder in sorted(p for p in solutions.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        notebooks = [load_notebook(p, folder.name) for p in sorted(folder.glob("*.ipynb"))]
+        notebooks = [load_notebook(p, folder.name, known) for p in sorted(folder.glob("*.ipynb"))]
         if notebooks:
             out[folder.name] = notebooks
     return out
+
+
+def problems(sources: dict) -> list:
+    """Every notebook's problems, in order."""
+    return [p for notebooks in sources.values() for nb in notebooks for p in nb.problems]
