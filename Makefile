@@ -27,7 +27,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-$(LAB_STAMP): $(STAMP) scripts/lab-config.sh jupyter-config/jupyter_lab_config.json
+$(LAB_STAMP): $(STAMP) scripts/lab-config.sh jupyter-config/jupyter_lab_config.json jupyter-config/jupyter_server_config.py
 	PYTHON=$(BIN)/python scripts/lab-config.sh
 	@touch $@
 

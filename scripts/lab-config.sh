@@ -7,7 +7,9 @@
 #     one launch with JUPYTER_CONFIG_PATH=jupyter-config/instructor;
 #   - nothing is fetched at start-up: the announcements plugin (news feed, update check, and
 #     its "get notified about news?" pop-up) is off, and on the server side there is no news
-#     feed, no update check and no online extension search (jupyter-config/jupyter_lab_config.json).
+#     feed, no update check and no online extension search (jupyter-config/jupyter_lab_config.json);
+#   - reading changes nothing: the server saves a notebook's language_info as committed, so
+#     opening a chapter never leaves it modified in git (jupyter-config/jupyter_server_config.py).
 # Disabled plugins are also locked, so that the Plugin Manager cannot switch them back on.
 # Usage: PYTHON=.venv/bin/python scripts/lab-config.sh   (idempotent; make setup runs it once)
 set -euo pipefail
@@ -23,4 +25,5 @@ plugins=("${INSTRUCTOR_PLUGINS[@]}" "${ONLINE_PLUGINS[@]}")
 "$PYTHON" -m jupyter server extension disable --sys-prefix "${INSTRUCTOR_SERVER_EXTENSIONS[@]}"
 prefix=$("$PYTHON" -c 'import sys; print(sys.prefix)')
 install -D -m 644 jupyter-config/jupyter_lab_config.json "$prefix/etc/jupyter/jupyter_lab_config.json"
+install -D -m 644 jupyter-config/jupyter_server_config.py "$prefix/etc/jupyter/jupyter_server_config.py"
 echo "lab-config: student set-up of JupyterLab in $prefix (instructor tools and announcements off)"

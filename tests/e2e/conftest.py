@@ -234,14 +234,70 @@ class Page:
         return self.page.evaluate(script, arg)
 
 
-@pytest.fixture
-def page(browser, lab):
-    """A fresh browser context (no cookies, no storage) with one tab."""
+def _tab(browser, lab: Lab):
+    """A fresh browser context (no cookies, no storage) with one tab on ``lab``."""
     context = browser.new_context(viewport=VIEWPORT)
     try:
         yield Page(context.new_page(), lab)
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser, lab):
+    """A tab on the session's JupyterLab."""
+    yield from _tab(browser, lab)
+
+
+AUTOSAVE_SECONDS = 2  # JupyterLab's default is 120 s; the student clone's user settings shorten it
+
+
+def git(root: Path, *args: str) -> str:
+    """Run git in ``root`` (as a student would, with an identity of its own); its output."""
+    done = subprocess.run(["git", "-c", "user.name=student", "-c", "user.email=student@localhost",
+                           *args], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def clone_lab(tmp_path_factory) -> Lab:
+    """JupyterLab serving a student's clone: course/, exercises/ and .gitignore, committed,
+    with autosave every AUTOSAVE_SECONDS."""
+    root = tmp_path_factory.mktemp("student-clone")
+    for folder in ("course", "exercises"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=IGNORE)
+    shutil.copy2(ROOT / ".gitignore", root / ".gitignore")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "the course as published")
+    state = tmp_path_factory.mktemp("clone-lab-state")
+    settings = state / "settings" / "@jupyterlab" / "docmanager-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text(
+        json.dumps({"autosave": True, "autosaveInterval": AUTOSAVE_SECONDS}))
+    server = start_lab(root, state)
+    try:
+        yield server
+    finally:
+        _stop(server)
+
+
+@pytest.fixture
+def clone_git(clone_lab):
+    """git in the student's clone: ``clone_git("status", "--porcelain")``."""
+    return lambda *args: git(clone_lab.root, *args)
+
+
+@pytest.fixture
+def autosave_seconds() -> int:
+    return AUTOSAVE_SECONDS
+
+
+@pytest.fixture
+def clone_page(browser, clone_lab):
+    """A tab on the student's clone."""
+    yield from _tab(browser, clone_lab)
 
 
 def pytest_generate_tests(metafunc):
