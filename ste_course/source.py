@@ -329,9 +329,9 @@ def _validate_test(cell: SourceCell, where: str, uses_check: bool, known: set) -
     if not uses_check and not _has_assert(cell.source):
         problems.append(f"{where}: this test cell has neither check() nor assert, so it can never "
                         "fail; add the asserts (or check calls) that judge the answer")
-    for call in cell.checks:
-        if call.spec not in known:
-            problems.append(f"{where}: unknown check {call.spec!r}{did_you_mean(call.spec, known)}; use "
+    for name in dict.fromkeys(call.spec for call in cell.checks):
+        if name not in known:
+            problems.append(f"{where}: unknown check {name!r}{did_you_mean(name, known)}; use "
                             "a registered name or declare it in the course's checks/ (docs/authoring.md)")
     if cell.checks and not any(c.hidden for c in cell.checks):
         if HIDDEN_BEGIN not in cell.source:
