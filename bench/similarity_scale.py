@@ -56,8 +56,8 @@ def time_once(dest: Path, code: Path) -> float:
               f"library=Path({str(ROOT / 'ste_utils')!r}))\n"
               "print(time.perf_counter() - t)\n")
     env = dict(os.environ, PYTHONPATH=str(code))
-    out = subprocess.run([sys.executable, "-c", script, str(dest)], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", script, str(dest)], env=env, check=True, cwd=dest,
+                         capture_output=True, text=True).stdout  # cwd: not this tree, which -c would put first
     return float(out.split()[-1])
 
 
