@@ -5,3 +5,4 @@ Importing this package registers every spec in :data:`ste_course.specs.base.SPEC
 
 from ste_course.specs import elementwise  # noqa: F401
 from ste_course.specs import backprop, jacobian, proxies, stop_gradient, zero_gradient  # noqa: F401,E402
+from ste_course.specs import discrete, qat  # noqa: F401,E402  (assignments 07 and 08)

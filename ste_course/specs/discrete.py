@@ -1,0 +1,381 @@
+"""Specs for assignment 08 (the STE for discrete choices: Gumbel-softmax and vector quantization).
+
+``gumbel_st/value``, ``gumbel_st/gradient``
+    ``gumbel_softmax_st(logits, noise, temperature)`` with the Gumbel noise passed in (so the
+    sample is deterministic): forward exactly ``one_hot(argmax(logits + noise))`` along the last
+    axis (ties to the lowest index, as ``tf.argmax``), backward the gradient of
+    ``softmax((logits + noise) / temperature)`` (Jang et al. 2017; Maddison et al. 2017).
+``vq/forward``, ``vq/gradients``
+    ``vector_quantize(z_e, codebook) -> (z_q, indices, codebook_loss, commitment_loss)`` as
+    ``ste_utils.vector_quantize`` (van den Oord et al. 2017): the nearest code per vector (ties
+    to the lowest index), z_q straight through to z_e and no gradient to the codebook, the
+    codebook loss mean((sg(z_e) - e)^2) moving the codes only and the commitment loss
+    mean((z_e - sg(e))^2) moving z_e only.
+
+Temperatures are powers of two and the cases keep clear of near-ties (a gap of at least 1e-3
+between the best and the next candidate) except for exact ties built from small dyadic numbers,
+which every correct formula computes exactly: the choice never depends on rounding.
+
+Which side runs what: as in :mod:`ste_course.specs.elementwise`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ste_course.specs.base import Spec, register
+from ste_course.specs.common import compare_with_hint, distinct, scale_hint, to_array
+
+DTYPES = ("float32", "float64")
+TEMPERATURES = (0.25, 0.5, 1.0, 2.0)
+GAP = 1e-3
+
+
+# ----------------------------------------------------------------------------- Gumbel-softmax cases
+def _separate(z: np.ndarray) -> np.ndarray:
+    """Noise offsets that move each row's runner-up at least ``GAP`` below its best entry."""
+    fix = np.zeros_like(z)
+    for r, row in enumerate(z.reshape(-1, z.shape[-1])):
+        order = np.argsort(-row, kind="stable")
+        best = row[order[0]]
+        for j in order[1:]:
+            if 0 < best - row[j] < GAP * max(1.0, abs(best)):
+                fix.reshape(-1, z.shape[-1])[r, j] = -10 * GAP * max(1.0, abs(best))
+    return fix
+
+
+def _gumbel_case(logits, noise, tau, upstream, dtype) -> dict:
+    return {"logits": np.asarray(logits, dtype), "noise": np.asarray(noise, dtype),
+            "temperature": float(tau), "upstream": np.asarray(upstream, dtype)}
+
+
+def _gumbel_cases(rng, hidden):
+    if not hidden:
+        # rows: the noise changes the choice; an exact three-way tie (lowest index); a tie between
+        # the last two; the largest logit last; a plain row
+        logits = np.array([[2.0, 1.0, 0.0, -1.0], [0.5, 0.25, 0.5, 0.0], [0.0, 0.0, 1.0, 1.0],
+                           [-1.0, 0.0, 0.5, 3.0], [1.0, -2.0, 0.0, 0.25]])
+        noise = np.array([[0.0, 1.5, 0.25, 0.0], [0.0, 0.25, 0.0, -0.5], [0.0, 0.5, 0.25, 0.25],
+                          [0.5, 0.75, -0.25, 0.125], [0.3, 1.1, -0.4, 0.9]])
+        upstream = np.resize(np.array([1.0, -2.0, 0.5, 3.0, 0.0, 1.5]), logits.shape).reshape(logits.shape)
+        return [_gumbel_case(logits, noise, 1.0, np.ones_like(logits), "float32"),
+                _gumbel_case(logits, noise, 0.5, upstream, "float32")]
+    out = []
+    shapes = ((6, 5), (2, 3, 4), (8, 3))
+    start = int(rng.integers(len(TEMPERATURES)))
+    for i, (dtype, shape) in enumerate([(d, s) for d in DTYPES for s in shapes]):
+        logits = rng.normal(0.0, 1.5, shape)
+        noise = -np.log(-np.log(rng.uniform(1e-6, 1.0, shape)))
+        if i == 0:  # exact ties from small dyadic numbers: every formula agrees on them
+            logits = rng.integers(-4, 4, shape) / 4.0
+            noise = rng.integers(-2, 3, shape) / 8.0
+            flat_l, flat_n = logits.reshape(-1, shape[-1]), noise.reshape(-1, shape[-1])
+            for r in range(0, flat_l.shape[0], 2):  # a tie for the best entry in every other row
+                k, j = sorted(rng.choice(shape[-1], 2, replace=False))
+                best = (flat_l[r] + flat_n[r]).max() + 0.5
+                flat_l[r, k], flat_n[r, k], flat_l[r, j], flat_n[r, j] = best - 0.25, 0.25, best, 0.0
+        else:
+            noise = noise + _separate(logits + noise)
+        logits, noise = logits.astype(dtype), noise.astype(dtype)
+        if i > 0:  # the sum in the input's dtype must keep the gap too
+            noise = noise + _separate((logits + noise).astype(dtype)).astype(dtype)
+        upstream = rng.normal(0.0, 1.0, shape) if i % 2 else np.ones(shape)
+        out.append(_gumbel_case(logits, noise, TEMPERATURES[(start + i) % len(TEMPERATURES)], upstream, dtype))
+    return out
+
+
+def _gumbel_run(fn, case, output):
+    import tensorflow as tf
+
+    logits, noise = tf.constant(case["logits"]), tf.constant(case["noise"])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        y = fn(logits, noise, case["temperature"])
+    if output == "value":
+        return {"value": to_array(y, "gumbel_softmax_st(...)")}
+    grad = tape.gradient(y, logits, output_gradients=tf.constant(case["upstream"]))
+    return {"gradient": tf.zeros_like(logits) if grad is None else grad}
+
+
+def _gumbel_reference(output):
+    def reference(case):
+        import tensorflow as tf
+
+        import ste_utils
+
+        logits, noise = tf.constant(case["logits"]), tf.constant(case["noise"])
+        if output == "value":
+            return {"value": ste_utils.one_hot_argmax(logits + noise)}
+        tau = tf.constant(case["temperature"], logits.dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            y = tf.nn.softmax((logits + noise) / tau)
+        return {"gradient": tape.gradient(y, logits, output_gradients=tf.constant(case["upstream"]))}
+
+    return reference
+
+
+def _gumbel_describe(case) -> str:
+    logits = np.asarray(case["logits"])
+    return (f"logits of dtype {logits.dtype.name} and shape {logits.shape} "
+            f"(temperature {case['temperature']:g})")
+
+
+def _row(case, index):
+    logits = np.asarray(case["logits"])
+    k = logits.shape[-1]
+    return index // k, index % k, logits.reshape(-1, k), np.asarray(case["noise"]).reshape(-1, k)
+
+
+def _fmt_row(values) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+def _compare_gumbel_value(case, expected, got):
+    """Exactly one-hot, at argmax(logits + noise): no tolerance (the sample selects a category)."""
+    where = _gumbel_describe(case)
+    exp = np.asarray(expected["value"])
+    values, dtype = got["value"]
+    if dtype != exp.dtype.name:
+        return [f"On {where} the sample should have dtype {exp.dtype.name} (the logits'); yours has {dtype}."]
+    if values.shape != exp.shape:
+        return [f"On {where} the sample should have the logits' shape {exp.shape}; yours has {values.shape}."]
+    k = exp.shape[-1]
+    messages = []
+    z = (np.asarray(case["logits"]) + np.asarray(case["noise"])).reshape(-1, k)
+    logits = np.asarray(case["logits"]).reshape(-1, k)
+    for r, (want, have) in enumerate(zip(exp.reshape(-1, k), values.reshape(-1, k))):
+        if np.array_equal(want, have):
+            continue
+        if not (np.isin(have, (0.0, 1.0)).all() and have.sum() == 1):
+            messages.append(f"On {where} row {r} of your sample is not exactly one-hot: {_fmt_row(have)} "
+                            "(exactly one 1 and zeros, whatever the rounding; a sum like y_hard - "
+                            "stop_gradient(y) + y need not be exact: write the gradient with "
+                            "tf.custom_gradient, or make sure the value is the one-hot itself).")
+        else:
+            best, mine = int(np.argmax(want)), int(np.argmax(have))
+            tie = np.flatnonzero(z[r] == z[r].max())
+            why = (f" (a tie between categories {', '.join(map(str, tie))}: the lowest index, as tf.argmax)"
+                   if len(tie) > 1 else "")
+            ignored = (" It looks like the noise was left out: the sample is argmax(logits + noise)."
+                       if mine == int(np.argmax(logits[r])) and mine != best else "")
+            messages.append(f"On {where} row {r} should pick category {best}, the argmax of logits + noise = "
+                            f"{_fmt_row(z[r])}{why}; yours picks {mine}.{ignored}")
+        if len(messages) >= 2:
+            break
+    return messages
+
+
+def _gumbel_explain(case, output, index, expected, got):
+    r, k, _, _ = _row(case, index)
+    e, g = distinct(expected, got)
+    return (f"The gradient for logit {k} of row {r} ({_gumbel_describe(case)}) should be {e}, the "
+            f"softmax's: y_k (u_k - sum_j u_j y_j) / tau with y = softmax((logits + noise) / tau), "
+            f"u the upstream gradient; yours is {g}.")
+
+
+def _gumbel_hint(case, output, expected, got):
+    if expected.shape != got.shape:
+        return None
+    tau = case["temperature"]
+    upstream = np.asarray(case["upstream"], np.float64)
+    if np.allclose(got, upstream) and not np.allclose(expected, upstream):
+        return ("Hint: your gradient is the upstream gradient itself (the identity STE); the "
+                "straight-through Gumbel-softmax passes the gradient of the soft sample "
+                "softmax((logits + noise) / tau) instead.")
+    if tau != 1 and np.allclose(got, expected * tau, rtol=1e-5, atol=1e-7):
+        return (f"Hint: your gradient is tau = {tau:g} times the right one: the 1/tau of the "
+                "softmax's Jacobian is missing.")
+    return scale_hint(expected, got, "gradient")
+
+
+register(Spec(name="gumbel_st/value", summary="samples of your gumbel_softmax_st (exactly one-hot, argmax of logits + noise)",
+              cases=_gumbel_cases, run=lambda fn, case: _gumbel_run(fn, case, "value"),
+              reference=_gumbel_reference("value"), describe=_gumbel_describe, compare=_compare_gumbel_value))
+register(Spec(name="gumbel_st/gradient",
+              summary="gradients of your gumbel_softmax_st (the softmax's at temperature tau)",
+              cases=_gumbel_cases, run=lambda fn, case: _gumbel_run(fn, case, "gradient"),
+              reference=_gumbel_reference("gradient"), describe=_gumbel_describe, explain=_gumbel_explain,
+              compare=compare_with_hint("gumbel_st/gradient", _gumbel_hint)))
+
+
+# ----------------------------------------------------------------------------- VQ cases
+def _distances(z, codebook) -> np.ndarray:
+    return ((z[..., None, :].astype(np.float64) - codebook.astype(np.float64)) ** 2).sum(-1)
+
+
+def _away_from_ties(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Move each vector whose two nearest codes are almost equally far half-way to the nearest."""
+    z = z.copy()
+    for _ in range(20):
+        d = np.sort(_distances(z, codebook), axis=-1)
+        close = (d[..., 1] - d[..., 0]) < GAP * np.maximum(1.0, d[..., 1])
+        if not close.any():
+            break
+        nearest = codebook[np.argmin(_distances(z, codebook), axis=-1)]
+        z = np.where(close[..., None], (z + nearest) / 2, z)
+    return z
+
+
+def _vq_case(z_e, codebook, upstream, dtype) -> dict:
+    return {"z_e": np.asarray(z_e, dtype), "codebook": np.asarray(codebook, dtype),
+            "upstream": np.asarray(upstream, dtype)}
+
+
+def _vq_cases(rng, hidden):
+    if not hidden:
+        # 4 codes in 2-D; vector 2 is exactly half-way between codes 0 and 1 (the lowest wins);
+        # code 3 is nobody's nearest (it must get no gradient from the codebook loss)
+        codebook = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [4.0, 4.0]])
+        z_e = np.array([[0.25, 0.125], [0.75, -0.25], [0.5, 0.0], [0.125, 1.5], [-0.5, 0.5]])
+        upstream = np.resize(np.array([1.0, -2.0, 0.5]), z_e.shape).reshape(z_e.shape)
+        return [_vq_case(z_e, codebook, upstream, "float32")]
+    out = []
+    shapes = (((6, 3), 4), ((2, 4, 2), 5), ((7, 4), 3))
+    for i, (dtype, (shape, k)) in enumerate([(d, s) for d in DTYPES for s in shapes]):
+        if i == 0:  # small dyadic numbers with exact ties, every formula computes them exactly
+            codebook = rng.integers(-8, 8, (k, shape[-1])) / 4.0
+            z_e = rng.integers(-16, 16, shape) / 8.0
+            flat = z_e.reshape(-1, shape[-1])
+            for r in range(0, flat.shape[0], 2):
+                a, b = rng.choice(k, 2, replace=False)
+                if not np.array_equal(codebook[a], codebook[b]):
+                    flat[r] = (codebook[a] + codebook[b]) / 2
+        else:
+            codebook = rng.normal(0.0, 1.0, (k, shape[-1]))
+            z_e = _away_from_ties(rng.normal(0.0, 1.0, shape), codebook)
+        z_e, codebook = np.asarray(z_e, dtype), np.asarray(codebook, dtype)
+        if i > 0:
+            z_e = _away_from_ties(z_e.astype(np.float64), codebook).astype(dtype)
+        upstream = rng.normal(0.0, 1.0, shape) if i % 2 else np.ones(shape)
+        out.append(_vq_case(z_e, codebook, upstream, dtype))
+    return out
+
+
+VQ_OUTPUTS = ("z_q", "indices", "codebook_loss", "commitment_loss")
+
+
+def _vq_result(result) -> dict:
+    if isinstance(result, dict):
+        values = [result.get(k) for k in VQ_OUTPUTS]
+    elif isinstance(result, (tuple, list)) and len(result) == 4:
+        values = list(result)
+    else:
+        raise TypeError("vector_quantize must return (z_q, indices, codebook_loss, commitment_loss); "
+                        f"it returned {type(result).__name__}")
+    return dict(zip(VQ_OUTPUTS, values))
+
+
+def _vq_forward(fn, case):
+    import tensorflow as tf
+
+    out = _vq_result(fn(tf.constant(case["z_e"]), tf.constant(case["codebook"])))
+    arrays = {k: to_array(v, f"vector_quantize(...)'s {k}") for k, v in out.items()}
+    arrays["indices"] = arrays["indices"].astype(np.int64) if arrays["indices"].dtype.kind in "iu" else arrays["indices"]
+    return arrays
+
+
+GRADIENTS = {  # output name -> (what is differentiated, with respect to what)
+    "z_e_from_z_q": ("z_q", "z_e"), "codebook_from_z_q": ("z_q", "codebook"),
+    "codebook_from_codebook_loss": ("codebook_loss", "codebook"), "z_e_from_codebook_loss": ("codebook_loss", "z_e"),
+    "z_e_from_commitment_loss": ("commitment_loss", "z_e"),
+    "codebook_from_commitment_loss": ("commitment_loss", "codebook"),
+}
+
+
+def _vq_gradients(fn, case):
+    import tensorflow as tf
+
+    inputs = {"z_e": tf.constant(case["z_e"]), "codebook": tf.constant(case["codebook"])}
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(list(inputs.values()))
+        out = _vq_result(fn(inputs["z_e"], inputs["codebook"]))
+    upstream = {"z_q": tf.constant(case["upstream"]), "codebook_loss": None, "commitment_loss": None}
+    result = {}
+    for name, (what, wrt) in GRADIENTS.items():
+        grad = tape.gradient(out[what], inputs[wrt], output_gradients=upstream[what])
+        # tf.gather's gradient is IndexedSlices: made dense here
+        result[name] = tf.zeros_like(inputs[wrt]) if grad is None else tf.convert_to_tensor(grad)
+    return result
+
+
+def _vq_reference(run):
+    def reference(case):
+        import ste_utils
+
+        return run(ste_utils.vector_quantize, case)
+
+    return reference
+
+
+def _vq_describe(case) -> str:
+    z = np.asarray(case["z_e"])
+    return f"z_e of dtype {z.dtype.name} and shape {z.shape} with a codebook of {len(case['codebook'])} codes"
+
+
+def _vq_forward_explain(case, output, index, expected, got):
+    e, g = distinct(expected, got)
+    where = _vq_describe(case)
+    z = np.asarray(case["z_e"])
+    codebook = np.asarray(case["codebook"])
+    if output in ("z_q", "indices"):
+        v = index if output == "indices" else index // z.shape[-1]
+        vec = z.reshape(-1, z.shape[-1])[v]
+        d = _distances(vec, codebook)
+        best = int(np.argmin(d))
+        tie = np.flatnonzero(d == d.min())
+        why = (f" (codes {', '.join(map(str, tie))} are equally far: the lowest index wins, as tf.argmin)"
+               if len(tie) > 1 else "")
+        if output == "indices":
+            return (f"On {where} vector {v} {_fmt_row(vec)} should get code {best}, at squared distance "
+                    f"{d[best]:.6g}{why}; yours is {g}.")
+        return (f"On {where} z_q for vector {v} should be code {best} = {_fmt_row(codebook[best])}{why}: "
+                f"entry {index % z.shape[-1]} should be {e}; yours is {g}.")
+    loss = "mean((sg(z_e) - e)^2)" if output == "codebook_loss" else "mean((z_e - sg(e))^2)"
+    return (f"On {where} the {output.replace('_', ' ')} should be {e}, {loss} over every element "
+            f"(e the chosen code of each vector); yours is {g}.")
+
+
+def _vq_forward_hint(case, output, expected, got):
+    if output in ("codebook_loss", "commitment_loss") and expected.shape == got.shape == () and expected != 0:
+        d = np.asarray(case["z_e"]).shape[-1]
+        ratio = float(got) / float(expected)
+        if np.isclose(ratio, d, rtol=1e-5) and d != 1:
+            return (f"Hint: your loss is D = {d} times the right one: take the mean over every element "
+                    "(the squared norm over the code dimension divided by D), as the assignment says.")
+    return None
+
+
+_GRADIENT_WHY = {
+    "z_e_from_z_q": ("z_q passes its gradient straight through to z_e (z_q = z_e + sg(e - z_e)): this is the "
+                     "upstream gradient of z_q"),
+    "codebook_from_z_q": ("the codebook gets no gradient through z_q: in z_e + sg(e - z_e) the codes appear only "
+                          "inside stop_gradient (chapter 5), so they learn from the codebook loss alone"),
+    "codebook_from_codebook_loss": ("the codebook loss mean((sg(z_e) - e)^2) pulls each chosen code towards its "
+                                    "vectors: 2 (e - z_e) / n summed over the vectors that chose it (n elements), "
+                                    "0 for a code that nobody chose"),
+    "z_e_from_codebook_loss": "the codebook loss has z_e inside stop_gradient: it moves the codes only",
+    "z_e_from_commitment_loss": ("the commitment loss mean((z_e - sg(e))^2) pulls z_e towards its code: "
+                                 "2 (z_e - e) / n (n elements)"),
+    "codebook_from_commitment_loss": "the commitment loss has the code inside stop_gradient: it moves z_e only",
+}
+
+
+def _vq_gradient_explain(case, output, index, expected, got):
+    e, g = distinct(expected, got)
+    wrt = GRADIENTS[output][1]
+    shape = np.asarray(case[wrt]).shape
+    pos = tuple(int(i) for i in np.unravel_index(index, shape))
+    what = GRADIENTS[output][0].replace("_", " ")
+    return (f"On {_vq_describe(case)} the gradient of the {what} with respect to {wrt} at {pos} should be {e} "
+            f"because {_GRADIENT_WHY[output]}; yours is {g}.")
+
+
+register(Spec(name="vq/forward",
+              summary="z_q, indices and the two losses of your vector_quantize (nearest code, ties to the lowest index)",
+              cases=_vq_cases, run=_vq_forward, reference=_vq_reference(_vq_forward), describe=_vq_describe,
+              explain=_vq_forward_explain, compare=compare_with_hint("vq/forward", _vq_forward_hint)))
+register(Spec(name="vq/gradients",
+              summary="gradients of your vector_quantize: z_q straight through to z_e, each loss to its own side",
+              cases=_vq_cases, run=_vq_gradients, reference=_vq_reference(_vq_gradients), describe=_vq_describe,
+              explain=_vq_gradient_explain))
