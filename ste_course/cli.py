@@ -12,7 +12,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # nbgrader's gradebook runs `alembic` by name: make this environment's bin/ findable.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
-from ste_course.untrusted import shown, uncell  # noqa: E402 - light: no TensorFlow
+from ste_course.untrusted import shown  # noqa: E402 - light: no TensorFlow
 
 
 def _root() -> Path:
@@ -81,12 +81,19 @@ def cmd_check(args) -> int:
 
 def cmd_grade(args) -> int:
     from ste_course.grade import GradeError, grade, load_secret
-    from ste_course.late import LatePolicy
+    from ste_course.late import LateConfigError, LatePolicy
     from ste_course.sandbox import Limits
     from ste_course.source import load_assignments
 
     for p in _source_problems(args):  # those notebooks get status error; the rest is graded
         print(f"warning: {shown(p, 400)}", file=sys.stderr)
+    sources = load_assignments(args.solutions)
+    try:  # checked before anything is graded
+        late = LatePolicy.load(args.config, sources)
+    except LateConfigError as err:
+        print(f"ste-course grade: {shown(err, 400)}", file=sys.stderr)
+        return 2
+
     limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
                     memory_bytes=args.memory_mb * 2**20, processes=args.processes,
                     output_chars=args.output_kb * 1024)
@@ -96,17 +103,17 @@ def cmd_grade(args) -> int:
 
         executor = DaskExecutor(args.cluster, n_workers=args.jobs, sandbox=not args.no_sandbox, limits=limits)
     try:
-        results = grade(args.submissions, args.out, load_assignments(args.solutions),
+        results = grade(args.submissions, args.out, sources,
                         load_secret(args.secret_file), jobs_n=args.jobs, sandbox=not args.no_sandbox,
                         limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
-                        force=args.force, late=LatePolicy.load(args.config), executor=executor)
+                        force=args.force, late=late, executor=executor, drop_manual=args.drop_manual)
     except GradeError as err:
         print(f"ste-course grade: {shown(err, 300)}", file=sys.stderr)
         return 2
     finally:
         if executor is not None:
             executor.close()
-    _summary(Path(args.out) / "grades.csv", len(results))
+    _summary(Path(args.out) / "grades.csv", len(results), args.db)
     return 0
 
 
@@ -114,7 +121,7 @@ def cmd_export(args) -> int:
     from ste_course.export import export
 
     try:
-        text, warnings = export(args.graded, args.format, args.roster)
+        text, warnings = export(args.graded, args.format, args.roster, args.db)
     except (FileNotFoundError, ValueError) as err:
         print(f"ste-course export: {err}", file=sys.stderr)
         return 2
@@ -144,19 +151,24 @@ def cmd_similarity(args) -> int:
     return 0
 
 
-def _summary(csv_path: Path, graded_now: int) -> None:
-    """The grades as a table on the terminal: every text through :func:`shown`."""
-    import csv
+def _summary(csv_path: Path, graded_now: int, db_url: str | None = None) -> None:
+    """The grades as a table on the terminal, from the gradebook that ``grades.csv`` (beside it)
+    was written from: every text through :func:`shown`; ``late`` is ``-`` (on time), the hours
+    late and the penalty, or ``?`` (timestamp unreadable, said in the reason); ``*`` marks a
+    score with a hand edit in it."""
+    from ste_course.export import gradebook_rows
 
-    with csv_path.open(encoding="utf-8", newline="") as f:
-        rows = [{k: shown(uncell(v or "")) for k, v in r.items()} for r in csv.DictReader(f)]
-    widths = {"student_id": 12, "assignment": 18, "score": 11, "status": 8}
-    print(f"{'student':<{widths['student_id']}} {'assignment':<{widths['assignment']}} "
-          f"{'score':>{widths['score']}} {'status':<{widths['status']}} reason")
+    rows = gradebook_rows(csv_path.parent, db_url)
+    print(f"{'student':<12} {'assignment':<18} {'score':>12} {'late':<14} {'status':<8} reason")
     for r in rows:
-        score = f"{r['score']}/{r['max_score']}"
-        print(f"{r['student_id'][:12]:<12} {r['assignment'][:18]:<18} {score:>11} {r['status']:<8} {r['reason'][:70]}")
-    print(f"{len(rows)} notebooks in {shown(csv_path)} ({graded_now} graded in this run)")
+        score = f"{r['score']:g}/{r['max_score']:g}{'*' if r['manual'] else ''}"
+        late = {"yes": f"{r['hours_late'] or 0:.1f}h -{r['penalty']:g}", "unknown": "?"}.get(r["late"], "-")
+        print(f"{shown(r['student_id'])[:12]:<12} {shown(r['assignment'])[:18]:<18} {score:>12} {late:<14} "
+              f"{shown(r['status']):<8} {shown(r['reason'])[:70]}")
+    unknown = sum(r["late"] == "unknown" for r in rows)
+    print(f"{len(rows)} notebooks in {shown(csv_path)} ({graded_now} graded in this run"
+          + (f"; {unknown} with a timestamp that could not be read, see the reason" if unknown else "") + ")"
+          + ("; * = adjusted by hand" if any(r["manual"] for r in rows) else ""))
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -229,7 +241,12 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
                    help="grade only this student, repeatable (default: every student folder)")
     g.add_argument("--assignment", action="append",
                    help="grade only this assignment, repeatable (default: every assignment of solutions/)")
-    g.add_argument("--force", action="store_true", help="re-grade notebooks already graded with the same files")
+    g.add_argument("--force", action="store_true",
+                   help="re-grade every notebook (by default only those whose submission, assignment, checks, "
+                        "secret, late rule or timestamp changed, and those that ended in a grading error)")
+    g.add_argument("--drop-manual", action="store_true",
+                   help="drop hand edits (formgrader's manual scores, extra credit, comments) of the notebooks "
+                        "graded in this run; by default a re-grade of the same submission keeps them")
     g.add_argument("--config", type=Path, default=root / "ste_course.toml",
                    help="due dates and late penalty (default: ste_course.toml in the course root, if present)")
     g.set_defaults(func=cmd_grade)
@@ -239,6 +256,7 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
                    help="csv (a column per assignment), canvas or moodle import layout (default: csv)")
     x.add_argument("--roster", type=Path, default=None,
                    help="CSV mapping student_id to the LMS's ids (default: none, ids left empty)")
+    x.add_argument("--db", default=None, help="SQLAlchemy URL of the gradebook (default: the one grade wrote in --graded)")
     x.add_argument("--output", "-o", type=Path, default=None, help="file to write (default: standard output)")
     x.set_defaults(func=cmd_export)
     m = sub.add_parser("similarity", help="rank pairs of submissions by shared code (copies of each other, "

@@ -1,5 +1,9 @@
 """``ste-course export``: the grades as one row per student, for a spreadsheet or an LMS.
 
+Read from the gradebook (``graded/``'s, or ``--db``), like ``grades.csv``: a score changed by
+hand in formgrader is in the next export, and the late penalty is taken off as nbgrader's own
+export does (``max(0, score - late_submission_penalty)``).
+
 Formats (all CSV, UTF-8):
 
 * ``csv``: ``student_id``, one column per assignment (points, summed over its notebooks),
@@ -29,29 +33,40 @@ import io
 from collections import defaultdict
 from pathlib import Path
 
-from ste_course.untrusted import cell, uncell
+from ste_course.untrusted import cell
 
 FORMATS = ("csv", "canvas", "moodle")
 ROSTER_COLUMNS = ("name", "lms_id", "sis_user_id", "sis_login_id", "section", "email", "id_number")
 
 
-def read_grades(graded: Path) -> tuple:
-    """``({student: {assignment: score}}, {assignment: max_score}, {student: [late assignments]})``."""
-    path = Path(graded) / "grades.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; run `ste-course grade` first")
+def read_grades(graded: Path, db_url: str | None = None) -> tuple:
+    """``({student: {assignment: score}}, {assignment: max_score}, {student: [late assignments]})``
+    from the gradebook of ``graded`` (or ``db_url``): scores after the late penalty, hand edits
+    in formgrader included (:func:`ste_course.gradebook.rows`)."""
     scores, maxima, late = defaultdict(dict), defaultdict(float), defaultdict(set)
     per_notebook_max = {}
-    with path.open(encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            s, a = uncell(row["student_id"]), uncell(row["assignment"])
-            scores[s][a] = scores[s].get(a, 0.0) + float(row["score"] or 0)
-            per_notebook_max[(a, uncell(row["notebook"]))] = float(row["max_score"] or 0)
-            if str(row.get("late", "")).lower() in ("true", "yes", "1"):
-                late[s].add(a)
+    for row in gradebook_rows(graded, db_url):
+        s, a = row["student_id"], row["assignment"]
+        scores[s][a] = scores[s].get(a, 0.0) + row["score"]
+        per_notebook_max[(a, row["notebook"])] = row["max_score"]
+        if row["late"] == "yes":
+            late[s].add(a)
     for (a, _), m in per_notebook_max.items():
         maxima[a] += m
     return dict(scores), dict(maxima), {s: sorted(v) for s, v in late.items()}
+
+
+def gradebook_rows(graded: Path, db_url: str | None = None) -> list:
+    """:func:`ste_course.gradebook.rows` of the gradebook ``ste-course grade`` wrote in ``graded``
+    (its ``nbgrader_config.py`` names it), or of ``db_url``."""
+    from ste_course.gradebook import db_url_of, open_gradebook, rows
+    from ste_course.record import gradebook_url
+
+    gb = open_gradebook(gradebook_url(db_url or db_url_of(graded)))
+    try:
+        return rows(gb)
+    finally:
+        gb.close()
 
 
 def read_roster(path: Path | None) -> dict:
@@ -64,11 +79,11 @@ def read_roster(path: Path | None) -> dict:
         return {row["student_id"].strip(): row for row in reader if row.get("student_id", "").strip()}
 
 
-def export(graded: Path, fmt: str, roster: Path | None = None) -> tuple:
-    """Return ``(csv text, warnings)``."""
+def export(graded: Path, fmt: str, roster: Path | None = None, db_url: str | None = None) -> tuple:
+    """Return ``(csv text, warnings)`` from the gradebook (:func:`read_grades`)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}. Received: format={fmt!r}")
-    scores, maxima, late = read_grades(graded)
+    scores, maxima, late = read_grades(graded, db_url)
     people = read_roster(roster)
     assignments = sorted(maxima)
     students = sorted(scores)

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ste_course.judge import harness_events, judge, plan, scrubber
-from ste_course.late import LateError, LatePolicy
+from ste_course.late import LateError, LatePolicy, read_timestamp
 from ste_course.preflight import MAX_NOTEBOOK_BYTES, PreflightError, parse_submission, prepare
-from ste_course.record import NotebookResult, Recorder, previous_result
+from ste_course.gradebook import RETRIED
+from ste_course.record import NotebookResult, Recorder
 from ste_course.sandbox import Limits, Worker, bwrap_path
 from ste_course.source import SourceNotebook
 from ste_course.untrusted import NotOwnFile, clean, read_own, shown, valid_id
@@ -110,6 +111,36 @@ def collect(submissions: Path, sources: dict, students=None, assignments=None):
     return jobs
 
 
+def layout_problem(submissions: Path, sources: dict, limit: int = 5) -> str:
+    """Why nothing under ``submissions`` matched ``<student>/<assignment>/<notebook>.ipynb``:
+    what was expected and what was found instead (names escaped, links not followed)."""
+    names = sorted(sources)
+    found = []
+    for top, dirs, files in os.walk(submissions):
+        depth = len(Path(top).relative_to(submissions).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < 2 else []
+        found += [Path(top, f).relative_to(submissions) for f in sorted(files) if f.endswith(".ipynb")]
+        if len(found) >= limit:
+            break
+    expected = (f"expected <student>/<assignment>/<notebook>.ipynb under {shown(submissions)}, with an "
+                f"assignment of solutions/ ({', '.join(names)})")
+    if not found:
+        return f"{expected}; found no notebook at all"
+    path = found[0]
+    parts = path.parts
+    if len(parts) == 1:
+        hint = "flat files: put each in <student>/<assignment>/"
+    elif len(parts) == 2 and parts[0] in sources:
+        hint = "this looks like one student's folder: pass the folder that holds the students' folders"
+    elif len(parts) == 3 and parts[0] in sources and parts[1] not in sources:
+        hint = "assignment and student swapped?"
+    elif len(parts) == 3:
+        hint = f"{shown(parts[1], 60)} is not an assignment of solutions/"
+    else:
+        hint = "not <student>/<assignment>/<notebook>.ipynb"
+    return f"{expected}; found {shown(path.as_posix(), 120)}: {hint}"
+
+
 def load_secret(path: Path) -> str:
     """The instructor's grading secret (created on first use, readable by its owner only)."""
     path = Path(path).expanduser()
@@ -124,6 +155,45 @@ def load_secret(path: Path) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# What decides a grade besides the submission, the assignment's source and the secret: the
+# checks (specs, the kernel side, the judge) and the library they call.
+CHECKING_CODE = ("ste_course/specs", "ste_course/inside", "ste_course/judge.py", "ste_course/checks.py",
+                 "ste_course/evidence.py", "ste_course/preflight.py", "ste_course/source.py", "ste_utils")
+
+
+def code_fingerprint(root: Path = Path(__file__).resolve().parent.parent) -> str:
+    """SHA-256 over the checking code's Python files (paths and bytes): a changed check, spec
+    or ``ste_utils`` function changes it."""
+    digest = hashlib.sha256()
+    for entry in CHECKING_CODE:
+        path = root / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def secret_fingerprint(secret: str) -> str:
+    """A fingerprint of the grading secret (a keyed hash: the secret cannot be found from it)."""
+    import hmac
+
+    return hmac.new(secret.encode(), b"ste-course grading secret fingerprint", "sha256").hexdigest()[:16]
+
+
+def inputs(job: "Job", raw: bytes | None, context: str, late: "LatePolicy | None") -> str:
+    """The fingerprint of everything a notebook's grade depends on: the submission's bytes, the
+    assignment's source, ``context`` (the checking code and the secret's fingerprint), the late
+    rule for its assignment and its ``timestamp.txt``."""
+    stamp = "none"
+    if late is not None and late.due.get(job.source.assignment) is not None:
+        try:
+            stamp = str(read_timestamp(job.path.parent))
+        except LateError as err:
+            stamp = f"unreadable: {err}"
+    parts = [_sha256(raw) if raw is not None else "-", _sha256(job.source.path.read_bytes()), context,
+             late.fingerprint(job.source.assignment) if late is not None else "none", stamp]
+    return _sha256("\n".join(parts).encode())
 
 
 def _missing_reason(job: Job) -> str:
@@ -248,15 +318,19 @@ def conclude(pending: Pending, result: dict) -> NotebookResult:
 
 def apply_late(result: NotebookResult, job: Job, late: LatePolicy | None) -> NotebookResult:
     """Take the late penalty off a graded notebook; an unreadable ``timestamp.txt`` is said in
-    the reason (and the notebook is not marked late)."""
-    if late is None or result.status in ("missing", "invalid"):
+    the reason (``late`` is ``unknown``, no penalty)."""
+    if late is None or result.status in ("missing", "invalid") or late.due.get(result.assignment) is None:
         return result
     try:
-        result.late, _, result.penalty = late.assess(result.assignment, job.path.parent, result.score,
-                                                     result.max_score)
+        submitted = read_timestamp(job.path.parent)
     except LateError as err:
         note = f"lateness not assessed: {err}"
         result.reason = f"{result.reason}; {note}" if result.reason else note
+        result.late = "unknown"
+        return result
+    is_late, seconds, result.penalty = late.rule(result.assignment, submitted, result.max_score)
+    result.late, result.hours_late = ("yes" if is_late else "no"), round(seconds / 3600, 4)
+    result.submitted_at = submitted.isoformat() if submitted else ""
     result.score = max(0.0, result.score - result.penalty)
     return result
 
@@ -324,11 +398,17 @@ class LocalExecutor:
 def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int = 2,
           sandbox: bool = True, limits: Limits | None = None, db_url: str | None = None,
           students=None, assignments=None, force: bool = False, progress: bool = True,
-          late: LatePolicy | None = None, executor=None):
+          late: LatePolicy | None = None, executor=None, drop_manual: bool = False):
     """Grade a class; returns the list of NotebookResult recorded in this run.
 
     ``executor`` runs the notebooks (default: a :class:`LocalExecutor` with ``jobs_n`` workers);
-    whatever runs them, this process alone judges and records.
+    whatever runs them, this process alone judges and records. A notebook is graded again when
+    :func:`inputs` changed since the gradebook recorded it, when its status does not judge the
+    student (:data:`~ste_course.gradebook.RETRIED`), or with ``force``; hand edits in the
+    gradebook survive a re-grade of the same submission unless ``drop_manual``.
+
+    Raises:
+        GradeError: nothing under ``submissions`` has the expected layout (:func:`layout_problem`).
     """
     if sandbox and executor is None and not bwrap_path():
         raise GradeError("bubblewrap (bwrap) is not installed, so submissions cannot be sandboxed. "
@@ -336,26 +416,36 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
                          "you trust every submission.")
     limits = limits or Limits()
     jobs = collect(submissions, sources, students, assignments)
+    if not jobs:
+        raise GradeError(layout_problem(Path(submissions), sources))
     # Naming students or assignments asks for a re-grade of exactly those.
     force = force or bool(students) or bool(assignments)
+    context = f"{code_fingerprint()}|{secret_fingerprint(secret)}"
+    recorder = Recorder(out, db_url, sources, late.due if late else None, drop_manual)
     finished: queue.Queue = queue.Queue()
-    runnable, count = [], 0
-    for job in jobs:
-        item = guarded(job, "reading the submission", preflight, job, secret)
-        if isinstance(item, Pending) and not force and _already_graded(out, item):
-            continue
-        count += 1
-        if isinstance(item, Pending):
-            runnable.append(item)
-        else:
-            finished.put((job, item))
+    runnable, count, fingerprints = [], 0, {}
+    try:
+        for job in jobs:
+            item = guarded(job, "reading the submission", preflight, job, secret)
+            raw = item.raw if isinstance(item, Pending) else None
+            fingerprints[job.key] = guarded(job, "reading the submission", inputs, job, raw, context, late)
+            if not isinstance(fingerprints[job.key], str):
+                item, fingerprints[job.key] = fingerprints[job.key], ""
+            if isinstance(item, Pending) and not force and _already_graded(recorder, job, fingerprints[job.key]):
+                continue
+            count += 1
+            if isinstance(item, Pending):
+                runnable.append(item)
+            else:
+                finished.put((job, item))
+    except BaseException:
+        recorder.close()
+        raise
     if executor is None and runnable:
         executor = LocalExecutor(max(1, min(jobs_n, len(runnable))), sandbox, limits)
     if runnable:
-        # Workers boot (import TensorFlow) while this process opens the gradebook.
         executor.run_all([p.run for p in runnable], lambda i, result: finished.put((runnable[i], result)))
     done = []
-    recorder = Recorder(out, db_url, sources)
     try:
         bar = _progress(count, progress)
         for _ in range(count):
@@ -363,6 +453,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
             job = item.job if isinstance(item, Pending) else item
             result = guarded(job, "judging", conclude, item, payload) if isinstance(item, Pending) else payload
             result = guarded(job, "applying the late rule", apply_late, result, job, late)
+            result.inputs = fingerprints.get(job.key, "")
             done.append(_record(recorder, result, job))
             if bar is not None:
                 bar.update(1)
@@ -392,13 +483,11 @@ def _record(recorder: Recorder, result: NotebookResult, job: Job) -> NotebookRes
     return failed
 
 
-def _already_graded(out: Path, pending: Pending) -> bool:
-    """Graded by an earlier or interrupted run from the same files, and not an error: the grade
-    would be the same."""
-    prev = previous_result(out, *pending.job.key)
-    return bool(prev) and prev.get("status") != "error" \
-        and prev.get("submission_sha256") == _sha256(pending.raw) \
-        and prev.get("source_sha256") == _sha256(pending.job.source.path.read_bytes())
+def _already_graded(recorder: Recorder, job: Job, fingerprint: str) -> bool:
+    """The gradebook holds this notebook's grade from the same :func:`inputs`, with a status that
+    judges the student: grading it again would give the same grade."""
+    prev = recorder.previous(*job.key)
+    return prev is not None and prev["status"] not in RETRIED and prev["inputs"] == fingerprint
 
 
 def _progress(total, enabled):

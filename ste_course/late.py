@@ -12,7 +12,14 @@ A submission is late when its ``timestamp.txt`` (written by ``nbgrader collect``
 after the assignment's due date; without a timestamp or a due date it is not late. The
 timestamp is read in the formats nbgrader writes and nothing else (:func:`parse_time`): a
 timestamp that cannot be read (not a regular file, a link, too long, not such a time) raises
-:class:`LateError`, which the grader puts in the notebook's reason.
+:class:`LateError`, which the grader puts in the notebook's reason (and the row's ``late`` is
+``unknown``, shown as ``?`` in the summary).
+
+The file is checked before anything is graded (:meth:`LatePolicy.load`): TOML that does not
+parse, an unknown setting, a penalty outside [0, 1], a date that does not parse or a due date
+for a name that is not an assignment of ``solutions/`` is a one-line :class:`LateConfigError`.
+The penalty is recorded where nbgrader records one (``SubmittedNotebook.late_submission_penalty``,
+with the submission's ``timestamp`` and the assignment's ``duedate``), so formgrader shows it.
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ def parse_time(text: str) -> datetime:
     return when
 
 
+class LateConfigError(ValueError):
+    """A ``ste_course.toml`` that cannot be used; the message is one line saying where and what."""
+
+
 @dataclass
 class LatePolicy:
     due: dict = field(default_factory=dict)  # assignment -> naive UTC datetime
@@ -68,51 +79,98 @@ class LatePolicy:
     parse_time = staticmethod(parse_time)
 
     @classmethod
-    def load(cls, path: Path | None) -> "LatePolicy":
+    def load(cls, path: Path | None, assignments=None) -> "LatePolicy":
+        """The policy in ``path`` (none: no late rule), checked before anything is graded.
+
+        Args:
+            path: ``ste_course.toml``; a missing file means no due dates.
+            assignments: the course's assignment names; a due date for any other name is an
+                error (a misspelt name would silently never apply).
+
+        Raises:
+            LateConfigError: TOML that does not parse, an unknown section or key, a penalty
+                that is not a number in [0, 1], a date that does not parse, an unknown
+                assignment name. One line, naming the file and what it received.
+        """
         if path is None or not Path(path).exists():
             return cls()
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        rate = float(data.get("grading", {}).get("late_penalty_per_day", 0.0))
-        if not 0 <= rate <= 1:
-            raise ValueError(f"{path}: late_penalty_per_day must be in [0, 1]. Received: {rate}")
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as err:
+            raise LateConfigError(f"{path}: not readable as TOML: {err}") from None
+        unknown = sorted(set(data) - {"grading", "due"}) + \
+            [f"grading.{k}" for k in sorted(set(data.get("grading", {})) - {"late_penalty_per_day"})]
+        if unknown:
+            raise LateConfigError(f"{path}: unknown setting {shown(unknown[0], 60)}; the settings are "
+                                  "[grading] late_penalty_per_day and [due] <assignment> = <date>")
+        rate = data.get("grading", {}).get("late_penalty_per_day", 0.0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise LateConfigError(f"{path}: late_penalty_per_day must be a number in [0, 1] (a share "
+                                  f"of the max score per started day). Received: {shown(repr(rate), 60)}")
         due = {}
         for name, value in data.get("due", {}).items():
+            if assignments is not None and name not in assignments:
+                raise LateConfigError(f"{path}: [due] names {shown(name, 60)}, which is not an assignment "
+                                      f"of solutions/ ({', '.join(sorted(assignments))})")
             try:
                 due[str(name)] = _utc(value) if isinstance(value, datetime) else parse_time(str(value))
             except LateError as err:
-                raise ValueError(f"{path}: due date of {name}: {err}") from None
-        return cls(due=due, penalty_per_day=rate)
+                raise LateConfigError(f"{path}: due date of {shown(name, 60)}: {err}") from None
+        return cls(due=due, penalty_per_day=float(rate))
+
+    def fingerprint(self, assignment: str) -> str:
+        """What of the policy a notebook of ``assignment`` is graded with (its due date, the rate)."""
+        due = self.due.get(assignment)
+        return f"{due.isoformat()}|{self.penalty_per_day!r}" if due else "none"
 
     def assess(self, assignment: str, folder: Path, score: float, max_score: float) -> tuple:
-        """``(late, seconds late, penalty points)`` for one submitted notebook.
+        """``(late, seconds late, penalty points)`` for one submitted notebook: the penalty is
+        ``ceil(days late) * penalty_per_day * max_score``, at most ``max_score``, so a grade
+        adjusted by hand later still loses what the policy says (the grade is
+        ``max(0, score - penalty)``, as nbgrader's export computes it).
 
         Raises:
             LateError: ``folder/timestamp.txt`` exists but cannot be read as a time.
         """
         due = self.due.get(assignment)
-        if due is None:
+        return self.rule(assignment, read_timestamp(folder) if due is not None else None, max_score)
+
+    def rule(self, assignment: str, submitted: datetime | None, max_score: float) -> tuple:
+        """``(late, seconds late, penalty points)`` for a notebook submitted at ``submitted``
+        (naive UTC, None: no timestamp), as :meth:`assess`."""
+        due = self.due.get(assignment)
+        if due is None or submitted is None:
             return False, 0.0, 0.0
-        try:
-            raw = read_own(Path(folder), ("timestamp.txt",), MAX_TIMESTAMP_BYTES, "timestamp.txt")
-        except FileNotFoundError:
-            return False, 0.0, 0.0
-        except NotOwnFile as err:
-            raise LateError(err.reason) from None
-        except OSError as err:
-            raise LateError(f"timestamp.txt could not be read ({err.strerror})") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise LateError("timestamp.txt is not a time: it is not UTF-8 text") from None
-        try:
-            submitted = parse_time(text)
-        except LateError as err:
-            raise LateError(f"timestamp.txt: {err}") from None
         seconds = (submitted - due).total_seconds()
         if seconds <= 0:
             return False, 0.0, 0.0
         days = math.ceil(seconds / 86400)
-        return True, seconds, min(score, days * self.penalty_per_day * max_score)
+        return True, seconds, min(max_score, days * self.penalty_per_day * max_score)
+
+
+def read_timestamp(folder: Path) -> datetime | None:
+    """``folder/timestamp.txt`` as naive UTC, or None when there is none.
+
+    Raises:
+        LateError: it exists but cannot be read as a time (a link, not a regular file, too
+            long, not UTF-8, not a time as nbgrader writes it).
+    """
+    try:
+        raw = read_own(Path(folder), ("timestamp.txt",), MAX_TIMESTAMP_BYTES, "timestamp.txt")
+    except FileNotFoundError:
+        return None
+    except NotOwnFile as err:
+        raise LateError(err.reason) from None
+    except OSError as err:
+        raise LateError(f"timestamp.txt could not be read ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LateError("timestamp.txt is not a time: it is not UTF-8 text") from None
+    try:
+        return parse_time(text)
+    except LateError as err:
+        raise LateError(f"timestamp.txt: {err}") from None
 
 
 def _utc(value: datetime) -> datetime:

@@ -1,15 +1,17 @@
-"""The single writer: results, gradebook, ``grades.csv`` and feedback, written by the parent only.
+"""The single writer: the gradebook, then feedback and ``grades.csv`` derived from it, written
+by the parent only.
 
-Each graded notebook is recorded as soon as it is judged, in its own gradebook transaction and
-an atomically replaced result file, so an interrupted run keeps everything already written and a
-re-run picks up where it stopped. The SQLite gradebook is backed up before a run.
+Each graded notebook is recorded as soon as it is judged, in its own gradebook transaction
+(:func:`ste_course.gradebook.write`), so an interrupted run keeps everything already written and
+a re-run picks up where it stopped. ``results/`` keeps each run's evidence (what the feedback
+shows of the student's cells); grades are read from the gradebook only. The SQLite gradebook is
+backed up before a run.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import html
 import json
 import os
 import shutil
@@ -17,11 +19,16 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ste_course import gradebook
+from ste_course.feedback import render_feedback
 from ste_course.source import SourceNotebook
 from ste_course.untrusted import cell, clean
 
+# grades.csv: ``score`` is the grade (after the late penalty, hand edits included), ``raw_score``
+# the points before the penalty, ``late`` True/False (False with "lateness not assessed" in the
+# reason when the timestamp could not be read), ``manual`` whether a hand edit is in the score.
 CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason",
-               "late", "penalty"]
+               "late", "penalty", "hours_late", "raw_score", "manual"]
 
 
 @dataclass
@@ -38,8 +45,11 @@ class NotebookResult:
     source_sha256: str = ""
     seconds: float | None = None
     feedback_cells: list = field(default_factory=list)  # [{"kind", "text", "grade_id"}]
-    late: bool = False
-    penalty: float = 0.0  # points taken off ``score`` already
+    late: str = "no"  # no, yes, unknown (timestamp.txt unreadable: said in the reason)
+    penalty: float = 0.0  # points taken off ``score`` already (nbgrader's late_submission_penalty)
+    hours_late: float | None = None
+    submitted_at: str = ""  # timestamp.txt as naive UTC ISO (nbgrader's SubmittedAssignment.timestamp)
+    inputs: str = ""  # fingerprint of everything the grade depends on (ste_course.grade.inputs)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -52,14 +62,6 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def result_path(out: Path, student: str, assignment: str, notebook: str) -> Path:
     return Path(out).resolve() / "results" / student / assignment / f"{notebook}.json"
-
-
-def previous_result(out: Path, student: str, assignment: str, notebook: str):
-    """The result an earlier (possibly interrupted) run recorded, or None."""
-    try:
-        return json.loads(result_path(out, student, assignment, notebook).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def gradebook_url(url: str) -> str:
@@ -114,23 +116,22 @@ class WriterLock:
 
 
 class Recorder:
-    def __init__(self, out: Path, db_url: str | None, sources: dict):
+    """The one writer of a grading run: the gradebook (:mod:`ste_course.gradebook`), then the
+    files derived from it (feedback, ``autograded/``, the run's evidence in ``results/``,
+    ``grades.csv``)."""
+
+    def __init__(self, out: Path, db_url: str | None, sources: dict, due: dict | None = None,
+                 drop_manual: bool = False):
         self.out = Path(out).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.db_url = gradebook_url(db_url or f"sqlite:///{self.out / 'gradebook.db'}")
         self.sources = sources
+        self.drop_manual = drop_manual
         self._backup()
-        import warnings
-
-        from nbgrader.api import Gradebook
-
-        warnings.filterwarnings("ignore", module="nbgrader.api")
-        warnings.filterwarnings("ignore", message=".*not in session.*")
-
         self.lock = WriterLock(self.db_url)
         with self.lock:
-            self.gb = Gradebook(self.db_url)
-            self._sync_assignments()
+            self.gb = gradebook.open_gradebook(self.db_url)
+            self.changed = gradebook.sync_definition(self.gb, sources, due)
         self._course_folder()
 
     # ---------------------------------------------------------------- set-up
@@ -141,20 +142,6 @@ class Recorder:
             backups = self.out / "backups"
             backups.mkdir(exist_ok=True)
             shutil.copy2(db, backups / f"gradebook-{stamp}.db")
-
-    def _sync_assignments(self):
-        gb = self.gb
-        for assignment, notebooks in self.sources.items():
-            gb.update_or_create_assignment(assignment)
-            for nb in notebooks:
-                gb.update_or_create_notebook(nb.name, assignment)
-                for cell in nb.cells:
-                    if cell.grade:
-                        gb.update_or_create_grade_cell(cell.grade_id, nb.name, assignment,
-                                                       max_score=cell.points, cell_type=cell.cell_type)
-                    if cell.solution:
-                        gb.update_or_create_solution_cell(cell.grade_id, nb.name, assignment)
-        gb.db.commit()
 
     def _course_folder(self):
         """Make ``out`` an nbgrader course folder: config, ``source/`` (the instructor's
@@ -175,9 +162,14 @@ class Recorder:
     def result_path(self, student, assignment, notebook) -> Path:
         return result_path(self.out, student, assignment, notebook)
 
+    def previous(self, student: str, assignment: str, notebook: str):
+        """What the gradebook holds for this notebook (:data:`ste_course.gradebook.STATUS`)."""
+        return gradebook.previous(self.gb, student, assignment, notebook)
+
     def record(self, result: NotebookResult, source: SourceNotebook | None) -> None:
-        """Write one notebook's grade everywhere; its text is cleaned first (lone surrogates from
-        the sandbox or a notebook become U+FFFD), so writing UTF-8 cannot fail on it."""
+        """Write one notebook's grade to the gradebook, then the files derived from it; its text
+        is cleaned first (lone surrogates from the sandbox or a notebook become U+FFFD), so
+        writing UTF-8 cannot fail on it."""
         result = NotebookResult(**clean(asdict(result)))
         with self.lock:
             self._gradebook(result)
@@ -188,21 +180,7 @@ class Recorder:
                       json.dumps(asdict(result), indent=1))
 
     def _gradebook(self, result: NotebookResult) -> None:
-        gb = self.gb
-        try:
-            gb.update_or_create_student(result.student)
-            try:
-                gb.find_submission(result.assignment, result.student)
-            except Exception:  # noqa: BLE001 - MissingEntry
-                gb.add_submission(result.assignment, result.student)
-            points = {c["grade_id"]: c["points"] for c in result.cells}
-            for grade_id, score in points.items():
-                grade = gb.find_grade(grade_id, result.notebook, result.assignment, result.student)
-                grade.auto_score = float(score)
-            gb.db.commit()
-        except Exception:
-            gb.db.rollback()
-            raise
+        gradebook.write(self.gb, result, self.drop_manual)
 
     def _autograded(self, result: NotebookResult, source: SourceNotebook) -> None:
         """The instructor's notebook with the student's answers and each test's verdict as its
@@ -226,74 +204,40 @@ class Recorder:
         _atomic_write(path, json.dumps(nb, indent=1))
 
     def _feedback(self, result: NotebookResult, source: SourceNotebook) -> None:
-        path = self.out / "feedback" / result.student / result.assignment / f"{result.notebook}.html"
-        _atomic_write(path, render_feedback(result))
+        """The feedback page, with each part's score as the gradebook holds it (hand edits
+        included)."""
+        parts = gradebook.part_scores(self.gb, result.student, result.assignment, result.notebook)
+        path = feedback_path(self.out, result.student, result.assignment, result.notebook)
+        _atomic_write(path, render_feedback(result, parts))
 
-    # ---------------------------------------------------------------- csv
+    # ---------------------------------------------------------------- derived files
     def write_csv(self) -> Path:
-        """``grades.csv`` from every result file; text cells a spreadsheet would run as a formula
-        get a leading ``'`` (:func:`ste_course.untrusted.cell`), scores stay numbers."""
-        rows = []
-        for path in sorted((self.out / "results").glob("*/*/*.json")):
-            try:
-                r = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(r, dict):
-                continue
-            rows.append({k: r.get("student" if k == "student_id" else k, "") for k in CSV_COLUMNS})
-        target = self.out / "grades.csv"
-        fd, tmp = tempfile.mkstemp(dir=self.out, prefix=".grades.")
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            for row in sorted(rows, key=lambda r: (r["student_id"], r["assignment"], r["notebook"])):
-                for number in ("score", "max_score", "penalty"):
-                    row[number] = float(row[number] or 0)
-                writer.writerow({k: cell(v) for k, v in row.items()})  # no formula reaches a spreadsheet
-        os.replace(tmp, target)
-        return target
+        """``grades.csv`` from the gradebook (:func:`write_grades_csv`)."""
+        return write_grades_csv(self.out, gradebook.rows(self.gb))
 
     def close(self):
         self.gb.close()
         self.lock.close()
 
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-pre{background:#f6f8fa;padding:.6rem;border-radius:4px;overflow-x:auto;white-space:pre-wrap}
-.test{border-left:4px solid #999;padding-left:.8rem;margin:1rem 0}
-.pass{border-color:#2a7d2a}.fail{border-color:#b22}
-.score{font-weight:bold}.out{background:#fffbe6}
-"""
+def feedback_path(out: Path, student: str, assignment: str, notebook: str) -> Path:
+    """Where nbgrader's ``generate_feedback`` puts a notebook's feedback in a course folder
+    (``ste-course return-feedback`` takes it from there)."""
+    return Path(out) / "feedback" / student / assignment / f"{notebook}.html"
 
 
-def render_feedback(result: NotebookResult) -> str:
-    """Static HTML, everything escaped; test cells shown without their hidden part."""
-    e = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(result.assignment)} "
-             f"feedback</title><style>{_STYLE}</style></head><body>",
-             f"<h1>{e(result.assignment)} / {e(result.notebook)}</h1>",
-             f"<p class='score'>Score: {result.score:g} / {result.max_score:g}</p>"]
-    if result.late:
-        parts.append(f"<p><b>Late:</b> {result.penalty:g} points deducted.</p>")
-    if result.status != "ok":
-        parts.append(f"<p><b>Status:</b> {e(result.status)}: {e(result.reason)}</p>")
-    by_id = {c["grade_id"]: c for c in result.cells}
-    for cell in result.feedback_cells:
-        kind, text = cell["kind"], cell["text"]
-        if kind == "markdown":
-            parts.append(f"<div class='md'><pre>{e(text)}</pre></div>")
-        elif kind == "code":
-            parts.append(f"<pre>{e(text)}</pre>")
-        elif kind == "output":
-            parts.append(f"<pre class='out'>{e(text)}</pre>")
-        elif kind == "test":
-            grade = by_id.get(cell["grade_id"], {})
-            ok = grade.get("points", 0) == grade.get("max_points", 0)
-            verdict = (f"{grade.get('points', 0):g} / {grade.get('max_points', 0):g} points")
-            messages = "".join(f"<li>{e(m)}</li>" for m in grade.get("messages", []))
-            parts.append(f"<div class='test {'pass' if ok else 'fail'}'><pre>{e(text)}</pre>"
-                         f"<p class='score'>{verdict}</p>{'<ul>' + messages + '</ul>' if messages else ''}</div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def write_grades_csv(out: Path, rows: list) -> Path:
+    """``grades.csv`` (:data:`CSV_COLUMNS`) from :func:`ste_course.gradebook.rows`; text cells a
+    spreadsheet would run as a formula get a leading ``'`` (:func:`ste_course.untrusted.cell`),
+    scores stay numbers."""
+    target = Path(out) / "grades.csv"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".grades.")
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            row = dict(row, late=row["late"] == "yes", manual=bool(row["manual"]),
+                       hours_late="" if row["hours_late"] is None else round(row["hours_late"], 2))
+            writer.writerow({k: cell(v) for k, v in row.items()})  # no formula reaches a spreadsheet
+    os.replace(tmp, target)
+    return target

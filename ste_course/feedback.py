@@ -1,0 +1,170 @@
+"""Feedback pages that read like the course: nbconvert's rendering, sanitised, without scripts.
+
+A notebook's feedback is rebuilt as a notebook (the instructions and the student's markdown,
+their code with its output, each test cell's visible source with its verdict) and rendered by
+nbconvert's ``HTMLExporter`` (markdown rendered, code highlighted by Pygments). Maths
+(``$...$``, ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``) becomes MathML on the server
+(latex2mathml), which browsers display natively, so the page needs no script at all.
+
+Everything that reaches the page is then sanitised with nh3 (Ammonia) against an allowlist:
+no ``<script>``, no ``<style>`` or ``style=`` from content, no event handlers, no URL scheme but
+``http``, ``https`` and ``mailto`` (so no ``javascript:``), no SVG; the page also carries a
+Content-Security-Policy that forbids scripts. The header (student id, assignment, score, each
+part's score as the gradebook holds it, hand edits marked, lateness) is escaped text.
+
+Hidden tests never reach here: test cells arrive as their visible source and every output and
+message was scrubbed by the judge (:func:`ste_course.judge.scrubber`).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+
+MATHML_TAGS = {"math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace",
+               "msup", "msub", "msubsup", "mfrac", "msqrt", "mroot", "mover", "munder", "munderover",
+               "mtable", "mtr", "mtd", "mstyle", "mpadded", "mphantom", "menclose", "merror"}
+MATHML_ATTRIBUTES = {"display", "xmlns", "mathvariant", "stretchy", "fence", "separator", "lspace",
+                     "rspace", "columnalign", "columnspacing", "rowspacing", "displaystyle",
+                     "scriptlevel", "accent", "accentunder", "width", "height", "depth",
+                     "linethickness", "minsize", "maxsize", "movablelimits", "form", "notation",
+                     "symmetric", "largeop", "encoding"}
+URL_SCHEMES = {"http", "https", "mailto"}
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src https: http:"
+
+# Maths in markdown: display first, then inline; code spans and fences are left alone.
+_CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)
+_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)|\\\((.+?)\\\)", re.S)
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.5}
+pre{background:#f6f8fa;padding:.6rem;border-radius:4px;overflow-x:auto;white-space:pre-wrap}
+.prompt{display:none}.anchor-link{display:none}
+.output_area pre{background:#fffbe6}
+.verdict{border-left:4px solid #999;padding:.2rem .8rem;margin:.4rem 0 1.2rem}
+.verdict.pass{border-color:#2a7d2a}.verdict.fail{border-color:#b22}
+.score{font-weight:bold}.manual{color:#555;font-style:italic}
+table.parts{border-collapse:collapse}table.parts td,table.parts th{border:1px solid #ccc;padding:.2rem .6rem}
+math[display=block]{margin:.6rem 0}
+"""
+
+
+def math_to_mathml(markdown: str) -> str:
+    """``markdown`` with each TeX formula replaced by MathML (a formula latex2mathml cannot read
+    stays as its TeX, escaped, in a ``<code>``); code spans and fences are untouched."""
+    from latex2mathml.converter import convert
+
+    def one(match):
+        display = match.group(1) is not None or match.group(2) is not None
+        tex = next(g for g in match.groups() if g is not None)
+        try:
+            return convert(tex.strip(), display="block" if display else "inline")
+        except Exception:  # noqa: BLE001 - a student's TeX is data: show it as written
+            return f"<code>{html.escape(match.group(0))}</code>"
+
+    pieces = _CODE.split(markdown)
+    return "".join(p if i % 2 else _MATH.sub(one, p) for i, p in enumerate(pieces))
+
+
+def sanitize(fragment: str) -> str:
+    """``fragment`` with only the allowlisted HTML and MathML kept (nh3)."""
+    import nh3
+
+    tags = (set(nh3.ALLOWED_TAGS) | MATHML_TAGS) - {"img", "map", "area"}
+    attributes = {"*": {"class", "title"}, "a": {"href"}, "td": {"colspan", "rowspan"},
+                  "th": {"colspan", "rowspan"}, **{t: MATHML_ATTRIBUTES for t in MATHML_TAGS}}
+    return nh3.clean(fragment, tags=tags, attributes=attributes, url_schemes=URL_SCHEMES,
+                     link_rel="noopener noreferrer nofollow")
+
+
+@lru_cache(maxsize=1)
+def _exporter():
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="basic", exclude_input_prompt=True, exclude_output_prompt=True)
+
+
+@lru_cache(maxsize=1)
+def _highlight_css() -> str:
+    from pygments.formatters import HtmlFormatter
+
+    return HtmlFormatter().get_style_defs(".highlight")
+
+
+def _verdict(grade: dict, part: tuple | None) -> str:
+    """A test cell's verdict as HTML (escaped): the gradebook's score when there is one."""
+    points, maximum = grade.get("points", 0), grade.get("max_points", 0)
+    manual = False
+    if part is not None:
+        points, maximum, manual = part
+    ok = points >= maximum
+    messages = "".join(f"<li>{html.escape(str(m))}</li>" for m in grade.get("messages", []))
+    note = " <span class='manual'>(adjusted by hand)</span>" if manual else ""
+    return (f"<div class='verdict {'pass' if ok else 'fail'}'><p class='score'>{points:g} / {maximum:g} "
+            f"points{note}</p>{'<ul>' + messages + '</ul>' if messages else ''}</div>")
+
+
+def feedback_notebook(result, parts: dict | None = None):
+    """The feedback as an nbformat notebook: ``result.feedback_cells`` in order, each test cell
+    followed by its verdict, the markdown's maths as MathML."""
+    import nbformat
+
+    v4 = nbformat.v4
+    parts = parts or {}
+    scores, comments = parts.get("scores", {}), parts.get("comments", {})
+    grades = {c["grade_id"]: c for c in result.cells}
+    nb = v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                  "display_name": "Python 3"},
+                                   "language_info": {"name": "python"}})
+    last_code = None
+    for item in result.feedback_cells:
+        kind, text, gid = item.get("kind"), str(item.get("text", "")), item.get("grade_id")
+        if kind == "markdown":
+            nb.cells.append(v4.new_markdown_cell(math_to_mathml(text)))
+            last_code = None
+        elif kind in ("code", "test"):
+            last_code = v4.new_code_cell(text)
+            nb.cells.append(last_code)
+            if kind == "test" and gid is not None:
+                html_out = _verdict(grades.get(gid, {}), scores.get(gid))
+                last_code.outputs.append(v4.new_output("display_data", data={"text/html": html_out}))
+        elif kind == "output" and last_code is not None:
+            last_code.outputs.append(v4.new_output("stream", name="stdout", text=text))
+        if gid in comments and kind != "test":
+            note = html.escape(str(comments[gid]))
+            nb.cells.append(v4.new_markdown_cell(f"<div class='manual'>Grader's comment: {note}</div>"))
+    return nb
+
+
+def _header(result, parts: dict, score: float) -> str:
+    e = html.escape
+    scores = parts.get("scores", {})
+    rows = "".join(f"<tr><td>{e(gid)}</td><td>{s:g} / {m:g}{' (adjusted by hand)' if manual else ''}</td></tr>"
+                   for gid, (s, m, manual) in sorted(scores.items()))
+    lines = [f"<h1>{e(result.assignment)} / {e(result.notebook)}</h1>",
+             f"<p>Student: <b>{e(result.student)}</b></p>",
+             f"<p class='score'>Score: {score:g} / {result.max_score:g}</p>"]
+    if rows:
+        lines.append(f"<table class='parts'><tr><th>Part</th><th>Points</th></tr>{rows}</table>")
+    if result.late == "yes":
+        lines.append(f"<p><b>Late</b> by {result.hours_late or 0:.1f} hours: {result.penalty:g} points deducted.</p>")
+    if result.status != "ok" or result.reason:
+        lines.append(f"<p><b>Status:</b> {e(result.status)}{': ' + e(result.reason) if result.reason else ''}</p>")
+    return "\n".join(lines)
+
+
+def render_feedback(result, parts: dict | None = None) -> str:
+    """The feedback page of one graded notebook (:class:`~ste_course.record.NotebookResult`),
+    ``parts`` from :func:`ste_course.gradebook.part_scores` (hand edits included). Static HTML:
+    no script, every piece sanitised."""
+    parts = parts or {}
+    score = result.score
+    if parts.get("scores"):  # the gradebook's scores (hand edits included) are what the student is told
+        score = max(0.0, sum(s for s, _, _ in parts["scores"].values()) - (result.penalty or 0.0))
+    body, _ = _exporter().from_notebook_node(feedback_notebook(result, parts))
+    title = html.escape(f"{result.assignment} feedback for {result.student}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
+            f"<title>{title}</title><style>{_highlight_css()}{_STYLE}</style></head>\n<body>\n"
+            f"{sanitize(_header(result, parts, score))}\n{sanitize(body)}\n</body></html>\n")

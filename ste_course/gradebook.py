@@ -1,0 +1,220 @@
+"""nbgrader's gradebook as the one record of a course's grades.
+
+Everything a grade is made of lives in the gradebook (SQLite or PostgreSQL), where formgrader
+shows and edits it:
+
+* each test cell's points: ``Grade.auto_score`` (the grader), ``Grade.manual_score`` and
+  ``Grade.extra_credit`` (a hand edit in formgrader, kept through automatic re-grades of the
+  same submission unless ``ste-course grade --drop-manual``);
+* the late penalty: ``SubmittedNotebook.late_submission_penalty``, the submission's
+  ``timestamp`` and the assignment's ``duedate``, as nbgrader's ``LateSubmissionPlugin`` records
+  them; a notebook's grade is ``max(0, score - penalty)``, as nbgrader's own export computes it;
+* what nbgrader has no column for, in one extra table of the same database,
+  ``ste_course_result`` (student, assignment, notebook, status, reason, late, hours late, the
+  fingerprint of everything the grade depends on, the submission's SHA-256). formgrader and
+  nbgrader's migrations ignore tables they do not know.
+
+``grades.csv``, the LMS exports and the terminal summary are all :func:`rows` of this record.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import re
+from pathlib import Path
+
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, delete, select
+
+STATUS = Table(
+    "ste_course_result", MetaData(),
+    Column("student", String(128), primary_key=True),
+    Column("assignment", String(128), primary_key=True),
+    Column("notebook", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),  # ok, missing, invalid, timeout, crash, output, error
+    Column("reason", Text, nullable=False, default=""),
+    Column("late", String(8), nullable=False, default="no"),  # no, yes, unknown (timestamp unreadable)
+    Column("hours_late", Float, nullable=True),
+    Column("inputs", String(64), nullable=False, default=""),  # fingerprint of what the grade depends on
+    Column("submission_sha256", String(64), nullable=False, default=""),
+)
+
+# Statuses that say nothing about the student's work: graded again by the next run.
+RETRIED = frozenset({"error"})
+ROW_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason",
+               "late", "penalty", "hours_late", "raw_score", "manual"]
+
+
+def open_gradebook(db_url: str):
+    """nbgrader's :class:`~nbgrader.api.Gradebook` on ``db_url``, with :data:`STATUS` created."""
+    import warnings
+
+    from nbgrader.api import Gradebook
+
+    warnings.filterwarnings("ignore", module="nbgrader.api")
+    warnings.filterwarnings("ignore", message=".*not in session.*")
+    gb = Gradebook(db_url)
+    STATUS.create(gb.engine, checkfirst=True)
+    return gb
+
+
+def db_url_of(graded: Path) -> str:
+    """The gradebook of a folder written by ``ste-course grade``: its own ``gradebook.db`` (so a
+    moved or copied folder reads its own), else the URL its ``nbgrader_config.py`` names (read,
+    never executed: a ``--db`` given to grade)."""
+    db = Path(graded) / "gradebook.db"
+    if db.is_file():
+        return f"sqlite:///{db.resolve()}"
+    config = Path(graded) / "nbgrader_config.py"
+    if config.is_file():
+        match = re.search(r"^c\.CourseDirectory\.db_url = (.+)$", config.read_text(encoding="utf-8"), re.M)
+        if match:
+            return ast.literal_eval(match.group(1))
+    raise FileNotFoundError(f"{db} does not exist; run `ste-course grade` first")
+
+
+# ------------------------------------------------------------------ the assignments' definition
+def sync_definition(gb, sources: dict, due: dict | None = None) -> list:
+    """Make the gradebook's assignments those of ``sources`` (as ``nbgrader generate_assignment``
+    does, but also when submissions exist): grade and solution cells added, updated (points) or
+    removed (a renamed cell is both), each earlier submission given a grade (and comment) row for
+    every cell it lacks; ``due`` sets each assignment's ``duedate``. Returns the
+    ``assignment/notebook`` names whose cells changed. One transaction."""
+    from nbgrader.api import Comment, Grade
+
+    changed = []
+    try:
+        for assignment, notebooks in sources.items():
+            gb.update_or_create_assignment(assignment, duedate=(due or {}).get(assignment))
+            for nb in notebooks:
+                gb.update_or_create_notebook(nb.name, assignment)
+                grades = {c.grade_id: c for c in nb.cells if c.grade}
+                solutions = {c.grade_id for c in nb.cells if c.solution}
+                notebook = gb.find_notebook(nb.name, assignment)
+                before = ({c.name: c.max_score for c in notebook.grade_cells},
+                          {c.name for c in notebook.solution_cells})
+                for cell in list(notebook.grade_cells):
+                    if cell.name not in grades:
+                        _drop_cell(gb, cell, cell.grades)
+                for cell in list(notebook.solution_cells):
+                    if cell.name not in solutions:
+                        _drop_cell(gb, cell, cell.comments)
+                for gid, cell in grades.items():
+                    gb.update_or_create_grade_cell(gid, nb.name, assignment, max_score=cell.points,
+                                                   cell_type=cell.cell_type)
+                for gid in solutions:
+                    gb.update_or_create_solution_cell(gid, nb.name, assignment)
+                gb.db.expire(notebook)
+                for submitted in notebook.submissions:
+                    graded = {g.cell_id for g in submitted.grades}
+                    commented = {c.cell_id for c in submitted.comments}
+                    for cell in notebook.grade_cells:
+                        if cell.id not in graded:
+                            gb.db.add(Grade(cell_id=cell.id, notebook=submitted))
+                    for cell in notebook.solution_cells:
+                        if cell.id not in commented:
+                            gb.db.add(Comment(cell_id=cell.id, notebook=submitted))
+                after = ({c.name: c.max_score for c in notebook.grade_cells},
+                         {c.name for c in notebook.solution_cells})
+                if after != before:
+                    changed.append(f"{assignment}/{nb.name}")
+        gb.db.commit()
+    except Exception:
+        gb.db.rollback()
+        raise
+    return changed
+
+
+def _drop_cell(gb, cell, rows) -> None:
+    for row in list(rows):
+        gb.db.delete(row)
+    gb.db.flush()
+    gb.db.delete(cell)
+    gb.db.flush()
+
+
+# ------------------------------------------------------------------ one notebook's grade
+def previous(gb, student: str, assignment: str, notebook: str):
+    """The stored :data:`STATUS` row of a notebook (a mapping), or None."""
+    key = (STATUS.c.student == student) & (STATUS.c.assignment == assignment) & (STATUS.c.notebook == notebook)
+    return gb.db.execute(select(STATUS).where(key)).mappings().first()
+
+
+def write(gb, result, drop_manual: bool = False) -> list:
+    """Record one notebook's grade (``result``: a :class:`~ste_course.record.NotebookResult`)
+    in one transaction. Hand edits (``manual_score``, ``extra_credit``, ``manual_comment``) are
+    kept when the same submission is graded again, dropped with ``drop_manual`` or when the
+    submission itself changed. Returns what was dropped, one line per cell (for the reason)."""
+    from nbgrader.api import MissingEntry
+
+    prev = previous(gb, result.student, result.assignment, result.notebook)
+    same = prev is not None and prev["submission_sha256"] == result.submission_sha256
+    try:
+        gb.update_or_create_student(result.student)
+        try:
+            submission = gb.find_submission(result.assignment, result.student)
+        except MissingEntry:
+            submission = gb.add_submission(result.assignment, result.student)
+        submission.timestamp = dt.datetime.fromisoformat(result.submitted_at) if result.submitted_at else None
+        notebook = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
+        points = {c["grade_id"]: float(c["points"]) for c in result.cells}
+        dropped = []
+        for grade in notebook.grades:
+            grade.auto_score = points.get(grade.name, 0.0)
+            grade.needs_manual_grade = False
+            if grade.manual_score is not None or grade.extra_credit is not None:
+                if drop_manual or not same:
+                    dropped.append(f"{grade.name}: manual {grade.manual_score}, extra {grade.extra_credit}")
+                    grade.manual_score = grade.extra_credit = None
+        for comment in notebook.comments:
+            if comment.manual_comment is not None and (drop_manual or not same):
+                comment.manual_comment = None
+        notebook.late_submission_penalty = result.penalty or None
+        reason = result.reason
+        if dropped and not drop_manual:
+            note = "hand edits dropped, the submission changed (" + "; ".join(dropped) + ")"
+            reason = f"{reason}; {note}" if reason else note
+        row = dict(status=result.status, reason=reason, late=result.late,
+                   hours_late=result.hours_late, inputs=result.inputs,
+                   submission_sha256=result.submission_sha256)
+        key = dict(student=result.student, assignment=result.assignment, notebook=result.notebook)
+        gb.db.execute(delete(STATUS).where(*(getattr(STATUS.c, k) == v for k, v in key.items())))
+        gb.db.execute(STATUS.insert().values(**key, **row))
+        gb.db.commit()
+    except Exception:
+        gb.db.rollback()
+        raise
+    return dropped
+
+
+# ------------------------------------------------------------------ what everything is derived from
+def rows(gb) -> list:
+    """One dict per submitted notebook (:data:`ROW_COLUMNS`), sorted by student, assignment,
+    notebook: ``score`` is ``max(0, raw_score - penalty)`` with ``raw_score`` nbgrader's
+    (manual scores and extra credit over automatic ones), ``manual`` says a hand edit is in it."""
+    from nbgrader.api import SubmittedAssignment, SubmittedNotebook
+
+    status = {(r["student"], r["assignment"], r["notebook"]): r
+              for r in gb.db.execute(select(STATUS)).mappings()}
+    out = []
+    for nb in gb.db.query(SubmittedNotebook).join(SubmittedAssignment):
+        key = (nb.student.id, nb.assignment.assignment.name, nb.notebook.name)
+        extra = status.get(key, {})
+        raw, penalty = float(nb.score or 0.0), float(nb.late_submission_penalty or 0.0)
+        out.append(dict(
+            student_id=key[0], assignment=key[1], notebook=key[2], score=max(0.0, raw - penalty),
+            max_score=float(nb.max_score or 0.0), status=extra.get("status", ""),
+            reason=extra.get("reason", ""), late=extra.get("late", "no"), penalty=penalty,
+            hours_late=extra.get("hours_late"), raw_score=raw,
+            manual=any(g.manual_score is not None or g.extra_credit is not None for g in nb.grades)))
+    return sorted(out, key=lambda r: (r["student_id"], r["assignment"], r["notebook"]))
+
+
+def part_scores(gb, student: str, assignment: str, notebook: str) -> dict:
+    """``{grade_id: (score, max_score, manual)}`` and ``{grade_id: manual comment}`` of one
+    submitted notebook, as formgrader shows them."""
+    nb = gb.find_submission_notebook(notebook, assignment, student)
+    scores = {g.name: (float(g.score or 0.0), float(g.max_score or 0.0),
+                       g.manual_score is not None or g.extra_credit is not None) for g in nb.grades}
+    comments = {c.name: c.manual_comment for c in nb.comments if c.manual_comment}
+    return {"scores": scores, "comments": comments}
