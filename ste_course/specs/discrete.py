@@ -174,18 +174,32 @@ def _gumbel_explain(case, output, index, expected, got):
             f"u the upstream gradient; yours is {g}.")
 
 
+def _softmax_gradient(z: np.ndarray, tau: float, upstream: np.ndarray) -> np.ndarray:
+    """J^T u for y = softmax(z / tau) along the last axis, J = (diag(y) - y y^T) / tau (NumPy, float64)."""
+    e = np.exp((z - z.max(-1, keepdims=True)) / tau)
+    y = e / e.sum(-1, keepdims=True)
+    return y * (upstream - (upstream * y).sum(-1, keepdims=True)) / tau
+
+
 def _gumbel_hint(case, output, expected, got):
     if expected.shape != got.shape:
         return None
     tau = case["temperature"]
+    logits, noise = (np.asarray(case[k], np.float64) for k in ("logits", "noise"))
     upstream = np.asarray(case["upstream"], np.float64)
-    if np.allclose(got, upstream) and not np.allclose(expected, upstream):
+    close = lambda other: np.allclose(got, other, rtol=1e-4, atol=1e-6) and not np.allclose(expected, other)  # noqa: E731
+    if close(upstream):
         return ("Hint: your gradient is the upstream gradient itself (the identity STE); the "
                 "straight-through Gumbel-softmax passes the gradient of the soft sample "
                 "softmax((logits + noise) / tau) instead.")
-    if tau != 1 and np.allclose(got, expected * tau, rtol=1e-5, atol=1e-7):
+    if tau != 1 and close(expected * tau):
         return (f"Hint: your gradient is tau = {tau:g} times the right one: the 1/tau of the "
                 "softmax's Jacobian is missing.")
+    if tau != 1 and close(_softmax_gradient(logits + noise, 1.0, upstream)):
+        return ("Hint: your gradient is the softmax's at temperature 1: take the soft sample at the "
+                "temperature, softmax((logits + noise) / tau).")
+    if close(_softmax_gradient(logits, tau, upstream)):
+        return "Hint: your gradient leaves the noise out: the soft sample is softmax((logits + noise) / tau)."
     return scale_hint(expected, got, "gradient")
 
 
@@ -366,7 +380,8 @@ def _vq_gradient_explain(case, output, index, expected, got):
     wrt = GRADIENTS[output][1]
     shape = np.asarray(case[wrt]).shape
     pos = tuple(int(i) for i in np.unravel_index(index, shape))
-    what = GRADIENTS[output][0].replace("_", " ")
+    what = GRADIENTS[output][0]
+    what = what if what == "z_q" else what.replace("_", " ")
     return (f"On {_vq_describe(case)} the gradient of the {what} with respect to {wrt} at {pos} should be {e} "
             f"because {_GRADIENT_WHY[output]}; yours is {g}.")
 

@@ -56,13 +56,16 @@ def _lsq_points(q_n: int, q_p: int) -> list:
 def _lsq_x(rng, points, shape, s, dtype, q_n, q_p) -> np.ndarray:
     """x = v * s for the boundary points v, the float neighbours of the clip bounds, then random v."""
     size = int(np.prod(shape))
-    v = np.asarray(rng.permutation(points), np.float64)
+    # the clip bounds, one point beyond each, a half-way point that rounds to even, then the rest
+    first = [float(q_p), -float(q_n), q_p + 0.5, -q_n - 1.5, 2.5 if q_p >= 3 else 0.5]
+    v = np.concatenate([first, rng.permutation([p for p in points if p not in first])])
     edges = np.array([-q_n * s, q_p * s], dtype)
     near = np.concatenate([np.nextafter(edges, np.array(np.inf, dtype)), np.nextafter(edges, np.array(-np.inf, dtype))])
     near = near[np.abs(near) >= np.finfo(dtype).tiny]  # no subnormals (TensorFlow flushes them to zero)
     extra = rng.normal(0.0, (q_n + q_p) / 2 + 1, size=max(size, 1))
     extra = np.where(np.abs(extra) < 0.01, 0.0, extra)  # no subnormal x in float16
-    x = np.concatenate([(v * s).astype(dtype), near, (extra * s).astype(dtype)])[:size]
+    x = np.concatenate([(v[:len(first)] * s).astype(dtype), near, (v[len(first):] * s).astype(dtype),
+                        (extra * s).astype(dtype)])[:size]
     return rng.permutation(x).reshape(shape).astype(dtype)
 
 
@@ -291,8 +294,13 @@ def _pact_explain(case, output, index, expected, got):
         return (f"The value at {where} should be {e}: clip(x, 0, alpha) = {c:.6g}, round({c:.6g} * {n} / "
                 f"alpha) = {k:g} (half to even), times alpha / {n}; yours is {g}.")
     if output == "x_gradient":
-        why = ("0 <= x < alpha: PACT's STE passes the gradient (eq. 4; x = alpha itself is excluded)"
-               if 0 <= x < a else "x is outside [0, alpha) (eq. 4: 1{0 <= x < alpha})")
+        if x == a:
+            why = ("x = alpha itself is excluded from PACT's window 1{0 <= x < alpha} (eq. 4): there the "
+                   "gradient goes to alpha")
+        elif 0 <= x < a:
+            why = "0 <= x < alpha: PACT's STE passes the gradient there (eq. 4)"
+        else:
+            why = "x is outside [0, alpha), where the output is clipped (eq. 4: 1{0 <= x < alpha})"
         return f"The gradient with respect to x at {where} should be {e} because {why}{times}; yours is {g}."
     why = ("x >= alpha: the output is alpha itself, so dy/dalpha = 1 (eq. 3, x = alpha included)" if x >= a else
            "x < alpha: PACT treats the quantized output as clip(x, 0, alpha), which does not depend on "
