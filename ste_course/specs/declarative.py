@@ -60,7 +60,7 @@ def _run_scalar(obj, case):
 # The runners a sandboxed kernel may be asked to use for a declared check (by name, in the plan).
 RUNNERS = {"function/value": _run_value, "function/gradient": _run_gradient, "scalar": _run_scalar}
 DECLARED: dict = {}  # spec name -> runner name, for every check declared here
-_LOADED: set = set()  # folders already loaded in this process
+_LOADED: dict = {}  # folder -> [(Spec, runner name)] declared from it in this process
 
 
 def runner_spec(name: str, runner: str) -> Spec:
@@ -191,7 +191,7 @@ def resolve(name, folder: Path, where: str):
 
 
 def declare(name: str, table: dict, where: str, folder: Path) -> list:
-    """Register the checks of one declaration; returns their names."""
+    """Register the checks of one declaration; returns ``[(Spec, runner name)]``."""
     kind = table.get("kind")
     if kind not in KINDS:
         close = difflib.get_close_matches(str(kind), KINDS, n=1)
@@ -212,7 +212,7 @@ def declare(name: str, table: dict, where: str, folder: Path) -> list:
     for spec, runner in made:
         register(spec)
         DECLARED[spec.name] = runner
-    return [spec.name for spec, _ in made]
+    return made
 
 
 def load_folder(folder: Path) -> list:
@@ -222,10 +222,14 @@ def load_folder(folder: Path) -> list:
         ChecksError: the first declaration that cannot be used (one line: where and what).
     """
     folder = Path(folder).resolve()
-    if folder in _LOADED or not folder.is_dir():
+    if folder in _LOADED:  # again (e.g. after the harness restored the built-in registry)
+        for spec, runner in _LOADED[folder]:
+            base.SPECS.setdefault(spec.name, spec)
+            DECLARED[spec.name] = runner
         return []
-    _LOADED.add(folder)
-    names = []
+    if not folder.is_dir():
+        return []
+    made = _LOADED[folder] = []
     for path in sorted(folder.glob("*.toml")):
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -234,8 +238,8 @@ def load_folder(folder: Path) -> list:
         for name, table in data.items():
             if not isinstance(table, dict):
                 raise ChecksError(f"{path} [{name}]: each check is a table: [{name}] then kind = ...")
-            names += declare(name, table, f"{path} [{name}]", folder)
-    return names
+            made += declare(name, table, f"{path} [{name}]", folder)
+    return [spec.name for spec, _ in made]
 
 
 def checks_folder(root: Path) -> Path:

@@ -1,0 +1,144 @@
+"""docs/authoring.md's worked example, run: a scratch copy of the course gains the question
+(cells and check read from the guide), releases, checks and grades it."""
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ste_course.cli import main
+from ste_course.specs import base
+from ste_course.specs.declarative import ChecksError, declare
+
+ROOT = Path(__file__).resolve().parent.parent
+GUIDE = ROOT / "docs" / "authoring.md"
+EXAMPLE = re.compile(r"<!-- example: (.+?) -->\n```\w*\n(.*?)\n```", re.S)
+
+
+@pytest.fixture(autouse=True)
+def registry():
+    """Each test declares the course's checks afresh; the registry is put back after it."""
+    from ste_course.specs import declarative
+
+    saved = dict(base.SPECS), dict(declarative.DECLARED), dict(declarative._LOADED)
+    yield
+    for target, copy in zip((base.SPECS, declarative.DECLARED, declarative._LOADED), saved):
+        target.clear()
+        target.update(copy)
+
+
+def _examples() -> list:
+    return [(tag.split(), body) for tag, body in EXAMPLE.findall(GUIDE.read_text(encoding="utf-8"))]
+
+
+def _cell(cell_type, source, grade_id, *, grade=False, solution=False, locked=False, points=None):
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3,
+            "solution": solution, "task": False}
+    if points is not None:
+        meta["points"] = points
+    cell = {"cell_type": cell_type, "id": grade_id, "metadata": {"nbgrader": meta}, "source": source}
+    if cell_type == "code":
+        cell.update(execution_count=None, outputs=[])
+    return cell
+
+
+def _course_with_the_example(tmp_path) -> Path:
+    """solutions/03_ste and the guide's cells and checks, in a scratch course."""
+    course = tmp_path / "course"
+    shutil.copytree(ROOT / "solutions" / "03_ste", course / "solutions" / "03_ste")
+    path = course / "solutions" / "03_ste" / "03_ste.ipynb"
+    nb = json.loads(path.read_text())
+    cells = []
+    for tag, body in _examples():
+        if tag[0] == "markdown":
+            cells.append(_cell("markdown", body, tag[1], locked=True))
+        elif tag[0] == "answer":
+            cells.append(_cell("code", body, tag[1], solution=True))
+        elif tag[0] == "test":
+            cells.append(_cell("code", body, tag[1], grade=True, locked=True, points=int(tag[2])))
+        else:
+            (course / tag[0]).parent.mkdir(parents=True, exist_ok=True)
+            (course / tag[0]).write_text(body + "\n")
+    assert [c["metadata"]["nbgrader"]["grade_id"] for c in cells] == \
+        ["part5", "my_heaviside", "test_heaviside_value", "test_heaviside_gradient"]
+    nb["cells"][-1:-1] = cells  # before the summary
+    path.write_text(json.dumps(nb, indent=1))
+    return course
+
+
+def test_the_guides_example_releases_checks_and_grades(tmp_path, capsys):
+    course = _course_with_the_example(tmp_path)
+    where = ["--solutions", str(course / "solutions"), "--exercises", str(course / "exercises")]
+    assert main(["release", *where]) == 0
+    released = json.loads((course / "exercises" / "03_ste" / "03_ste.ipynb").read_text())
+    text = json.dumps(released)
+    assert "my_heaviside" in text and "hidden=True" not in text and "tf.custom_gradient\\n    def step" not in text
+    assert main(["check", *where]) == 0, capsys.readouterr().err
+
+    subs = tmp_path / "submitted"
+    for student, source in (("good", course / "solutions"), ("blank", course / "exercises")):
+        (subs / student / "03_ste").mkdir(parents=True)
+        shutil.copy(source / "03_ste" / "03_ste.ipynb", subs / student / "03_ste" / "03_ste.ipynb")
+    (tmp_path / "secret").write_text("s3cret\n")
+    assert main(["grade", str(subs), *where, "--out", str(tmp_path / "graded"), "--jobs", "1",
+                 "--secret-file", str(tmp_path / "secret")]) == 0
+    with (tmp_path / "graded" / "grades.csv").open(newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert (rows["good"]["status"], float(rows["good"]["score"]), float(rows["good"]["max_score"])) == ("ok", 14.0, 14.0)
+    assert float(rows["blank"]["score"]) == 0.0
+    results = json.loads((tmp_path / "graded" / "results" / "blank" / "03_ste" / "03_ste.json").read_text())
+    messages = {c["grade_id"]: c["messages"] for c in results["cells"]}
+    assert any("NotImplementedError" in m for m in messages["test_heaviside_gradient"])
+
+
+def test_a_wrong_gradient_is_explained_at_the_boundary(tmp_path):
+    course = _course_with_the_example(tmp_path)
+    from ste_course.specs.declarative import load_folder
+
+    load_folder(course / "checks")
+    spec = base.get_spec("heaviside/gradient")
+    case = spec.cases(np.random.default_rng(0), False)[0]
+
+    def open_window(x, clip_value=1.0):  # the window |x| < c: the boundary itself is wrong
+        import tensorflow as tf
+
+        c = tf.constant(clip_value, x.dtype)
+        inside = tf.cast(tf.abs(x) < c, x.dtype)
+        return inside * x + tf.stop_gradient(tf.cast(x > 0, x.dtype) - inside * x)
+
+    from ste_course.inside.kernel import collect
+
+    messages = base.compare(spec, case, spec.reference(case), collect(spec, open_window, case))
+    assert messages and messages[0].endswith("at x = -1 (float32) (clip_value=1.0) should be 1; yours is 0. (2 of 5 elements differ)")
+
+
+def test_scalar_checks_judge_without_revealing_the_answer():
+    (spec, runner), = declare("levels_of_3_bits", {"kind": "scalar", "answer": 8}, "t.toml [x]", Path("."))
+    from ste_course.inside.kernel import collect
+
+    case = spec.cases(np.random.default_rng(0), True)[0]
+    assert base.compare(spec, case, spec.reference(case), collect(spec, 8.0, case)) == []
+    wrong = base.compare(spec, case, spec.reference(case), collect(spec, np.float32(7), case))
+    assert wrong and "7" in wrong[0] and "8" not in wrong[0]
+    assert runner == "scalar"
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"kind": "functoin"}, "kind 'functoin' is not one of function, scalar (did you mean 'function'?)"),
+    ({"kind": "scalar", "answr": 1}, "unknown key 'answr' (did you mean 'answer'?)"),
+    ({"kind": "function", "reference": "ste_utils.no_such", "boundary": [0.0]}, "cannot be imported"),
+    ({"kind": "function", "reference": "ste_utils.ste_sign", "boundary": ["c"], "params": [{"clip_value": 1}]},
+     "names 'c', which params"),
+    ({"kind": "scalar", "answer": 1, "reference": "x.y"}, "exactly one of answer"),
+    ({"kind": "function", "reference": "ste_utils.ste_sign", "boundary": [0.0]}, "ste_sign/value' already exists"),
+])
+def test_a_bad_declaration_is_one_line_naming_it(table, message):
+    name = "ste_sign" if "already" in message else "mine"
+    with pytest.raises(ChecksError) as err:
+        declare(name, table, "checks/x.toml [mine]", Path("."))
+    assert message in str(err.value) and str(err.value).startswith("checks/x.toml [mine]: ")
+    assert "\n" not in str(err.value)
