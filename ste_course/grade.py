@@ -8,8 +8,8 @@ writer.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import queue
 import secrets
 import stat
 import sys
@@ -80,8 +80,13 @@ def _folder_problem(name: str, kind: str) -> str:
     return ""
 
 
-def collect(submissions: Path, sources: dict, students=None, assignments=None):
-    """A :class:`Job` for every notebook the course expects in every folder of
+def collect(submissions: Path, sources: dict, students=None, assignments=None) -> list:
+    """Every job of :func:`iter_jobs`, as a list."""
+    return list(iter_jobs(submissions, sources, students, assignments))
+
+
+def iter_jobs(submissions: Path, sources: dict, students=None, assignments=None):
+    """A :class:`Job` (lazily, one student folder at a time) for every notebook the course expects in every folder of
     ``SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb`` (folders starting with ``.`` and
     plain files are not students). An assignment folder that does not exist was not submitted
     (no job, as nbgrader). A folder whose name is not a usable id, a student folder or an
@@ -90,7 +95,6 @@ def collect(submissions: Path, sources: dict, students=None, assignments=None):
     submissions = Path(submissions)
     if not submissions.is_dir():
         raise GradeError(f"no submissions folder at {shown(submissions)}")
-    jobs = []
     for name in sorted(os.listdir(submissions)):
         kind = _kind(submissions / name)
         if name.startswith(".") or kind not in ("folder", "link"):
@@ -107,8 +111,7 @@ def collect(submissions: Path, sources: dict, students=None, assignments=None):
                 continue  # not submitted at all: no row (nbgrader does the same)
             why = problem or (f"the assignment folder {assignment} is a link; only a student's own "
                               "files are graded as theirs" if where == "link" else "")
-            jobs += [Job(student, nb, submissions, name, why) for nb in notebooks]
-    return jobs
+            yield from (Job(student, nb, submissions, name, why) for nb in notebooks)
 
 
 def layout_problem(submissions: Path, sources: dict, limit: int = 5) -> str:
@@ -359,23 +362,27 @@ def grade_one(job: Job, worker: Worker, secret: str, late: LatePolicy | None = N
 
 
 class LocalExecutor:
-    """Runs notebooks on ``n`` fork-server workers of this machine, one thread each."""
+    """Runs notebooks on ``n`` fork-server workers of this machine, one thread each (a worker's
+    fork server starts with its first notebook)."""
 
     def __init__(self, n: int, sandbox: bool, limits: Limits):
         self.workers = [Worker(i, sandbox, limits) for i in range(n)]
 
-    def run_all(self, runs: list, on_result) -> None:
-        """Call ``on_result(index, result)`` (from worker threads) for each run dict."""
-        pending: queue.Queue = queue.Queue()
-        for item in enumerate(runs):
-            pending.put(item)
+    def capacity(self) -> int:
+        """Notebooks run at once."""
+        return len(self.workers)
+
+    def run_all(self, runs, on_result) -> None:
+        """Call ``on_result(index, result)`` (from worker threads) for each run dict of ``runs``
+        (any iterable, possibly blocking until its next run is ready: :mod:`ste_course.pipeline`)."""
+        source, lock = enumerate(runs), threading.Lock()
 
         def work(worker):
             try:
                 while True:
-                    try:
-                        index, run = pending.get_nowait()
-                    except queue.Empty:
+                    with lock:
+                        index, run = next(source, (None, None))
+                    if run is None:
                         return
                     try:
                         result = worker.run(run)
@@ -398,72 +405,67 @@ class LocalExecutor:
 def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int = 2,
           sandbox: bool = True, limits: Limits | None = None, db_url: str | None = None,
           students=None, assignments=None, force: bool = False, progress: bool = True,
-          late: LatePolicy | None = None, executor=None, drop_manual: bool = False):
-    """Grade a class; returns the list of NotebookResult recorded in this run.
+          late: LatePolicy | None = None, executor=None, drop_manual: bool = False,
+          judges: int = 0, keep_results: bool = True):
+    """Grade a class; returns the list of NotebookResult recorded in this run (empty unless
+    ``keep_results``: a large class's results are in the gradebook and files, not in memory).
 
-    ``executor`` runs the notebooks (default: a :class:`LocalExecutor` with ``jobs_n`` workers);
-    whatever runs them, this process alone judges and records. A notebook is graded again when
-    :func:`inputs` changed since the gradebook recorded it, when its status does not judge the
-    student (:data:`~ste_course.gradebook.RETRIED`), or with ``force``; hand edits in the
-    gradebook survive a re-grade of the same submission unless ``drop_manual``.
+    The class streams through a bounded window (:class:`~ste_course.pipeline.Pipeline`): jobs are
+    collected lazily, planned a few notebooks ahead of ``executor`` (default: a
+    :class:`LocalExecutor` with ``jobs_n`` workers) and recorded as their results arrive.
+    ``judges`` processes plan and judge (:class:`~ste_course.judging.JudgePool`; 0: this
+    process); whatever runs the notebooks, only this process records. A notebook is graded
+    again when :func:`inputs` changed since the gradebook recorded it, when its status does not
+    judge the student (:data:`~ste_course.gradebook.RETRIED`), or with ``force``; hand edits in
+    the gradebook survive a re-grade of the same submission unless ``drop_manual``.
 
     Raises:
         GradeError: nothing under ``submissions`` has the expected layout (:func:`layout_problem`).
     """
+    from ste_course.judging import InlineJudges, JudgePool
+    from ste_course.pipeline import Pipeline
+
     if sandbox and executor is None and not bwrap_path():
         raise GradeError("bubblewrap (bwrap) is not installed, so submissions cannot be sandboxed. "
                          "Install it (Debian: apt-get install bubblewrap) or pass --no-sandbox if "
                          "you trust every submission.")
     limits = limits or Limits()
-    jobs = collect(submissions, sources, students, assignments)
-    if not jobs:
+    jobs = iter_jobs(submissions, sources, students, assignments)
+    first = next(jobs, None)
+    if first is None:
         raise GradeError(layout_problem(Path(submissions), sources))
     # Naming students or assignments asks for a re-grade of exactly those.
     force = force or bool(students) or bool(assignments)
     context = f"{code_fingerprint()}|{secret_fingerprint(secret)}"
-    recorder = Recorder(out, db_url, sources, late.due if late else None, drop_manual)
-    finished: queue.Queue = queue.Queue()
-    runnable, count, fingerprints = [], 0, {}
-    try:
-        for job in jobs:
-            item = guarded(job, "reading the submission", preflight, job, secret)
-            raw = item.raw if isinstance(item, Pending) else None
-            fingerprints[job.key] = guarded(job, "reading the submission", inputs, job, raw, context, late)
-            if not isinstance(fingerprints[job.key], str):
-                item, fingerprints[job.key] = fingerprints[job.key], ""
-            if isinstance(item, Pending) and not force and _already_graded(recorder, job, fingerprints[job.key]):
-                continue
-            count += 1
-            if isinstance(item, Pending):
-                runnable.append(item)
-            else:
-                finished.put((job, item))
-    except BaseException:
-        recorder.close()
-        raise
-    if executor is None and runnable:
-        executor = LocalExecutor(max(1, min(jobs_n, len(runnable))), sandbox, limits)
-    if runnable:
-        executor.run_all([p.run for p in runnable], lambda i, result: finished.put((runnable[i], result)))
+    judging = JudgePool(judges, sources, secret, context, late) if judges > 0 else InlineJudges(secret, context, late)
+    executor = executor or LocalExecutor(max(1, jobs_n), sandbox, limits)
     done = []
     try:
-        bar = _progress(count, progress)
-        for _ in range(count):
-            item, payload = finished.get()
-            job = item.job if isinstance(item, Pending) else item
-            result = guarded(job, "judging", conclude, item, payload) if isinstance(item, Pending) else payload
-            result = guarded(job, "applying the late rule", apply_late, result, job, late)
-            result.inputs = fingerprints.get(job.key, "")
-            done.append(_record(recorder, result, job))
-            if bar is not None:
-                bar.update(1)
+        recorder = Recorder(out, db_url, sources, late.due if late else None, drop_manual)
+    except BaseException:
+        judging.close()
+        raise
+    bar = _progress(progress)
+
+    def record(job, result):
+        recorded = _record(recorder, result, job)
+        if keep_results:
+            done.append(recorded)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        Pipeline(itertools.chain([first], jobs), judging, executor,
+                 wanted=lambda job, ticket: force or not _already_graded(recorder, job, ticket.inputs),
+                 record=record, failed=lambda job, stage, err: error_result(job, stage, err)).run()
+    finally:
         if bar is not None:
             bar.close()
-        if runnable:
-            executor.join()
-    finally:
-        recorder.write_csv()
-        recorder.close()
+        judging.close()
+        try:
+            recorder.write_csv()
+        finally:
+            recorder.close()
     return done
 
 
@@ -485,14 +487,18 @@ def _record(recorder: Recorder, result: NotebookResult, job: Job) -> NotebookRes
 
 def _already_graded(recorder: Recorder, job: Job, fingerprint: str) -> bool:
     """The gradebook holds this notebook's grade from the same :func:`inputs`, with a status that
-    judges the student: grading it again would give the same grade."""
-    prev = recorder.previous(*job.key)
+    judges the student: grading it again would give the same grade. A gradebook that cannot be
+    read says nothing: the notebook is graded again."""
+    try:
+        prev = recorder.previous(*job.key)
+    except Exception:  # noqa: BLE001 - e.g. a dropped database connection: grade it
+        return False
     return prev is not None and prev["status"] not in RETRIED and prev["inputs"] == fingerprint
 
 
-def _progress(total, enabled):
-    if not enabled or not sys.stderr.isatty() or total == 0:
+def _progress(enabled):
+    if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="nb", desc="grading")
+    return tqdm(unit="nb", desc="grading")

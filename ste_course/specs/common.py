@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ste_course.evidence import encode_array
 from ste_course.specs import base
 
 
@@ -72,11 +73,6 @@ def precision_note(expected: float, got: float) -> str:
     return ""
 
 
-def _plain(values: np.ndarray, dtype: str) -> dict:
-    return {"dtype": dtype, "shape": [int(s) for s in values.shape],
-            "data": [float(v) for v in values.ravel()]}
-
-
 def compare_with_hint(spec_name: str, hint: Callable) -> Callable:
     """A ``Spec.compare``: the standard comparison of :func:`ste_course.specs.base.compare`, plus
     ``hint(case, output, expected, got) -> str | None`` for each output that differs, where
@@ -84,7 +80,7 @@ def compare_with_hint(spec_name: str, hint: Callable) -> Callable:
 
     def _compare(case, expected, got):
         spec = dataclasses.replace(base.get_spec(spec_name), compare=None)
-        evidence = {"outputs": {k: _plain(values, dtype) for k, (values, dtype) in got.items()}}
+        evidence = {"outputs": {k: encode_array(values, dtype) for k, (values, dtype) in got.items()}}
         messages = []
         for output, exp in expected.items():  # one output at a time, each followed by its hint
             found = base.compare(spec, case, {output: exp}, evidence)

@@ -291,8 +291,8 @@ import json, os
 for fd in range(3, 64):
     for cell in range(12):
         ev = {"event": "end", "cell": cell, "error": None, "stdout": "", "stderr": "",
-              "evidence": [{"spec": s, "results": [{"outputs": {"value": {"dtype": "float32", "shape": [1], "data": [1.0]},
-                                                               "gradient": {"dtype": "float32", "shape": [1], "data": [1.0]}}}] * 9}
+              "evidence": [{"spec": s, "results": [{"outputs": {"value": {"dtype": "float32", "shape": [1], "bytes": "AACAPw=="},
+                                                               "gradient": {"dtype": "float32", "shape": [1], "bytes": "AACAPw=="}}}] * 9}
                            for s in ("ste_sign/value", "ste_sign/gradient")]}
         _try(lambda: os.write(fd, (json.dumps(ev) + "\n").encode()))
 """
@@ -305,18 +305,8 @@ FORGE_CORRECT = r"""
 import gc, json, os, stat
 import numpy as np, tensorflow as tf, ste_utils
 session = next(o for o in gc.get_objects() if type(o).__name__ == "GradingSession")
-def case_of(encoded):
-    out = {}
-    for k, v in encoded.items():
-        if "array" in v:
-            a = v["array"]
-            out[k] = np.array([float(d) for d in a["data"]]).reshape(a["shape"]).astype(a["dtype"])
-        else:
-            out[k] = v["scalar"]
-    return out
-def enc(t):
-    a = np.asarray(t)
-    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": [float(v) for v in a.ravel()]}
+from ste_course.evidence import encode_array as enc
+from ste_course.specs.base import decode_case as case_of
 def result(spec, c):
     x = tf.constant(c["x"])
     with tf.GradientTape() as tape:

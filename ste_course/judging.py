@@ -1,0 +1,165 @@
+"""Judges: the trusted work of grading, done on plain data beside the parent's recording.
+
+Two kinds of work per notebook, both in the instructor's own processes (never in a sandbox or
+on a Dask worker):
+
+* :func:`plan_job`: read the submission (through the student's own folders), preflight it, draw
+  its cases from the secret and compute the fingerprint of what its grade depends on. The run
+  dict it returns is what a worker needs (cells and the student's cases, never the secret or the
+  seed); the :class:`Ticket` is what the parent keeps while the notebook runs (two hashes).
+* :func:`judge_job`: read the submission again, make sure its bytes are those the run was
+  planned from, draw the same cases again (deterministic: secret, student, cell, answers),
+  compute the references with ``ste_utils``, compare the worker's evidence, apply the late rule.
+
+:class:`JudgePool` runs them in ``n`` processes of this machine (spawned: each imports
+TensorFlow once, while the sandboxes boot), so the parent's own cost per notebook is recording;
+:class:`InlineJudges` runs them in the calling thread (small runs, tests). Both give the same
+grades: the functions are the same and depend only on the files, the secret and the evidence.
+The judges hold the grading secret, as the parent does; nothing they compute is sent to a
+worker except the run dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What the parent keeps of a notebook while it runs."""
+
+    sha256: str  # of the submission's bytes the run was planned from
+    inputs: str  # fingerprint of everything its grade depends on (ste_course.grade.inputs)
+
+
+def plan_job(job, secret: str, context: str, late):
+    """``("run", run dict, Ticket)`` for a notebook to run, else ``("result", NotebookResult)``
+    (missing, invalid, unreadable: graded without running)."""
+    from ste_course.grade import Pending, apply_late, guarded, inputs, preflight
+
+    item = guarded(job, "reading the submission", preflight, job, secret)
+    raw = item.raw if isinstance(item, Pending) else None
+    fingerprint = guarded(job, "reading the submission", inputs, job, raw, context, late)
+    if not isinstance(fingerprint, str):
+        item, fingerprint = fingerprint, ""
+    if isinstance(item, Pending):
+        return "run", item.run, Ticket(hashlib.sha256(raw).hexdigest(), fingerprint)
+    item = guarded(job, "applying the late rule", apply_late, item, job, late)
+    item.inputs = fingerprint
+    return "result", item
+
+
+def judge_job(job, ticket: Ticket, payload, secret: str, late):
+    """The worker's ``payload`` judged: the notebook's ``NotebookResult``."""
+    from ste_course.grade import Pending, apply_late, conclude, error_result, guarded, preflight
+
+    item = guarded(job, "reading the submission", preflight, job, secret)
+    if not isinstance(item, Pending) or hashlib.sha256(item.raw).hexdigest() != ticket.sha256:
+        result = error_result(job, "judging", RuntimeError(
+            "the submission changed (or vanished) while it was being graded; the next run grades it"))
+        result.inputs = ""
+        return result
+    result = guarded(job, "judging", conclude, item, payload)
+    result = guarded(job, "applying the late rule", apply_late, result, job, late)
+    result.inputs = ticket.inputs
+    return result
+
+
+class InlineJudges:
+    """Plans and judges in the calling thread (the parent's own cost then includes judging)."""
+
+    def __init__(self, secret: str, context: str, late):
+        self.secret, self.context, self.late = secret, context, late
+
+    def plan(self, job, reply) -> None:
+        reply(_attempt(plan_job, job, self.secret, self.context, self.late))
+
+    def judge(self, job, ticket, payload, reply) -> None:
+        reply(_attempt(judge_job, job, ticket, payload, self.secret, self.late))
+
+    def close(self) -> None:
+        pass
+
+
+def _attempt(step, *args):
+    try:
+        return step(*args)
+    except Exception as err:  # noqa: BLE001 - the pipeline makes it the notebook's error row
+        return err
+
+
+# ---------------------------------------------------------------- the pool
+_STATE: dict = {}  # in a judge process: sources, secret, context, late
+
+
+def _start_judge(sources, secret, context, late):
+    import ste_course.specs  # noqa: F401 - the references (TensorFlow), imported once per judge
+
+    _STATE.update(sources=sources, secret=secret, context=context, late=late)
+
+
+def _job(key):
+    """The :class:`~ste_course.grade.Job` of ``key`` (a job travels as its plain fields)."""
+    from ste_course.grade import Job
+
+    student, assignment, name, root, folder, problem = key
+    source = next(nb for nb in _STATE["sources"][assignment] if nb.name == name)
+    return Job(student, source, root, folder, problem)
+
+
+def _plan_remote(key):
+    return plan_job(_job(key), _STATE["secret"], _STATE["context"], _STATE["late"])
+
+
+def _judge_remote(key, ticket, payload):
+    return judge_job(_job(key), ticket, payload, _STATE["secret"], _STATE["late"])
+
+
+def _outcome(future):
+    """The future's value, or the exception it ended with (cancelled, broken pool, raised)."""
+    try:
+        return future.result()
+    except BaseException as err:  # noqa: BLE001 - every notebook gets its row
+        return err
+
+
+def job_key(job) -> tuple:
+    return (job.student, job.source.assignment, job.source.name, job.root, job.folder, job.problem)
+
+
+class JudgePool:
+    """Plans and judges in ``n`` spawned processes of this machine (see the module docstring).
+
+    A judge process that dies (out of memory, killed) breaks the pool: the notebooks it held get
+    an ``error`` row (graded again by the next run) and a new pool takes the next ones.
+    """
+
+    def __init__(self, n: int, sources: dict, secret: str, context: str, late):
+        self.n, self.args = max(1, int(n)), (sources, secret, context, late)
+        self.pool = self._new_pool()
+
+    def _new_pool(self):
+        return ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_judge, initargs=self.args)
+
+    def _submit(self, reply, function, *args) -> None:
+        try:
+            future = self.pool.submit(function, *args)
+        except BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+            future = self.pool.submit(function, *args)
+        future.add_done_callback(lambda f: reply(_outcome(f)))
+
+    def plan(self, job, reply) -> None:
+        self._submit(reply, _plan_remote, job_key(job))
+
+    def judge(self, job, ticket, payload, reply) -> None:
+        self._submit(reply, _judge_remote, job_key(job), ticket, payload)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
