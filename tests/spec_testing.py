@@ -24,3 +24,13 @@ def grade_as_sandbox(name, obj, seed=20260607):
     assert recorded["spec"] == name and len(recorded["results"]) == len(cases)
     return [m for case, evidence in zip(cases, recorded["results"])
             for m in compare(spec, case, spec.reference(case), evidence)]
+
+
+def assert_fails_with(name, wrong, phrase):
+    """``check(wrong, name, hidden=True)`` fails in the student's kernel, its message holding ``phrase``."""
+    import pytest
+
+    with pytest.raises(AssertionError) as err:
+        check(wrong, name, hidden=True)
+    text = " ".join(str(err.value).split())  # messages are wrapped for the Validate dialog
+    assert phrase in text, str(err.value)
