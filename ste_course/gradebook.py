@@ -158,14 +158,17 @@ def write(gb, result, drop_manual: bool = False) -> list:
         submission.timestamp = dt.datetime.fromisoformat(result.submitted_at) if result.submitted_at else None
         notebook = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
         points = {c["grade_id"]: float(c["points"]) for c in result.cells}
+        written = {c["grade_id"] for c in result.cells if c.get("manual")}  # graded by hand only
         dropped = []
         for grade in notebook.grades:
-            grade.auto_score = points.get(grade.name, 0.0)
+            grade.auto_score = None if grade.name in written else points.get(grade.name, 0.0)
             grade.needs_manual_grade = False
             if grade.manual_score is not None or grade.extra_credit is not None:
                 if drop_manual or not same:
                     dropped.append(f"{grade.name}: manual {grade.manual_score}, extra {grade.extra_credit}")
                     grade.manual_score = grade.extra_credit = None
+            if grade.name in written:  # a written answer waits for formgrader's score
+                grade.needs_manual_grade = grade.manual_score is None
         for comment in notebook.comments:
             if comment.manual_comment is not None and (drop_manual or not same):
                 comment.manual_comment = None

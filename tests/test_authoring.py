@@ -142,3 +142,42 @@ def test_a_bad_declaration_is_one_line_naming_it(table, message):
         declare(name, table, "checks/x.toml [mine]", Path("."))
     assert message in str(err.value) and str(err.value).startswith("checks/x.toml [mine]: ")
     assert "\n" not in str(err.value)
+
+
+def test_a_written_answer_waits_for_a_hand_grade_that_reaches_grades_csv(tmp_path):
+    from nbgrader.api import Gradebook
+
+    from ste_course.grade import grade
+    from ste_course.source import load_assignments
+
+    nb = json.loads((ROOT / "tests" / "adversarial" / "source" / "adv" / "adv.ipynb").read_text())
+    answer = ("### BEGIN SOLUTION\n**Model answer.** The window.\n\n**Rubric (2 points).** 2: says why.\n"
+              "### END SOLUTION")
+    nb["cells"][-1:-1] = [_cell("markdown", "Why is the gradient clipped? (2 points)", "why_prompt", locked=True),
+                          _cell("markdown", answer, "why", grade=True, solution=True, points=2)]
+    (tmp_path / "solutions" / "adv").mkdir(parents=True)
+    (tmp_path / "solutions" / "adv" / "adv.ipynb").write_text(json.dumps(nb))
+    sources = load_assignments(tmp_path / "solutions")
+    assert sources["adv"][0].problems == [] and sources["adv"][0].manual_score == 2
+    nb["cells"][-2]["source"] = "Outside the window the sign is flat, so no gradient should pass."
+    (tmp_path / "submitted" / "s1" / "adv").mkdir(parents=True)
+    (tmp_path / "submitted" / "s1" / "adv" / "adv.ipynb").write_text(json.dumps(nb))
+    out = tmp_path / "graded"
+
+    def run():
+        grade(tmp_path / "submitted", out, sources, "secret", jobs_n=1, sandbox=False, progress=False)
+        with (out / "grades.csv").open(newline="") as f:
+            return next(csv.DictReader(f))
+
+    row = run()
+    assert (float(row["score"]), float(row["max_score"]), row["status"]) == (5.0, 7.0, "ok")
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        written = gb.find_grade("why", "adv", "adv", "s1")
+        assert written.needs_manual_grade and written.auto_score is None
+        assert not gb.find_grade("test_value", "adv", "adv", "s1").needs_manual_grade
+        written.manual_score = 1.5  # what formgrader does
+        written.needs_manual_grade = False
+        gb.find_comment("why", "adv", "adv", "s1").manual_comment = "Right idea; say which window."
+        gb.db.commit()
+    row = run()  # nothing to re-grade; grades.csv is written again from the gradebook
+    assert float(row["score"]) == 6.5 and row["manual"] == "True", row
