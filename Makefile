@@ -8,6 +8,8 @@ PIN_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16
 STAMP  := $(VENV)/.installed-$(PIN_HASH)
 # JupyterLab's student set-up (scripts/lab-config.sh), redone when the venv or the script changes
 LAB_STAMP := $(VENV)/.lab-configured
+# MathJax for the website (make site), fetched once with npm: book/vendor-mathjax.sh
+MATHJAX := book/vendor/mathjax/VERSION
 # Token authentication stays on (Jupyter's default); localhost only. Root (containers, CI) needs allow_root.
 # The student's view for `make lab`: the chapters and the exercises, not solutions/ (links in .venv)
 STUDENT_VIEW := $(VENV)/student-view
@@ -54,7 +56,7 @@ hub: setup hub-deps
 
 # Every test: the release is in sync and every solution passes (ste-course check), then pytest
 # (ste_utils, grader, adversarial suite, browser tests, and the course chapters via nbval).
-test: setup system-deps hub-deps
+test: setup system-deps hub-deps $(MATHJAX)
 	$(BIN)/ste-course check
 	$(BIN)/python -m pytest
 
@@ -89,5 +91,18 @@ bench: setup
 bench-chapters: setup
 	$(BIN)/python bench/chapter_times.py
 
+# The course as a website (jupyter-book; book/): every chapter executed (cached: a rebuild runs
+# only the chapters whose code changed, all of them when ste_utils or a pin changes), the
+# exercises as read-only pages with a Binder button, references, search. No network: MathJax is
+# fetched once at set-up (book/vendor-mathjax.sh, npm, a pinned version). Open book/_build/html/index.html.
+$(MATHJAX): book/vendor-mathjax.sh
+	book/vendor-mathjax.sh
+
+# REPOSITORY=https://github.com/ORG/REPO: the repository the Binder buttons open, for this build
+# (default: repository.url in book/_config.yml). The GitHub Pages workflow passes its own.
+.PHONY: site
+site: setup $(MATHJAX)
+	$(BIN)/python book/build.py $(if $(REPOSITORY),--repository $(REPOSITORY))
+
 clean:
-	rm -rf $(VENV) graded .pytest_cache .hypothesis
+	rm -rf $(VENV) graded .pytest_cache .hypothesis book/_build book/vendor book/generated
