@@ -181,3 +181,41 @@ def test_a_written_answer_waits_for_a_hand_grade_that_reaches_grades_csv(tmp_pat
         gb.db.commit()
     row = run()  # nothing to re-grade; grades.csv is written again from the gradebook
     assert float(row["score"]) == 6.5 and row["manual"] == "True", row
+
+
+BYO = ROOT / "tests" / "fixtures" / "byo"  # nbgrader's documentation style: assert cells, no check
+BYO_ANSWERS = {
+    "right": None,  # the solution
+    "no_value_error": {"squares": "def squares(n):\n    return [i ** 2 for i in range(1, n + 1)]"},
+    "visible_only": {"squares": "def squares(n):\n    return {1: [1], 2: [1, 4]}[n]"},
+}
+
+
+def test_an_nbgrader_assignment_with_assert_cells_is_graded_in_the_sandbox(tmp_path):
+    from ste_course.grade import grade
+    from ste_course.source import load_assignments, strip_hidden
+
+    source = json.loads((BYO / "ps1" / "ps1.ipynb").read_text())
+    for student, answers in BYO_ANSWERS.items():
+        nb = json.loads(json.dumps(source))
+        for cell in nb["cells"]:
+            if cell["metadata"]["nbgrader"]["grade_id"] in (answers or {}):
+                cell["source"] = answers[cell["metadata"]["nbgrader"]["grade_id"]]
+        (tmp_path / "submitted" / student / "ps1").mkdir(parents=True)
+        (tmp_path / "submitted" / student / "ps1" / "ps1.ipynb").write_text(json.dumps(nb))
+    sources = load_assignments(BYO)
+    assert sources["ps1"][0].problems == []
+    out = tmp_path / "graded"
+    grade(tmp_path / "submitted", out, sources, "secret", jobs_n=1, sandbox=True, progress=False)
+    with (out / "grades.csv").open(newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert {s: (float(r["score"]), float(r["max_score"]), r["status"]) for s, r in rows.items()} == {
+        "right": (4.0, 5.0, "ok"), "no_value_error": (3.0, 5.0, "ok"), "visible_only": (0.0, 5.0, "ok")}
+    cells = {c["grade_id"]: c for c in json.loads((out / "results" / "visible_only" / "ps1" / "ps1.json")
+                                                   .read_text())["cells"]}
+    assert cells["correct_squares"]["messages"] == ["This test failed: KeyError: 10"]
+    assert cells["why"]["manual"] and cells["why"]["points"] == 0
+    hidden = [line for c in source["cells"] for line in "".join(c["source"]).splitlines()
+              if line not in strip_hidden("".join(c["source"])).splitlines() and line.startswith("assert")]
+    feedback = (out / "feedback" / "visible_only" / "ps1" / "ps1.html").read_text()
+    assert hidden and not any(line in feedback for line in hidden)
