@@ -20,7 +20,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_ENABLE_ONEDNN_OPTS := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup system-deps shared-venv test lab lab-instructor grade release check bench clean
+.PHONY: setup system-deps grade-deps shared-venv test lab lab-instructor grade release check similarity bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,13 @@ $(LAB_STAMP): $(STAMP) scripts/lab-config.sh jupyter-config/jupyter_lab_config.j
 
 setup: $(STAMP) $(LAB_STAMP)
 
+# Debian packages by need: `make test` all of them (bubblewrap, chromium, PostgreSQL 15),
+# `make grade` only the sandbox's bubblewrap.
 system-deps:
-	@scripts/system-deps.sh
+	@scripts/system-deps.sh test
+
+grade-deps:
+	@scripts/system-deps.sh grade
 
 # A copy of the course environment every user can read (/opt/ste-course/venv, Debian's python3.11):
 # for JupyterHub users' servers and grading as an unprivileged user.
@@ -81,8 +86,15 @@ release: setup
 check: setup
 	$(BIN)/ste-course check
 
-grade: setup system-deps
-	$(BIN)/ste-course grade examples/submissions --out graded
+# The instructor's commands (the same as `. .venv/bin/activate` and then `ste-course ...`):
+# SUBMISSIONS and OUT choose what `make grade` grades (default: the example class).
+SUBMISSIONS ?= examples/submissions
+OUT ?= graded
+grade: setup grade-deps
+	$(BIN)/ste-course grade $(SUBMISSIONS) --out $(OUT)
+
+similarity: setup
+	$(BIN)/ste-course similarity $(SUBMISSIONS) --out similarity
 
 bench: setup
 	$(BIN)/python bench/ste_overhead.py
