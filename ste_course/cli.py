@@ -108,7 +108,7 @@ def cmd_grade(args) -> int:
                         limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
                         force=args.force, late=late, executor=executor, drop_manual=args.drop_manual)
     except GradeError as err:
-        print(f"ste-course grade: {shown(err, 300)}", file=sys.stderr)
+        print(f"ste-course grade: {shown(err, 600)}", file=sys.stderr)
         return 2
     finally:
         if executor is not None:

@@ -23,7 +23,7 @@ from ste_course.late import LateError, LatePolicy, read_timestamp
 from ste_course.preflight import MAX_NOTEBOOK_BYTES, PreflightError, parse_submission, prepare
 from ste_course.gradebook import RETRIED
 from ste_course.record import NotebookResult, Recorder
-from ste_course.sandbox import Limits, Worker, bwrap_path
+from ste_course.sandbox import Limits, Worker, bwrap_path, sandbox_problem
 from ste_course.source import SourceNotebook
 from ste_course.untrusted import NotOwnFile, clean, read_own, shown, valid_id
 
@@ -429,6 +429,8 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
         raise GradeError("bubblewrap (bwrap) is not installed, so submissions cannot be sandboxed. "
                          "Install it (Debian: apt-get install bubblewrap) or pass --no-sandbox if "
                          "you trust every submission.")
+    if sandbox and executor is None and (problem := sandbox_problem()):  # never graded without the limits
+        raise GradeError(problem)
     limits = limits or Limits()
     jobs = iter_jobs(submissions, sources, students, assignments)
     first = next(jobs, None)

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from pathlib import Path
 import importlib.util
 
 from ste_course.inside.server import KEPT_CAPABILITIES
+from ste_course.untrusted import shown
 
 UID_BASE = 61000
 READY_TIMEOUT = 180.0
@@ -104,6 +106,27 @@ class WorkerError(RuntimeError):
     pass
 
 
+NAMESPACES_HINT = ("Allow user namespaces (sysctl user.max_user_namespaces > 0; Ubuntu: "
+                   "kernel.apparmor_restrict_unprivileged_userns=0) or pass --no-sandbox for trusted submissions only.")
+
+
+def sandbox_problem() -> str | None:
+    """Why notebooks cannot be graded here with every limit in force, or None.
+
+    Starts the sandbox with the server in probe mode (no TensorFlow): bubblewrap must start
+    (as a non-root user that takes an unprivileged user namespace) and a child must get the
+    notebook's own namespaces and process limit (:func:`ste_course.inside.server.isolation_problem`).
+    """
+    worker = Worker(0, True, Limits())
+    try:
+        worker.start(probe=True)
+    except WorkerError as err:
+        return str(err)
+    finally:
+        worker.stop()
+    return None
+
+
 class Worker:
     """One fork server; ``run(job)`` returns the plain-data result of one notebook."""
 
@@ -114,19 +137,40 @@ class Worker:
         self.proc = None
         self.restart_each_job = sandbox and not self.privileged
 
-    def _command(self):
+    def _command(self, probe=False):
         python = str(Path(sys.prefix) / "bin" / "python")
         server = [python, "-m", "ste_course.inside.server", str(self.uid) if self.uid is not None else "none"]
+        server += ["--probe"] if probe else []
         return (bwrap_command(self.privileged) + server) if self.sandbox else server
 
-    def start(self):
+    def start(self, probe=False):
+        """Start the server (``probe``: only its isolation check); ``WorkerError`` says why not."""
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", MPLBACKEND="Agg")
-        self.proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env=env, cwd="/tmp" if self.sandbox else None)
-        line = self._readline(READY_TIMEOUT)
-        if not line or not json.loads(line).get("ready"):
-            self.stop()
-            raise WorkerError("the grading worker did not start (is the environment complete?)")
+        errors = tempfile.TemporaryFile()  # a file, not a pipe: the server never blocks on it
+        try:
+            self.proc = subprocess.Popen(self._command(probe), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=errors, env=env, cwd="/tmp" if self.sandbox else None)
+            line = self._readline(READY_TIMEOUT)
+            try:
+                answer = json.loads(line) if line else {}
+            except ValueError:
+                answer = {}
+            if not isinstance(answer, dict) or not answer.get("ready"):
+                self.stop()
+                raise WorkerError(self._start_problem(answer, errors))
+        finally:
+            errors.close()
+
+    def _start_problem(self, answer, errors) -> str:
+        """The reason a start failed, from the server's answer or the tail of its stderr."""
+        if isinstance(answer, dict) and answer.get("isolation"):
+            return (f"the kernel refused each notebook its own user and IPC namespace (its process limit is counted "
+                    f"there): {shown(answer['isolation'], 200)}. {NAMESPACES_HINT}")
+        errors.seek(max(0, errors.seek(0, os.SEEK_END) - 1000))
+        said = shown(errors.read().decode("utf-8", "replace").strip(), 600) or "no message"
+        if self.sandbox and said.startswith("bwrap:"):  # unprivileged, most likely its user namespaces
+            return f"bubblewrap could not start the sandbox: {said}." + ("" if self.privileged else f" {NAMESPACES_HINT}")
+        return f"the grading worker did not start (is the environment complete?): {said}"
 
     def _readline(self, timeout: float):
         sel = selectors.DefaultSelector()

@@ -160,6 +160,46 @@ def _isolate(processes: int) -> None:
     _libc_call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
+def _become(uid) -> None:
+    """Drop to ``uid`` (its own gid, no supplementary groups): root's server only."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def isolation_problem(uid) -> str | None:
+    """What the kernel refuses of a notebook's isolation here, or None when nothing.
+
+    A forked child does what each notebook's child does before any student code (drop to
+    ``uid`` when root, then :func:`_isolate`) and exits. Run before the server says it is
+    ready, so a kernel without (nested) user namespaces stops grading with its reason instead
+    of running notebooks without their own process limit and IPC namespace.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            if uid is not None:
+                _become(uid)
+            _isolate(1)
+            if resource.getrlimit(resource.RLIMIT_NPROC)[0] != 1:
+                raise OSError("RLIMIT_NPROC could not be set in the notebook's user namespace")
+            os._exit(0)
+        except BaseException as exc:  # noqa: BLE001 - report, never fall into the server
+            try:
+                os.write(write_fd, f"{type(exc).__name__}: {exc}"[:500].encode(errors="replace"))
+            finally:
+                os._exit(1)
+    os.close(write_fd)
+    message = os.read(read_fd, 1000).decode(errors="replace")
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    if status == 0:
+        return None
+    return message or f"the isolation check ended with wait status {status}"
+
+
 def _read_job(fd) -> dict:
     """The child's own job, from its own pipe (bounded: the server wrote it)."""
     data = b""
@@ -190,9 +230,7 @@ def _child(job_fd, fd, shell, genuine, uid):
         _limit(resource.RLIMIT_AS, _address_space() + int(limits["memory_bytes"]))
         if uid is not None:
             _limit(resource.RLIMIT_NPROC, int(limits["processes"]))
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
+            _become(uid)
         _isolate(int(limits["processes"]))
         os.chdir(scratch)
         for var in ("HOME", "TMPDIR", "TMP", "TEMP", "MPLCONFIGDIR"):
@@ -304,9 +342,7 @@ def _as_uid(uid, action) -> None:
     pid = os.fork()
     if pid == 0:
         try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
+            _become(uid)
             action()
         finally:
             os._exit(0)
@@ -487,14 +523,20 @@ def run_job(job, zygote, uid):
             "seconds": round(time.monotonic() - started, 3)}
 
 
-def serve(uid=None) -> None:
-    """Answer jobs from stdin until EOF."""
+def serve(uid=None, probe=False) -> None:
+    """Answer jobs from stdin until EOF; with ``probe``, only say whether notebooks can be
+    isolated here (no TensorFlow: a fraction of a second)."""
     if uid is not None:  # root in bubblewrap: keep only what giving notebooks a uid needs
         keep_only(KEPT_CAPABILITIES)
     out = os.fdopen(os.dup(1), "w")
     _SERVER_FDS.append(out.fileno())
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # stray prints (TensorFlow, libraries) must not corrupt the protocol
+    problem = isolation_problem(uid)
+    if problem or probe:
+        out.write(json.dumps({"ready": not problem, "isolation": problem}) + "\n")
+        out.flush()
+        return
     shell, genuine = _preload()
     zygote = Zygote(shell, genuine, uid)  # before any job is read
     out.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
@@ -512,4 +554,4 @@ def serve(uid=None) -> None:
 
 if __name__ == "__main__":
     uid_arg = sys.argv[1] if len(sys.argv) > 1 else "none"
-    serve(None if uid_arg == "none" else int(uid_arg))
+    serve(None if uid_arg == "none" else int(uid_arg), probe="--probe" in sys.argv[2:])
