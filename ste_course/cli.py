@@ -106,7 +106,8 @@ def cmd_grade(args) -> int:
         results = grade(args.submissions, args.out, sources,
                         load_secret(args.secret_file), jobs_n=args.jobs, sandbox=not args.no_sandbox,
                         limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
-                        force=args.force, late=late, executor=executor, drop_manual=args.drop_manual)
+                        force=args.force, late=late, executor=executor, drop_manual=args.drop_manual,
+                        judges=args.judges, keep_results=False)
     except GradeError as err:
         print(f"ste-course grade: {shown(err, 600)}", file=sys.stderr)
         return 2
@@ -226,8 +227,10 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers (default: cores)")
     g.add_argument("--cluster", metavar="ADDRESS", default=None,
                    help="run the notebooks on a Dask cluster: its scheduler (tcp://host:8786), or 'local' "
-                        "for a LocalCluster of --jobs worker processes; this process still judges and records "
+                        "for a LocalCluster of --jobs worker processes; this process still records "
                         "(default: none, local worker processes)")
+    g.add_argument("--judges", type=int, default=2,
+                   help="processes that plan and judge beside the recording (default 2; 0: in the grading process)")
     g.add_argument("--no-sandbox", action="store_true", help="run without bubblewrap: only for trusted submissions")
     g.add_argument("--secret-file", type=Path, default=Path("~/.config/ste-course/secret"),
                    help="instructor's secret that seeds the hidden inputs, created if missing "

@@ -27,6 +27,7 @@ raised on its worker.
 from __future__ import annotations
 
 import atexit
+import collections
 import fcntl
 import os
 import secrets
@@ -183,7 +184,8 @@ class DaskExecutor:
         self.limits = limits or Limits()
         self.allowed_failures, self.connect_timeout = allowed_failures, connect_timeout
         self.task = task or run_on_worker
-        self.client = self.cluster = self.thread = None
+        self.client = self.cluster = self.thread = self.feeder = None
+        self._capacity = max(MIN_WINDOW, WINDOW_PER_THREAD * self.n_workers)
         self.delivered: set = set()  # run indexes whose result was handed on
         self.duplicates = 0  # results dropped because their run was already handed on
 
@@ -228,71 +230,123 @@ class DaskExecutor:
                              "; ".join(f"{w}: {p}" for w, p in sorted(bad.items())))
 
     # ------------------------------------------------------------ executor interface
-    def run_all(self, runs: list, on_result) -> None:
-        """Submit one task per run; ``on_result(index, result)`` is called from a collector
+    def capacity(self) -> int:
+        """Notebooks kept in flight (:meth:`_window`, as last measured)."""
+        return self._capacity
+
+    def run_all(self, runs, on_result) -> None:
+        """Submit one task per run of ``runs`` (any iterable, possibly lazy and blocking:
+        :mod:`ste_course.pipeline`); ``on_result(index, result)`` is called from a collector
         thread, exactly once per run.
 
-        At most ``WINDOW_PER_THREAD`` tasks per worker thread are in the scheduler at a time
-        (refilled as results arrive), so a large class's notebooks are not all held there.
+        A feeder thread takes the runs as they come; at most ``WINDOW_PER_THREAD`` tasks per
+        worker thread are in the scheduler at a time (refilled as results arrive), the rest wait
+        here, so a large class's notebooks are never all held by the scheduler.
         """
         from distributed import as_completed
 
         if self.client is None:
             self.connect()
-        self._runs, self._on_result, self._next = runs, on_result, 0
+        self._on_result, self._count = on_result, 0
         self._token, self._limits = secrets.token_hex(4), self.limits.as_dict()
+        self._runs: dict = {}  # index -> run, from arrival until its result is handed on
+        self._waiting: collections.deque = collections.deque()  # indexes not yet submitted
         self._futures: dict = {}  # in-flight future -> run index
+        self._fed = False  # every run of ``runs`` arrived
+        self._failure = None  # set when the cluster cannot take more: every later run fails
+        self._lock = threading.Condition()
         self._completed = as_completed()
-        self._submit_more()
+        self.feeder = threading.Thread(target=self._feed, args=(runs,), name="ste-dask-feeder", daemon=True)
         self.thread = threading.Thread(target=self._collect, name="ste-dask-collector", daemon=True)
+        self.feeder.start()
         self.thread.start()
 
     def _window(self) -> int:
         """Tasks to keep in flight: a few per worker thread now connected (workers may come and go)."""
         threads = sum(self.client.nthreads().values())
-        return max(MIN_WINDOW, WINDOW_PER_THREAD * threads)
+        self._capacity = max(MIN_WINDOW, WINDOW_PER_THREAD * threads)
+        return self._capacity
+
+    def _feed(self, runs):
+        for run in runs:
+            with self._lock:
+                index, self._count = self._count, self._count + 1
+                self._runs[index] = run
+                self._waiting.append(index)
+                self._deliver(self._submit_more())
+                self._lock.notify_all()
+        with self._lock:
+            self._fed = True
+            self._lock.notify_all()
 
     def _submit_more(self):
-        room = self._window() - len(self._futures)
-        while room > 0 and self._next < len(self._runs):
-            run = self._runs[self._next]
-            future = self.client.submit(self.task, run, self.sandbox, self._limits,
-                                        key=task_key(run, self._token), pure=False, retries=0)
-            self._futures[future] = self._next
-            self._completed.add(future)
-            self._next += 1
-            room -= 1
+        """Submit waiting runs while the window has room (holding ``_lock``)."""
+        try:
+            room = self._window() - len(self._futures) if self._failure is None else 0
+            while room > 0 and self._waiting:
+                index = self._waiting[0]
+                run = self._runs[index]
+                future = self.client.submit(self.task, run, self.sandbox, self._limits,
+                                            key=task_key(run, self._token), pure=False, retries=0)
+                self._waiting.popleft()
+                self._futures[future] = index
+                self._completed.add(future)
+                room -= 1
+        except Exception as err:  # noqa: BLE001 - the cluster is gone: the rest cannot run
+            self._failure = err
+        failed = []
+        while self._failure is not None and self._waiting:
+            index = self._waiting.popleft()
+            failed.append((index, failure_result(self._runs[index], self._failure)))
+        return failed
+
+    def _next_completed(self):
+        """The next finished future, or None once every run was fed and handed on."""
+        with self._lock:
+            while not self._futures:
+                if self._fed and not self._waiting:
+                    return None
+                self._lock.wait(0.5)
+                self._deliver(self._submit_more())
+        return next(self._completed)
 
     def _collect(self):
-        for future in self._completed:
-            index = self._futures.pop(future, None)
-            if index is None or index in self.delivered:  # a result that arrives twice is not graded twice
-                self.duplicates += 1
+        while True:
+            try:
+                future = self._next_completed()
+            except StopIteration:
+                continue
+            if future is None:
+                return
+            with self._lock:
+                index = self._futures.pop(future, None)
+                duplicate = index is None or index in self.delivered
+                if duplicate:  # a result that arrives twice is not graded twice
+                    self.duplicates += 1
+                else:
+                    self.delivered.add(index)
+            if duplicate:
                 continue
             run = self._runs[index]
             try:
                 result = checked_result(run, future.result())
             except BaseException as err:  # noqa: BLE001 - KilledWorker, CancelledError, the task's error
                 result = failure_result(run, err)
-            self.delivered.add(index)
             future.release()
-            try:
-                self._submit_more()
-            except Exception as err:  # noqa: BLE001 - the cluster is gone: the rest cannot run
-                self._fail_unsubmitted(err)
-            self._on_result(index, result)
-        self._fail_unsubmitted(RuntimeError("the Dask cluster stopped answering"))
+            self._deliver([(index, result)])
+            with self._lock:
+                self._deliver(self._submit_more())
 
-    def _fail_unsubmitted(self, err: BaseException):
-        """Hand on an ``error`` for every run not yet submitted (so the parent never waits forever)."""
-        while self._next < len(self._runs):
-            index, self._next = self._next, self._next + 1
+    def _deliver(self, results):
+        for index, result in results:
             self.delivered.add(index)
-            self._on_result(index, failure_result(self._runs[index], err))
+            self._runs.pop(index, None)
+            self._on_result(index, result)
 
     def join(self):
-        if self.thread is not None:
-            self.thread.join()
+        for thread in (self.feeder, self.thread):
+            if thread is not None:
+                thread.join()
         self.close()
 
     def close(self):

@@ -407,8 +407,9 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
           students=None, assignments=None, force: bool = False, progress: bool = True,
           late: LatePolicy | None = None, executor=None, drop_manual: bool = False,
           judges: int = 0, keep_results: bool = True):
-    """Grade a class; returns the list of NotebookResult recorded in this run (empty unless
-    ``keep_results``: a large class's results are in the gradebook and files, not in memory).
+    """Grade a class; returns the list of NotebookResult recorded in this run (without
+    ``keep_results``, their keys (student, assignment, notebook) only: a large class's results
+    are in the gradebook and files, not in this process's memory).
 
     The class streams through a bounded window (:class:`~ste_course.pipeline.Pipeline`): jobs are
     collected lazily, planned a few notebooks ahead of ``executor`` (default: a
@@ -451,8 +452,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
 
     def record(job, result):
         recorded = _record(recorder, result, job)
-        if keep_results:
-            done.append(recorded)
+        done.append(recorded if keep_results else job.key)
         if bar is not None:
             bar.update(1)
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ste_course import gradebook
+from ste_course.dblock import WriterLock, ping_on_checkout, retrying
 from ste_course.feedback import render_feedback
 from ste_course.source import SourceNotebook
 from ste_course.untrusted import cell, clean
@@ -74,47 +75,6 @@ def gradebook_url(url: str) -> str:
     return url
 
 
-class WriterLock:
-    """Makes concurrent grading runs take turns at writing a PostgreSQL gradebook (no-op elsewhere).
-
-    nbgrader checks, then inserts and commits inside its own helpers (``Gradebook()`` creating the
-    schema, ``add_student``, ``add_submission``), so two runs writing a fresh database or the same
-    student at once can both insert, and a retry could not make those multi-commit steps atomic.
-    A session-level advisory lock, taken on a connection of its own around opening the gradebook
-    and around each notebook's write, serialises only those milliseconds (the notebooks still run
-    in parallel); the server drops it if a run dies.
-    """
-
-    KEY = 0x57E_C0DE_6B  # any constant shared by every ste-course writer of the database
-
-    def __init__(self, url: str):
-        self.engine = self.conn = None
-        if url.startswith("postgresql"):
-            from sqlalchemy import create_engine
-            from sqlalchemy.pool import NullPool
-
-            self.engine = create_engine(url, poolclass=NullPool)
-            self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-    def _call(self, function: str) -> None:
-        if self.conn is not None:
-            from sqlalchemy import text
-
-            self.conn.execute(text(f"SELECT {function}(:key)"), {"key": self.KEY})
-
-    def __enter__(self):
-        self._call("pg_advisory_lock")
-        return self
-
-    def __exit__(self, *exc):
-        self._call("pg_advisory_unlock")
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-            self.engine.dispose()
-
-
 class Recorder:
     """The one writer of a grading run: the gradebook (:mod:`ste_course.gradebook`), then the
     files derived from it (feedback, ``autograded/``, the run's evidence in ``results/``,
@@ -131,6 +91,8 @@ class Recorder:
         self.lock = WriterLock(self.db_url)
         with self.lock:
             self.gb = gradebook.open_gradebook(self.db_url)
+            if self.lock.engine is not None:  # PostgreSQL: a dropped connection is replaced
+                ping_on_checkout(self.gb.engine)
             self.changed = gradebook.sync_definition(self.gb, sources, due)
         self._course_folder()
 
@@ -171,10 +133,9 @@ class Recorder:
         is cleaned first (lone surrogates from the sandbox or a notebook become U+FFFD), so
         writing UTF-8 cannot fail on it."""
         result = NotebookResult(**clean(asdict(result)))
-        with self.lock:
-            self._gradebook(result)
+        self.lock.write(self._gradebook, result, rollback=self.gb.db.rollback)
         if source is not None:
-            self._feedback(result, source)
+            retrying(self._feedback, result, source, rollback=self.gb.db.rollback)
             self._autograded(result, source)
         _atomic_write(self.result_path(result.student, result.assignment, result.notebook),
                       json.dumps(asdict(result), indent=1))

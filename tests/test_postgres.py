@@ -273,3 +273,99 @@ def test_two_grading_runs_into_one_database_at_once(postgres, warm, course, tmp_
     assert _grades(outcomes["one"]) == _grades(outcomes["two"])
     assert _counts(postgres, "concurrent") == _expected_counts(course)
     assert _database_scores(postgres, "concurrent") == {k: g[0] for k, g in _grades(outcomes["one"]).items()}
+
+
+class Recorded:
+    """An executor that answers each run with a worker result recorded earlier (by run id),
+    calling ``before(index)`` first: here, dropping the gradebook's connections mid-run."""
+
+    def __init__(self, payloads, before):
+        self.payloads, self.before = payloads, before
+
+    def run_all(self, runs, on_result):
+        for index, run in enumerate(runs):
+            self.before(index)
+            on_result(index, self.payloads[run["id"]])
+
+    def join(self):
+        pass
+
+
+def _terminate_others(server, database) -> int:
+    """pg_terminate_backend on every other session of ``database`` (the grader's, the lock's)."""
+    return len(server.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                              f"'{database}' AND pid <> pg_backend_pid()"))
+
+
+def _wait_for_rows(server, database, n, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while server.execute("SELECT count(*) FROM ste_course_result", database)[0][0] < n:
+        assert time.monotonic() < deadline, f"{n} notebooks were not recorded within {timeout} s"
+        time.sleep(0.05)
+
+
+def test_dropped_connections_mid_run_lose_nothing_and_double_nothing(postgres, warm, course, tmp_path):
+    payloads = {}
+
+    class Capture:
+        def run_all(self, runs, on_result):
+            ids = []
+
+            def each():
+                for run in runs:
+                    ids.append(run["id"])
+                    yield run
+
+            warm.run_all(each(), lambda i, r: (payloads.__setitem__(ids[i], r), on_result(i, r)))
+
+        def join(self):
+            warm.join()
+
+    reference = _grades(grade(course["subs"], tmp_path / "ref", course["sources"], SECRET, sandbox=True,
+                              progress=False, executor=Capture()))
+    url = postgres.create_database("dropped")
+    dropped = []
+
+    def drop(index):  # once the notebooks before this one are recorded: the grader's connections are open
+        _wait_for_rows(postgres, "dropped", index)
+        dropped.append(_terminate_others(postgres, "dropped"))
+
+    results = grade(course["subs"], tmp_path / "pg", course["sources"], SECRET, sandbox=True, db_url=url,
+                    progress=False, executor=Recorded(payloads, drop))
+    assert len(dropped) == course["count"] and min(dropped) >= 1, f"connections terminated per run: {dropped}"
+    assert _grades(results) == reference, "a dropped connection changed a grade"
+    assert _counts(postgres, "dropped") == _expected_counts(course), "a grade was lost or doubled"
+    assert _database_scores(postgres, "dropped") == {k: g[0] for k, g in reference.items()}
+    status = postgres.execute("SELECT status, count(*) FROM ste_course_result GROUP BY status", "dropped")
+    assert dict(status) == {"ok": course["count"]}, status
+
+
+def test_writer_lock_times_out_and_never_hides_the_original_error(postgres):
+    import psycopg
+
+    from ste_course.dblock import LockTimeout, WriterLock
+
+    url = gradebook_url(postgres.create_database("locks"))
+    holder = psycopg.connect(postgres.url("locks"), autocommit=True)
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s)", (WriterLock.KEY,))
+        lock = WriterLock(url, lock_timeout="300ms")
+        started = time.monotonic()
+        with pytest.raises(LockTimeout, match="300ms"):
+            with lock:
+                pass
+        assert time.monotonic() - started < 10
+        holder.execute("SELECT pg_advisory_unlock(%s)", (WriterLock.KEY,))
+
+        class Original(Exception):
+            pass
+
+        with pytest.raises(Original):  # the unlock fails too (its connection is gone): not what is raised
+            with lock:
+                _terminate_others(postgres, "locks")
+                raise Original("the write failed")
+        with lock:  # the next turn reconnects (pre-ping) and takes the lock again
+            assert postgres.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", "locks")[0][0] == 1
+        lock.close()
+    finally:
+        holder.close()
