@@ -147,8 +147,8 @@ class Recorder:
         """The instructor's notebook with the student's answers and each test's verdict as its
         output, in ``autograded/`` where nbgrader's formgrader looks for it."""
         nb = json.loads(source.path.read_text(encoding="utf-8"))
-        answers = {c["grade_id"]: c["text"] for c in result.feedback_cells
-                   if c.get("kind") == "code" and c.get("grade_id")}
+        answers = {c["grade_id"]: c["text"] for c in result.feedback_cells  # code, and written answers
+                   if c.get("kind") in ("code", "markdown") and c.get("grade_id")}
         grades = {c["grade_id"]: c for c in result.cells}
         for cell in nb.get("cells", []):
             gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")

@@ -181,6 +181,10 @@ def test_a_written_answer_waits_for_a_hand_grade_that_reaches_grades_csv(tmp_pat
         gb.db.commit()
     row = run()  # nothing to re-grade; grades.csv is written again from the gradebook
     assert float(row["score"]) == 6.5 and row["manual"] == "True", row
+    autograded = json.loads((out / "autograded" / "s1" / "adv" / "adv.ipynb").read_text())  # formgrader's view
+    shown = {c["metadata"]["nbgrader"]["grade_id"]: "".join(c["source"]) for c in autograded["cells"]
+             if c["metadata"].get("nbgrader", {}).get("grade_id")}
+    assert shown["why"].startswith("Outside the window the sign is flat")
 
 
 BYO = ROOT / "tests" / "fixtures" / "byo"  # nbgrader's documentation style: assert cells, no check
