@@ -6,7 +6,9 @@ Five students, in nbgrader's submitted layout (<student>/<assignment>/<notebook>
 * ``blank``: every released notebook as handed out;
 * ``half_done``: the first half of each notebook's answer cells solved, the rest blank;
 * ``plain_round``: complete, except that assignment 04's quantizer uses plain ``tf.round``
-  without ``straight_through`` (its forward checks pass, its gradient checks fail);
+  without ``straight_through``, assignment 07's LSQ quantizer plain ``tf.round`` without an STE
+  and assignment 08's Gumbel-softmax a plain one-hot (in each, the forward checks pass and the
+  gradient checks fail);
 * ``broken``: complete, except that assignment 03's notebook is truncated (invalid JSON).
 
 Run: ``python examples/make_submissions.py`` (``make grade`` grades the result).
@@ -25,6 +27,19 @@ PLAIN_ROUND = '''def quantize_ste(x, bits):
     x = tf.convert_to_tensor(x)
     n = 2**bits - 1
     return tf.round(tf.clip_by_value(x, tf.zeros_like(x), tf.ones_like(x)) * n) / n'''
+
+PLAIN_LSQ = '''def lsq_quantize(x, step, bits, signed=True, grad_scale=1.0):
+    """LSQ with plain tf.round: the right values, no STE."""
+    x = tf.convert_to_tensor(x)
+    s = tf.convert_to_tensor(step, x.dtype)
+    q_n, q_p = (2 ** (bits - 1), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    return s * tf.clip_by_value(tf.round(x / s), tf.constant(-q_n, x.dtype), tf.constant(q_p, x.dtype))'''
+PLAIN_GUMBEL = '''def gumbel_softmax_st(logits, noise, temperature):
+    """The Gumbel-max sample alone: the right one-hot, no gradient."""
+    logits = tf.convert_to_tensor(logits)
+    return tf.one_hot(tf.argmax(logits + noise, axis=-1), tf.shape(logits)[-1], dtype=logits.dtype)'''
+PLAIN = {"04_stop_gradient": {"quantize_ste": PLAIN_ROUND}, "07_lsq": {"lsq_quantize": PLAIN_LSQ},
+         "08_discrete": {"gumbel_softmax_st": PLAIN_GUMBEL}}
 
 
 def _answer(source: str) -> str:
@@ -67,8 +82,7 @@ def main(out: Path = OUT) -> None:
             "complete": student_notebook(release, solution, set(ids), {}),
             "blank": release,
             "half_done": student_notebook(release, solution, set(ids[: max(1, len(ids) // 2)]), {}),
-            "plain_round": student_notebook(release, solution, set(ids),
-                                            {"quantize_ste": PLAIN_ROUND} if assignment == "04_stop_gradient" else {}),
+            "plain_round": student_notebook(release, solution, set(ids), PLAIN.get(assignment, {})),
             "broken": student_notebook(release, solution, set(ids), {}),
         }
         for student, nb in students.items():

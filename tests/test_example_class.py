@@ -1,7 +1,8 @@
 """The example class (examples/submissions/) and reference use, graded in one sandboxed run.
 
-Expected: a complete student scores full marks, a blank one zero, a half-done one in between;
-plain tf.round passes the forward checks and fails the gradient checks; a broken notebook costs
+Expected: a complete student scores every automatic point, a blank one zero, a half-done one in between;
+plain tf.round (04, 07) and a plain one-hot (08) pass the forward checks and fail the gradient
+checks; written answers (07, 08) are left for a manual grade; a broken notebook costs
 that notebook only; a part implemented by calling the reference ste_utils scores 0 however the
 student reaches it, while the rest of the notebook keeps its marks; answers to assignment 01
 computed with tf.GradientTape and a lookup "model" for assignment 06 score 0 on those parts;
@@ -75,7 +76,13 @@ LOOKUP = {
 
     return Lookup()""",
 }
-ATTACKS = {"autodiff": ("01_backprop", AUTODIFF), "lookup": ("06_proxies", LOOKUP)}
+# Answers to 07 and 08 that call the ste_utils reference (those parts forbid it).
+REFERENCE_07 = {"lsq_quantize": """import ste_utils
+    return ste_utils.lsq_quantize(x, step, bits, signed=signed, grad_scale=grad_scale)"""}
+REFERENCE_08 = {"vector_quantize": """from ste_utils.discrete import vector_quantize as vq
+    return tuple(vq(z_e, codebook))"""}
+ATTACKS = {"autodiff": ("01_backprop", AUTODIFF), "lookup": ("06_proxies", LOOKUP),
+           "ref_lsq": ("07_lsq", REFERENCE_07), "ref_vq": ("08_discrete", REFERENCE_08)}
 
 
 def _attacker(complete_nb: dict, release_nb: dict, bodies: dict) -> dict:
@@ -136,6 +143,14 @@ def _results(out, student, assignment):
 
 
 ASSIGNMENTS = [p.name for p in sorted((ROOT / "solutions").iterdir()) if p.is_dir()]
+# Written answers are graded by hand: grading gives at most the test cells' points.
+SOURCES = load_assignments(ROOT / "solutions")
+AUTO_POINTS = {a: sum(c.points for nb in nbs for c in nb.auto_cells) for a, nbs in SOURCES.items()}
+MAX_POINTS = {a: sum(nb.max_score for nb in nbs) for a, nbs in SOURCES.items()}
+# The plain_round student: (parts whose forward checks pass, gradient parts that score 0)
+PLAIN = {"04_stop_gradient": (("test_quantize_value",), ("test_quantize_gradient",)),
+         "07_lsq": (("test_lsq_value", "test_pact"), ("test_lsq_x_gradient", "test_lsq_step_gradient")),
+         "08_discrete": (("test_gumbel_value", "test_vq_forward", "test_vq_gradients"), ("test_gumbel_gradient",))}
 
 
 def test_examples_are_generated_from_the_current_solutions(tmp_path):
@@ -155,7 +170,8 @@ def test_examples_are_generated_from_the_current_solutions(tmp_path):
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_complete_scores_full_blank_zero_half_between(graded, assignment):
     _, rows = graded
-    full = float(rows[("complete", assignment)]["max_score"])
+    full = AUTO_POINTS[assignment]
+    assert float(rows[("complete", assignment)]["max_score"]) == MAX_POINTS[assignment]
     assert float(rows[("complete", assignment)]["score"]) == full, rows[("complete", assignment)]
     assert float(rows[("blank", assignment)]["score"]) == 0
     assert 0 < float(rows[("half_done", assignment)]["score"]) < full
@@ -164,13 +180,16 @@ def test_complete_scores_full_blank_zero_half_between(graded, assignment):
 
 def test_plain_round_passes_forward_checks_and_fails_gradient_checks(graded):
     out, rows = graded
-    cells = {c["grade_id"]: c for c in _results(out, "plain_round", "04_stop_gradient")["cells"]}
-    assert cells["test_quantize_value"]["points"] == cells["test_quantize_value"]["max_points"]
-    assert cells["test_quantize_gradient"]["points"] == 0
-    assert any("gradient" in m for m in cells["test_quantize_gradient"]["messages"])
+    for assignment, (passing, failing) in PLAIN.items():
+        cells = {c["grade_id"]: c for c in _results(out, "plain_round", assignment)["cells"]}
+        for part in passing:
+            assert cells[part]["points"] == cells[part]["max_points"], cells[part]
+        for part in failing:
+            assert cells[part]["points"] == 0, cells[part]
+            assert any("gradient" in m for m in cells[part]["messages"]), cells[part]
     for assignment in ASSIGNMENTS:
-        if assignment != "04_stop_gradient":
-            assert rows[("plain_round", assignment)]["score"] == rows[("plain_round", assignment)]["max_score"]
+        if assignment not in PLAIN:
+            assert float(rows[("plain_round", assignment)]["score"]) == AUTO_POINTS[assignment]
 
 
 def test_broken_notebook_costs_only_itself(graded):
@@ -180,7 +199,7 @@ def test_broken_notebook_costs_only_itself(graded):
     assert "not valid notebook JSON" in rows[("broken", "03_ste")]["reason"]
     for assignment in ASSIGNMENTS:
         if assignment != "03_ste":
-            assert rows[("broken", assignment)]["score"] == rows[("broken", assignment)]["max_score"]
+            assert float(rows[("broken", assignment)]["score"]) == AUTO_POINTS[assignment]
 
 
 @pytest.mark.parametrize("student", sorted(REFERENCE_USES))
@@ -226,3 +245,17 @@ def test_a_lookup_model_scores_zero(graded):
         if gid != "test_trained_model":
             assert cell["points"] == cell["max_points"], cell
 
+
+
+@pytest.mark.parametrize("student,assignment,parts", [
+    ("ref_lsq", "07_lsq", ("test_lsq_value", "test_lsq_x_gradient", "test_lsq_step_gradient")),
+    ("ref_vq", "08_discrete", ("test_vq_forward", "test_vq_gradients"))])
+def test_reference_use_in_07_and_08_scores_zero_for_those_parts(graded, student, assignment, parts):
+    out, _ = graded
+    cells = {c["grade_id"]: c for c in _results(out, student, assignment)["cells"]}
+    for gid, cell in cells.items():
+        if gid in parts:
+            assert cell["points"] == 0, cell
+            assert any("must be your own implementation" in m for m in cell["messages"]), cell["messages"]
+        elif not cell.get("manual"):
+            assert cell["points"] == cell["max_points"], cell
