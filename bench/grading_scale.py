@@ -185,6 +185,122 @@ def row(run, n):
             f"{t.total.get('gradebook open', 0.0):.1f} |")
 
 
+# ---------------------------------------------------------------- the parent's own ceiling
+class StubJudges:
+    """Judges that answer at once with results judged earlier (one per assignment, notebook and
+    kind of student, renamed): what the parent does alone is then collecting, the window and
+    recording."""
+
+    def __init__(self, templates, plan):
+        self.templates, self.plan_of = templates, plan
+
+    def plan(self, job, reply):
+        from ste_course.judging import Ticket
+
+        reply(("run", {"id": "/".join(job.key)}, Ticket("", "")))
+
+    def judge(self, job, ticket, payload, reply):
+        import copy
+
+        kind = self.plan_of[job.student]
+        result = copy.copy(self.templates[(job.source.assignment, job.source.name, kind)])
+        result.student = job.student
+        reply(result)
+
+    def close(self):
+        pass
+
+
+class InstantExecutor:
+    """Workers infinitely fast: every run's result at once (the stub judges ignore it)."""
+
+    def capacity(self):
+        return 64
+
+    def run_all(self, runs, on_result):
+        for index, run in enumerate(runs):
+            on_result(index, {"id": run["id"], "status": "", "events": []})
+
+    def join(self):
+        pass
+
+
+def templates(solutions, sources, work):
+    """Real results (sandboxed runs, judged) of a complete and a blank student, per notebook."""
+    klass = work / "templates"
+    classroom.make_class(solutions, klass, {"complete": "complete", "blank": "blank"})
+    results = grading.grade(klass, work / "templates-out", sources, SECRET, jobs_n=2, sandbox=True, progress=False)
+    return {(r.assignment, r.notebook, r.student): r for r in results}
+
+
+def ceiling_child(n_students, db_url, solutions, tmpl, out_queue):
+    """One parent-only run in a fresh process: wall, first record, recording cost, peak RSS."""
+    import resource
+
+    sources = load_assignments(solutions)
+    with tempfile.TemporaryDirectory(prefix="ste-ceiling-") as tmp:
+        klass = Path(tmp) / "submitted"
+        plan = {f"student{i:05d}": ("complete" if i % 2 == 0 else "blank") for i in range(n_students)}
+        n = classroom.make_class(solutions, klass, plan)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        timers = Timers()
+        undo = [timers.wrap(record.Recorder, "record", "record"), timers.wrap(record.Recorder, "_gradebook", "db")]
+        first = []
+        original = grading._record
+
+        def spy(recorder, result, job):
+            if not first:
+                first.append(time.perf_counter())
+            return original(recorder, result, job)
+
+        grading._record = spy
+        from ste_course import judging
+
+        pool = judging.InlineJudges
+        judging.InlineJudges = lambda *a: StubJudges(tmpl, plan)
+        start = time.perf_counter()
+        try:
+            done = grading.grade(klass, Path(tmp) / "out", sources, SECRET, sandbox=False, db_url=db_url,
+                                 progress=False, executor=InstantExecutor(), keep_results=False)
+        finally:
+            judging.InlineJudges, grading._record = pool, original
+            for restore in undo:
+                restore()
+        wall = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out_queue.put(dict(n=n, recorded=len(done), wall=wall, first=first[0] - start if first else None,
+                       record_ms=1000 * timers.total["record"] / max(1, n), db_ms=1000 * timers.total["db"] / max(1, n),
+                       peak_mb=peak / 1024, grown_mb=(peak - base) / 1024))
+
+
+def ceiling(solutions, sources, work, sizes, db_urls):
+    import multiprocessing
+
+    print("recording template results (a complete and a blank student, sandboxed) ...", file=sys.stderr, flush=True)
+    tmpl = templates(solutions, sources, work)
+    per_notebook = len([nb for nbs in sources.values() for nb in nbs])
+    rows = []
+    ctx = multiprocessing.get_context("spawn")
+    for name, url_of in db_urls:
+        for size in sizes:
+            students = max(1, size // per_notebook)
+            q = ctx.Queue()
+            proc = ctx.Process(target=ceiling_child, args=(students, url_of(size), solutions, tmpl, q))
+            proc.start()
+            got = q.get()
+            proc.join()
+            rows.append((name, got))
+            print(f"  {name} {got['n']} notebooks: {got['n'] / got['wall']:.1f} nb/s", file=sys.stderr, flush=True)
+    print("\nThe parent alone (instant stub executor, stub judges answering with recorded results; "
+          "each run in a fresh process):\n")
+    print("| gradebook | notebooks | wall s | notebooks/s | first grade recorded after s | record ms/nb "
+          "| of which database ms/nb | peak RSS MB | RSS growth during the run MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        print(f"| {name} | {r['n']} | {r['wall']:.1f} | {r['n'] / r['wall']:.1f} | {r['first']:.2f} | "
+              f"{r['record_ms']:.1f} | {r['db_ms']:.1f} | {r['peak_mb']:.0f} | {r['grown_mb']:.0f} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=60)
@@ -192,6 +308,9 @@ def main(argv=None):
     parser.add_argument("--solutions", type=Path, default=ROOT / "solutions")
     parser.add_argument("--modes", default="serial,cluster", help="comma-separated: serial, cluster")
     parser.add_argument("--db", default=None, help="gradebook URL (default: SQLite in each output folder)")
+    parser.add_argument("--ceiling", default="", metavar="SIZES",
+                        help="also measure the parent alone for these class sizes in notebooks (e.g. 200,2000), "
+                             "with SQLite and a throw-away PostgreSQL 15")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - {"serial", "cluster"}
@@ -219,6 +338,8 @@ def main(argv=None):
           f"{os.cpu_count()} cores (load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after); "
           f"cluster = LocalCluster, {args.workers} worker processes x 1 thread; the parent imported TensorFlow "
           f"once in {parent_import:.1f} s (not counted)\n")
+    if not runs:
+        print("(no grading mode run)")
     print("| mode | notebooks | wall s | notebooks/s | sandbox start (total / boots) | execution s/nb | "
           "preflight ms/nb | judging ms/nb | feedback ms/nb | database ms/nb | result file ms/nb | "
           "gradebook open s |")
@@ -242,6 +363,20 @@ def main(argv=None):
         seconds, count, size = overhead
         print(f"Dask alone (no-op task, warm {args.workers}-worker LocalCluster): {count} tasks in {seconds:.2f} s = "
               f"{1000 * seconds / count:.1f} ms per notebook; run dict {size:.1f} KB on average")
+    if args.ceiling:
+        sizes = [int(x) for x in args.ceiling.split(",") if x.strip()]
+        spec = importlib.util.spec_from_file_location("pg_server", ROOT / "tests" / "test_postgres.py")
+        pg = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(pg)
+        server = pg.Server()
+        try:
+            server.start()
+            dbs = [("SQLite", lambda size: None),
+                   ("PostgreSQL 15", lambda size: server.create_database(f"ceiling{size}_{time.monotonic_ns()}"))]
+            with tempfile.TemporaryDirectory(prefix="ste-scale-") as tmp:
+                ceiling(args.solutions.resolve(), sources, Path(tmp), sizes, dbs)
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":
