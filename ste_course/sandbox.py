@@ -14,6 +14,8 @@ worker's uid); as another user bubblewrap runs unprivileged (a user namespace) a
 sandbox is started per notebook, so that whatever a notebook leaves running dies with its
 sandbox. Either way each notebook then runs in a user and IPC namespace of its own, with its
 process limit counted there and no capability (:func:`ste_course.inside.server._isolate`).
+When the kernel refuses those namespaces (to bubblewrap or to a notebook), grading refuses to
+start (:func:`sandbox_problem`) rather than run notebooks without their limits.
 """
 
 from __future__ import annotations
