@@ -100,7 +100,9 @@ def bwrap_command(privileged: bool) -> list:
             "--setenv", "PATH", f"{venv}/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
             "--setenv", "TF_CPP_MIN_LOG_LEVEL", "2", "--setenv", "TF_ENABLE_ONEDNN_OPTS", "0",
             "--setenv", "PYTHONNOUSERSITE", "1", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-            "--setenv", "MPLBACKEND", "Agg", "--setenv", "LANG", "C.UTF-8"]
+            "--setenv", "MPLBACKEND", "Agg", "--setenv", "LANG", "C.UTF-8",
+            # NumPy's BLAS would start a thread per core; threads count against RLIMIT_NPROC
+            "--setenv", "OPENBLAS_NUM_THREADS", "1", "--setenv", "OMP_NUM_THREADS", "1"]
     return cmd
 
 

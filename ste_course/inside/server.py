@@ -48,6 +48,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 # SETGID), hand it its scratch folder (CHOWN), kill it whatever its uid at that moment (KILL).
 # bubblewrap also grants CAP_SETPCAP, which the server needs to empty its bounding set and then
 # drops (:func:`keep_only`). Notebooks hold no capability at all (:func:`_isolate`).
+TF_THREADS = 2  # TensorFlow intra-op and inter-op threads per notebook (see _preload)
 KEPT_CAPABILITIES = {"CAP_CHOWN": 0, "CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7}
 _SERVER_FDS: list = []  # the server's reply channel: a forked child must not inherit it
 
@@ -60,7 +61,13 @@ def _preload():
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
     import numpy  # noqa: F401
-    import tensorflow  # noqa: F401
+    import tensorflow
+
+    # Threads count against RLIMIT_NPROC (see _isolate), and TensorFlow sizes its pools by the
+    # machine's cores: on a 64-core machine its pools alone would exceed the default limit of 64.
+    # Two of each, whatever the machine, also makes a notebook's arithmetic the same everywhere.
+    tensorflow.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
+    tensorflow.config.threading.set_inter_op_parallelism_threads(TF_THREADS)
     from IPython.core.inputtransformer2 import TransformerManager
     from IPython.core.interactiveshell import InteractiveShell
 
