@@ -27,6 +27,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from ste_course.untrusted import clean
+
 
 @dataclass(frozen=True)
 class Ticket:
@@ -159,7 +161,8 @@ class JudgePool:
         self._submit(reply, _plan_remote, job_key(job))
 
     def judge(self, job, ticket, payload, reply) -> None:
-        self._submit(reply, _judge_remote, job_key(job), ticket, payload)
+        # Cleaned here: data nested thousands of levels deep (the sandbox's) cannot be pickled.
+        self._submit(reply, _judge_remote, job_key(job), ticket, clean(payload))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -63,7 +63,10 @@ def parse_time(text: str) -> datetime:
         raise LateError(f"{shown(text, 60)} is not a time ({err})") from None
     if hours is not None:
         sign = -1 if hours.startswith("-") else 1
-        when -= sign * timedelta(hours=int(hours[1:]), minutes=int(minutes))
+        try:
+            when -= sign * timedelta(hours=int(hours[1:]), minutes=int(minutes))
+        except OverflowError:  # e.g. 0001-01-01 00:00:00 +05:00: before year 1 in UTC
+            raise LateError(f"{shown(text.strip(), 60)} is not a time in UTC's years 1 to 9999") from None
     return when
 
 

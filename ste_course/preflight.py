@@ -136,7 +136,17 @@ def prepare(source: SourceNotebook, submitted: dict) -> Prepared:
             add(original.source, True, original.grade_id, original.cell_type)
         for text in extras.get(original.grade_id, []) if original.grade_id else []:
             add(text, False)
-    return Prepared(cells=cells, notes=notes)
+    return Prepared(cells=cells, notes=_summarised(notes))
+
+
+MAX_NOTES = 5  # repairs named in the reason; a submission can ask for thousands
+
+
+def _summarised(notes: list) -> list:
+    """The first :data:`MAX_NOTES` notes and how many more there were (one reason cell stays short)."""
+    if len(notes) <= MAX_NOTES:
+        return notes
+    return notes[:MAX_NOTES] + [f"and {len(notes) - MAX_NOTES} more repairs of this submission"]
 
 
 def _blank(original) -> str:

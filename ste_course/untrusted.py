@@ -6,7 +6,8 @@ One function per destination, used everywhere:
 * :func:`clean` for anything stored (JSON, HTML, the gradebook): lone surrogates (from the
   sandbox's JSON or a notebook's ``"\\ud800"``) become U+FFFD, so writing UTF-8 never raises;
 * :func:`shown` for a terminal or an identifier: control, format and separator characters,
-  surrogates and backslashes become Python-style escapes, so nothing reaches a terminal raw;
+  surrogates and backslashes become Python-style escapes, so nothing reaches a terminal raw
+  (:func:`escaped_id`: the id of a folder whose name is not a :func:`valid_id`);
 * :func:`cell` for a spreadsheet (CSV): text a spreadsheet would run as a formula gets a
   leading ``'`` (OWASP's CSV-injection guidance), numbers stay numbers;
 
@@ -16,6 +17,7 @@ only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -27,16 +29,23 @@ from pathlib import Path
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")  # OWASP's list, plus the escape itself
+MAX_DEPTH = 64  # lists and dicts nested deeper than this in untrusted data are not kept (clean)
+MAX_ID_CHARS, MAX_ID_BYTES = 100, 200  # an escaped id: a file name (255 bytes at most) with room
 
 
-def clean(value):
-    """``value`` with every lone surrogate in its strings (and dict keys) replaced by U+FFFD."""
+def clean(value, _depth: int = 0):
+    """``value`` with every lone surrogate in its strings (and dict keys) replaced by U+FFFD, and
+    every list or dict nested deeper than :data:`MAX_DEPTH` replaced by the text
+    ``"[nested too deeply]"`` (JSON from the sandbox may nest thousands of levels deep; nothing
+    the harness or nbformat writes comes near), so neither this nor pickling the result raises."""
     if isinstance(value, str):
         return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, (dict, list, tuple)) and _depth >= MAX_DEPTH:
+        return "[nested too deeply]"
     if isinstance(value, dict):
-        return {clean(k): clean(v) for k, v in value.items()}
+        return {clean(k, _depth + 1): clean(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(clean(v) for v in value)
+        return type(value)(clean(v, _depth + 1) for v in value)
     return value
 
 
@@ -86,6 +95,22 @@ def valid_id(name: str) -> bool:
     return (0 < len(name) <= 100 and not name.startswith(".") and name.strip() == name
             and "/" not in name and "\\" not in name
             and not any(unicodedata.category(ch) in _UNSAFE_CATEGORIES for ch in name))
+
+
+def escaped_id(name) -> str:
+    """The id a folder whose name is not a :func:`valid_id` is graded under: its :func:`shown`
+    rendering, which never equals a valid id (it holds a ``\\``) nor another name's; when the
+    rendering is longer than :data:`MAX_ID_CHARS` characters or :data:`MAX_ID_BYTES` bytes, its
+    start, ``...`` and 12 hex digits of the name's SHA-256, so two long names stay two ids and
+    every id fits in a file name (the feedback folder)."""
+    text = shown(name)
+    if len(text) <= MAX_ID_CHARS and len(text.encode()) <= MAX_ID_BYTES:
+        return text
+    head = text[:MAX_ID_CHARS - 20]
+    while len(head.encode()) > MAX_ID_BYTES - 20:
+        head = head[:-1]
+    raw = name if isinstance(name, bytes) else name.encode("utf-8", "surrogatepass")
+    return f"{head}...{hashlib.sha256(raw).hexdigest()[:12]}"
 
 
 class NotOwnFile(OSError):
