@@ -25,7 +25,7 @@ from ste_course.gradebook import RETRIED
 from ste_course.record import NotebookResult, Recorder
 from ste_course.sandbox import Limits, Worker, bwrap_path, sandbox_problem
 from ste_course.source import SourceNotebook
-from ste_course.untrusted import NotOwnFile, clean, read_own, shown, valid_id
+from ste_course.untrusted import NotOwnFile, clean, escaped_id, read_own, shown, valid_id
 
 
 class GradeError(RuntimeError):
@@ -99,7 +99,7 @@ def iter_jobs(submissions: Path, sources: dict, students=None, assignments=None)
         kind = _kind(submissions / name)
         if name.startswith(".") or kind not in ("folder", "link"):
             continue
-        student = name if valid_id(name) else shown(name, 100)
+        student = name if valid_id(name) else escaped_id(name)
         if students and student not in students:
             continue
         problem = _folder_problem(name, kind)
