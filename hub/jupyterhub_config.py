@@ -49,6 +49,8 @@ c.Spawner.environment = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_ENABLE_ONEDNN_OPTS": "0",
 }
+if s.get("checks"):  # the course's own checks (ste_course.hub.install_checks), for Validate in every kernel
+    c.Spawner.environment["STE_COURSE_CHECKS"] = s["checks"]
 
 
 def instructor_tools(spawner):

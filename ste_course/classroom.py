@@ -73,13 +73,17 @@ def cmd_collect(args) -> int:
 
 def cmd_return_feedback(args) -> int:
     from ste_course.exchange import ExchangeError, return_feedback
+    from ste_course.untrusted import shown
 
     try:
         done = return_feedback(args.graded, args.submissions, _layout(args), students=args.student,
-                               assignments=args.assignment)
+                               assignments=args.assignment, db_url=args.db)
     except ExchangeError as err:
         print(f"ste-course return-feedback: {err}", file=sys.stderr)
         return 2
+    print(f"{done.rendered} feedback page(s) rendered again from the gradebook")
+    for note in done.notes:
+        print(f"warning: {shown(note, 400)}", file=sys.stderr)
     for problem in done.problems:
         print(f"not returned: {problem}", file=sys.stderr)
     print(f"{len(done.returned)} feedback page(s) returned to {args.exchange / args.course / 'feedback'}")
@@ -116,8 +120,12 @@ def add_commands(sub, root: Path) -> None:
     c.add_argument("--assignment", action="append", help="collect only this assignment, repeatable (default: all)")
     _exchange_options(c)
     c.set_defaults(func=cmd_collect)
-    r = sub.add_parser("return-feedback", help="put graded feedback where each student's Assignment List fetches it")
+    r = sub.add_parser("return-feedback", help="render the feedback again from the gradebook (hand grades and "
+                                               "comments included), then put it where each student's "
+                                               "Assignment List fetches it")
     r.add_argument("--graded", type=Path, default=Path("graded"), help="folder written by grade (default: graded/)")
+    r.add_argument("--db", default=None,
+                   help="SQLAlchemy URL of the gradebook (default: the one grade wrote in --graded)")
     r.add_argument("--submissions", type=Path, default=Path("submitted"),
                    help="folder written by collect (default: submitted/)")
     r.add_argument("--student", action="append", help="return only this student's, repeatable (default: all)")

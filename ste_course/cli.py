@@ -136,6 +136,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_feedback(args) -> int:
+    from ste_course.record import refresh_feedback
+
+    try:
+        done = refresh_feedback(args.graded, args.db, args.out, students=args.student, assignments=args.assignment)
+    except FileNotFoundError as err:
+        print(f"ste-course feedback: {shown(err, 400)}", file=sys.stderr)
+        return 2
+    for problem in done.problems:
+        print(f"warning: {shown(problem, 400)}", file=sys.stderr)
+    print(f"{len(done.rendered)} feedback page(s) rendered from the gradebook into "
+          f"{shown(args.out or Path(args.graded) / 'feedback')}")
+    return 0
+
+
 def cmd_similarity(args) -> int:
     from ste_course.similarity import THRESHOLD, similarity_report
 
@@ -156,20 +171,24 @@ def _summary(csv_path: Path, graded_now: int, db_url: str | None = None) -> None
     """The grades as a table on the terminal, from the gradebook that ``grades.csv`` (beside it)
     was written from: every text through :func:`shown`; ``late`` is ``-`` (on time), the hours
     late and the penalty, or ``?`` (timestamp unreadable, said in the reason); ``*`` marks a
-    score with a hand edit in it."""
+    score with a hand edit in it, ``!`` one with parts still waiting for a hand grade (written
+    answers: grade them in formgrader)."""
     from ste_course.export import gradebook_rows
 
     rows = gradebook_rows(csv_path.parent, db_url)
     print(f"{'student':<12} {'assignment':<18} {'score':>12} {'late':<14} {'status':<8} reason")
     for r in rows:
-        score = f"{r['score']:g}/{r['max_score']:g}{'*' if r['manual'] else ''}"
+        score = f"{r['score']:g}/{r['max_score']:g}{'*' if r['manual'] else ''}{'!' if r['needs_manual'] else ''}"
         late = {"yes": f"{r['hours_late'] or 0:.1f}h -{r['penalty']:g}", "unknown": "?"}.get(r["late"], "-")
         print(f"{shown(r['student_id'])[:12]:<12} {shown(r['assignment'])[:18]:<18} {score:>12} {late:<14} "
               f"{shown(r['status']):<8} {shown(r['reason'])[:70]}")
     unknown = sum(r["late"] == "unknown" for r in rows)
+    waiting = sum(bool(r["needs_manual"]) for r in rows)
     print(f"{len(rows)} notebooks in {shown(csv_path)} ({graded_now} graded in this run"
           + (f"; {unknown} with a timestamp that could not be read, see the reason" if unknown else "") + ")"
-          + ("; * = adjusted by hand" if any(r["manual"] for r in rows) else ""))
+          + ("; * = adjusted by hand" if any(r["manual"] for r in rows) else "")
+          + (f"; ! = waiting for a hand grade ({waiting} notebooks: nbgrader formgrader in "
+             f"{shown(csv_path.parent)}, then ste-course feedback)" if waiting else ""))
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -262,6 +281,16 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
     x.add_argument("--db", default=None, help="SQLAlchemy URL of the gradebook (default: the one grade wrote in --graded)")
     x.add_argument("--output", "-o", type=Path, default=None, help="file to write (default: standard output)")
     x.set_defaults(func=cmd_export)
+    f = sub.add_parser("feedback", help="render the feedback pages again from the gradebook (hand grades and "
+                                        "comments from formgrader included), grading nothing")
+    f.add_argument("--graded", type=Path, default=Path("graded"), help="folder written by grade (default: graded/)")
+    f.add_argument("--out", type=Path, default=None,
+                   help="folder of <student>/<assignment>/<notebook>.html pages (default: GRADED/feedback, "
+                        "where return-feedback takes them from)")
+    f.add_argument("--db", default=None, help="SQLAlchemy URL of the gradebook (default: the one grade wrote in --graded)")
+    f.add_argument("--student", action="append", help="only this student, repeatable (default: every student)")
+    f.add_argument("--assignment", action="append", help="only this assignment, repeatable (default: every assignment)")
+    f.set_defaults(func=cmd_feedback)
     m = sub.add_parser("similarity", help="rank pairs of submissions by shared code (copies of each other, "
                                           "of solutions/ or of ste_utils) in an HTML report")
     _course_options(m, _root(), top=False)

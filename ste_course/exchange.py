@@ -23,7 +23,8 @@ student into ``SUBMISSIONS/<student>/<assignment>/`` (what ``ste-course grade`` 
 nbgrader's ``timestamp.txt`` kept for late work, and only when the folder belongs to the user
 it names (nbgrader's ``submit --student`` lets anyone submit under another name);
 :func:`return_feedback` puts ``graded/feedback/<student>/<assignment>/<notebook>.html`` where
-that student's Assignment List fetches it. Everything in ``inbound`` is hostile: never follow a
+that student's Assignment List fetches it, rendered again from the gradebook first (so what
+was graded by hand in formgrader since is in it). Everything in ``inbound`` is hostile: never follow a
 link, open without blocking, bound every size.
 """
 
@@ -289,18 +290,30 @@ class Returned:
     """What :func:`return_feedback` did."""
 
     returned: list[tuple[str, str, str]] = field(default_factory=list)  # student, assignment, notebook
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # pages not returned
+    rendered: int = 0  # pages rendered again from the gradebook first
+    notes: list[str] = field(default_factory=list)  # returned, but rendered from the scores alone
 
 
 def return_feedback(graded: Path, submissions: Path, layout: Layout, students=None,
-                    assignments=None) -> Returned:
+                    assignments=None, db_url: str | None = None, refresh: bool = True) -> Returned:
     """Put each ``graded/feedback/<student>/<assignment>/<notebook>.html`` into the exchange's
     ``feedback/`` under nbgrader's name for it (a hash of the submission's secret and the
-    notebook), where that student's Assignment List finds it. A re-grade's feedback replaces
-    the earlier file (written beside it, then renamed)."""
+    notebook), where that student's Assignment List finds it. With ``refresh`` the pages are
+    first rendered again from the gradebook as it is now
+    (:func:`ste_course.record.refresh_feedback`: scores and comments entered in formgrader since
+    grading included). A page replaces the earlier file (written beside it, then renamed)."""
     from nbgrader.utils import notebook_hash
 
     result = Returned()
+    if refresh:
+        from ste_course.record import refresh_feedback
+
+        try:
+            rendered = refresh_feedback(graded, db_url, students=students, assignments=assignments)
+        except FileNotFoundError as err:
+            raise ExchangeError(str(err)) from None
+        result.rendered, result.notes = len(rendered.rendered), rendered.problems
     feedback = Path(graded) / "feedback"
     if not feedback.is_dir():
         raise ExchangeError(f"no feedback folder at {feedback} (run `ste-course grade ... --out {graded}` first)")

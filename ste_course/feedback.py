@@ -92,17 +92,29 @@ def _highlight_css() -> str:
     return HtmlFormatter().get_style_defs(".highlight")
 
 
-def _verdict(grade: dict, part: tuple | None) -> str:
-    """A test cell's verdict as HTML (escaped): the gradebook's score when there is one."""
+def _verdict(grade: dict, part: tuple | None, waiting: bool = False) -> str:
+    """A graded cell's verdict as HTML (escaped): the gradebook's score when there is one; a
+    written answer without a hand grade yet says so instead of a score."""
     points, maximum = grade.get("points", 0), grade.get("max_points", 0)
     manual = False
     if part is not None:
         points, maximum, manual = part
+    if waiting:
+        return f"<div class='verdict'><p class='score'>{_waiting(points, maximum)}</p></div>"
     ok = points >= maximum
     messages = "".join(f"<li>{html.escape(str(m))}</li>" for m in grade.get("messages", []))
-    note = " <span class='manual'>(adjusted by hand)</span>" if manual else ""
+    note = f" <span class='manual'>({'graded' if grade.get('manual') else 'adjusted'} by hand)</span>" if manual else ""
     return (f"<div class='verdict {'pass' if ok else 'fail'}'><p class='score'>{points:g} / {maximum:g} "
             f"points{note}</p>{'<ul>' + messages + '</ul>' if messages else ''}</div>")
+
+
+def _points(n: float) -> str:
+    return f"{n:g} point{'' if n == 1 else 's'}"
+
+
+def _waiting(points: float, maximum: float) -> str:
+    """A written answer's score while it waits for the grader."""
+    return f"{points:g} / {_points(maximum)} so far, waiting for a hand grade"
 
 
 def feedback_notebook(result, parts: dict | None = None):
@@ -112,7 +124,7 @@ def feedback_notebook(result, parts: dict | None = None):
 
     v4 = nbformat.v4
     parts = parts or {}
-    scores, comments = parts.get("scores", {}), parts.get("comments", {})
+    scores, comments, waiting = parts.get("scores", {}), parts.get("comments", {}), parts.get("waiting", set())
     grades = {c["grade_id"]: c for c in result.cells}
     nb = v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
                                                   "display_name": "Python 3"},
@@ -123,11 +135,14 @@ def feedback_notebook(result, parts: dict | None = None):
         if kind == "markdown":
             nb.cells.append(v4.new_markdown_cell(math_to_mathml(text)))
             last_code = None
+            if gid in grades or gid in scores:  # a written answer: its hand grade, or that it waits
+                nb.cells.append(v4.new_markdown_cell(_verdict(grades.get(gid, {"manual": True}),
+                                                              scores.get(gid), gid in waiting)))
         elif kind in ("code", "test"):
             last_code = v4.new_code_cell(text)
             nb.cells.append(last_code)
             if kind == "test" and gid is not None:
-                html_out = _verdict(grades.get(gid, {}), scores.get(gid))
+                html_out = _verdict(grades.get(gid, {}), scores.get(gid), gid in waiting)
                 last_code.outputs.append(v4.new_output("display_data", data={"text/html": html_out}))
         elif kind == "output" and last_code is not None:
             last_code.outputs.append(v4.new_output("stream", name="stdout", text=text))
@@ -139,12 +154,18 @@ def feedback_notebook(result, parts: dict | None = None):
 
 def _header(result, parts: dict, score: float) -> str:
     e = html.escape
-    scores = parts.get("scores", {})
-    rows = "".join(f"<tr><td>{e(gid)}</td><td>{s:g} / {m:g}{' (adjusted by hand)' if manual else ''}</td></tr>"
-                   for gid, (s, m, manual) in sorted(scores.items()))
+    scores, waiting = parts.get("scores", {}), parts.get("waiting", set())
+
+    def points(gid, s, m, manual):
+        return _waiting(s, m) if gid in waiting else f"{s:g} / {m:g}{' (by hand)' if manual else ''}"
+
+    rows = "".join(f"<tr><td>{e(gid)}</td><td>{points(gid, *part)}</td></tr>"
+                   for gid, part in sorted(scores.items()))
+    pending = sum(scores[gid][1] for gid in waiting if gid in scores)
     lines = [f"<h1>{e(result.assignment)} / {e(result.notebook)}</h1>",
              f"<p>Student: <b>{e(result.student)}</b></p>",
-             f"<p class='score'>Score: {score:g} / {result.max_score:g}</p>"]
+             f"<p class='score'>Score: {score:g} / {result.max_score:g}"
+             + (f" ({_points(pending)} waiting for a hand grade)" if pending else "") + "</p>"]
     if rows:
         lines.append(f"<table class='parts'><tr><th>Part</th><th>Points</th></tr>{rows}</table>")
     if result.late == "yes":

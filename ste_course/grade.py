@@ -161,7 +161,8 @@ def _sha256(data: bytes) -> str:
 
 
 # What decides a grade besides the submission, the assignment's source and the secret: the
-# checks (specs, the kernel side, the judge) and the library they call.
+# checks (specs, the kernel side, the judge) and the library they call; a course's own checks
+# folder is fingerprinted beside them (:func:`checks_fingerprint`).
 CHECKING_CODE = ("ste_course/specs", "ste_course/inside", "ste_course/judge.py", "ste_course/checks.py",
                  "ste_course/evidence.py", "ste_course/preflight.py", "ste_course/source.py", "ste_utils")
 
@@ -177,6 +178,34 @@ def code_fingerprint(root: Path = Path(__file__).resolve().parent.parent) -> str
     return digest.hexdigest()
 
 
+def course_checks(sources: dict) -> Path | None:
+    """The checks folder of the course whose ``solutions/`` ``sources`` were loaded from
+    (:func:`~ste_course.specs.declarative.checks_folder`: ``checks/`` beside ``solutions/``, or
+    the folder ``[course] checks`` of its ``ste_course.toml`` names); None without sources."""
+    from ste_course.specs.declarative import checks_folder
+
+    for notebooks in sources.values():
+        for nb in notebooks:  # solutions/<assignment>/<notebook>.ipynb
+            return checks_folder(Path(nb.path).resolve().parents[2])
+    return None
+
+
+def checks_fingerprint(folder: Path | None) -> str:
+    """SHA-256 over a course's checks folder: every file under it (the ``*.toml`` declarations
+    and the reference ``.py`` files they name; caches and dot-files left out), relative paths and
+    bytes, so a moved course keeps its fingerprint. A folder that does not exist gives ``"none"``."""
+    if folder is None or not Path(folder).is_dir():
+        return "none"
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for file in sorted(folder.rglob("*")):
+        rel = file.relative_to(folder)
+        if not file.is_file() or any(p.startswith(".") or p == "__pycache__" for p in rel.parts):
+            continue
+        digest.update(rel.as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def secret_fingerprint(secret: str) -> str:
     """A fingerprint of the grading secret (a keyed hash: the secret cannot be found from it)."""
     import hmac
@@ -186,8 +215,8 @@ def secret_fingerprint(secret: str) -> str:
 
 def inputs(job: "Job", raw: bytes | None, context: str, late: "LatePolicy | None") -> str:
     """The fingerprint of everything a notebook's grade depends on: the submission's bytes, the
-    assignment's source, ``context`` (the checking code and the secret's fingerprint), the late
-    rule for its assignment and its ``timestamp.txt``."""
+    assignment's source, ``context`` (the checking code, the course's checks folder and the
+    secret's fingerprint), the late rule for its assignment and its ``timestamp.txt``."""
     stamp = "none"
     if late is not None and late.due.get(job.source.assignment) is not None:
         try:
@@ -439,7 +468,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
         raise GradeError(layout_problem(Path(submissions), sources))
     # Naming students or assignments asks for a re-grade of exactly those.
     force = force or bool(students) or bool(assignments)
-    context = f"{code_fingerprint()}|{secret_fingerprint(secret)}"
+    context = f"{code_fingerprint()}|{checks_fingerprint(course_checks(sources))}|{secret_fingerprint(secret)}"
     judging = JudgePool(judges, sources, secret, context, late) if judges > 0 else InlineJudges(secret, context, late)
     executor = executor or LocalExecutor(max(1, jobs_n), sandbox, limits)
     done = []

@@ -42,7 +42,7 @@ STATUS = Table(
 # Statuses that say nothing about the student's work: graded again by the next run.
 RETRIED = frozenset({"error"})
 ROW_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason",
-               "late", "penalty", "hours_late", "raw_score", "manual"]
+               "late", "penalty", "hours_late", "raw_score", "manual", "needs_manual"]
 
 
 def open_gradebook(db_url: str):
@@ -194,7 +194,8 @@ def write(gb, result, drop_manual: bool = False) -> list:
 def rows(gb) -> list:
     """One dict per submitted notebook (:data:`ROW_COLUMNS`), sorted by student, assignment,
     notebook: ``score`` is ``max(0, raw_score - penalty)`` with ``raw_score`` nbgrader's
-    (manual scores and extra credit over automatic ones), ``manual`` says a hand edit is in it."""
+    (manual scores and extra credit over automatic ones), ``manual`` says a hand edit is in it,
+    ``needs_manual`` lists the parts still waiting for a hand grade (:func:`waiting`)."""
     from nbgrader.api import SubmittedAssignment, SubmittedNotebook
 
     status = {(r["student"], r["assignment"], r["notebook"]): r
@@ -209,15 +210,24 @@ def rows(gb) -> list:
             max_score=float(nb.max_score or 0.0), status=extra.get("status", ""),
             reason=extra.get("reason", ""), late=extra.get("late", "no"), penalty=penalty,
             hours_late=extra.get("hours_late"), raw_score=raw,
-            manual=any(g.manual_score is not None or g.extra_credit is not None for g in nb.grades)))
+            manual=any(g.manual_score is not None or g.extra_credit is not None for g in nb.grades),
+            needs_manual=sorted(g.name for g in nb.grades if waiting(g))))
     return sorted(out, key=lambda r: (r["student_id"], r["assignment"], r["notebook"]))
 
 
+def waiting(grade) -> bool:
+    """A part still to be graded by hand: flagged ``needs_manual_grade`` (a written answer) with
+    no manual score yet. formgrader clears the flag when it saves a score; a score set through
+    nbgrader's API alone counts too."""
+    return bool(grade.needs_manual_grade) and grade.manual_score is None
+
+
 def part_scores(gb, student: str, assignment: str, notebook: str) -> dict:
-    """``{grade_id: (score, max_score, manual)}`` and ``{grade_id: manual comment}`` of one
-    submitted notebook, as formgrader shows them."""
+    """``{"scores": {grade_id: (score, max_score, manual)}, "comments": {grade_id: manual
+    comment}, "waiting": {grade_id, ...}}`` of one submitted notebook, as formgrader shows them
+    (``waiting``: the parts without a hand grade yet, :func:`waiting`)."""
     nb = gb.find_submission_notebook(notebook, assignment, student)
     scores = {g.name: (float(g.score or 0.0), float(g.max_score or 0.0),
                        g.manual_score is not None or g.extra_credit is not None) for g in nb.grades}
     comments = {c.name: c.manual_comment for c in nb.comments if c.manual_comment}
-    return {"scores": scores, "comments": comments}
+    return {"scores": scores, "comments": comments, "waiting": {g.name for g in nb.grades if waiting(g)}}

@@ -9,6 +9,8 @@ One command (as root) sets up and starts the hub:
   ``exercises/``, where the Assignment List fetches assignments (the chapters link to
   ``../exercises/<assignment>/``);
 - ``solutions/`` of the checkout made readable by root only (chmod 700);
+- the course's own checks folder, if it has one, in ``STATE/checks`` (:func:`install_checks`),
+  named to every user's server in ``STE_COURSE_CHECKS``;
 - nbgrader's exchange (:mod:`ste_course.exchange`) owned by root and a graders' group holding
   the instructor, and the configuration every user's server reads
   (``STATE/config/student/nbgrader_config.py``; the instructor's also turns formgrader on);
@@ -32,6 +34,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +69,7 @@ class Settings:
     proxy_api_port: int
     student_config: str
     instructor_config: str
+    checks: str = ""  # the course's checks folder as the users' kernels read it (STE_COURSE_CHECKS); "": none
 
 
 def read_roster(path: Path) -> list[str]:
@@ -152,6 +156,37 @@ def furnish_home(name: str, course: Path) -> None:
         _give(home / "exercises", user)
 
 
+def install_checks(repo: Path, state: Path) -> str:
+    """The course's own checks (:func:`~ste_course.specs.declarative.checks_folder` of ``repo``:
+    ``checks/*.toml`` and their reference files) copied to ``STATE/checks``, root's and readable
+    by every user (0755/0644), replacing an older copy; every user's server gets its path in
+    ``STE_COURSE_CHECKS`` (hub/jupyterhub_config.py), so Validate and the visible tests in a
+    student's kernel find a course-declared check by the same lookup as grading
+    (:func:`~ste_course.specs.declarative.discover`). Nothing is written into the users' homes.
+    Returns the copy's path, or ``""`` when the course has no checks folder (an older copy is
+    removed). The reference files are readable by the students, like the published exercises."""
+    from ste_course.specs.declarative import checks_folder
+
+    source, target = checks_folder(repo), Path(state) / "checks"
+    staging = None
+    if source.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=".checks-", dir=state))
+        shutil.copytree(source, staging / "checks", ignore=COPY_IGNORE, symlinks=False)
+        for dirpath, _dirs, files in os.walk(staging):
+            os.chmod(dirpath, 0o755)
+            for name in files:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    if staging is None:
+        return ""
+    os.replace(staging / "checks", target)
+    staging.rmdir()
+    return str(target)
+
+
 def ensure_group(group: str, members: list[str]) -> None:
     if not _exists(group, grp.getgrnam):
         _run("groupadd", group)
@@ -216,7 +251,8 @@ def prepare(roster: Path, repo: Path, state: Path, exchange_root: Path, *, instr
                         exchange=str(layout.root), state=str(state), venv=str(venv), proxy=str(proxy), ip=ip,
                         port=port, hub_port=free_port(), proxy_api_port=free_port(),
                         student_config=str(state / "config" / "student"),
-                        instructor_config=str(state / "config" / "instructor"))
+                        instructor_config=str(state / "config" / "instructor"),
+                        checks=install_checks(repo, state))
     write_user_config(state, settings, repo)
     shutil.copy(repo / "hub" / "jupyterhub_config.py", state / "jupyterhub_config.py")
     (state / "settings.json").write_text(json.dumps(settings.__dict__, indent=2) + "\n", encoding="utf-8")

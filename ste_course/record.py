@@ -5,7 +5,10 @@ Each graded notebook is recorded as soon as it is judged, in its own gradebook t
 (:func:`ste_course.gradebook.write`), so an interrupted run keeps everything already written and
 a re-run picks up where it stopped. ``results/`` keeps each run's evidence (what the feedback
 shows of the student's cells); grades are read from the gradebook only. The SQLite gradebook is
-backed up before a run.
+backed up before a run. A feedback page is a view of the gradebook: :func:`refresh_feedback`
+(``ste-course feedback``, and ``ste-course return-feedback`` before it returns the pages)
+renders it again from the gradebook as it is now and the stored evidence, grading nothing, so
+a score or comment entered in formgrader reaches the student.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ste_course import gradebook
@@ -27,9 +30,10 @@ from ste_course.untrusted import cell, clean
 
 # grades.csv: ``score`` is the grade (after the late penalty, hand edits included), ``raw_score``
 # the points before the penalty, ``late`` True/False (False with "lateness not assessed" in the
-# reason when the timestamp could not be read), ``manual`` whether a hand edit is in the score.
-CSV_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason",
-               "late", "penalty", "hours_late", "raw_score", "manual"]
+# reason when the timestamp could not be read), ``manual`` whether a hand edit is in the score,
+# ``needs_manual`` the parts still waiting for a hand grade (grade ids, space-separated; empty:
+# none).
+CSV_COLUMNS = gradebook.ROW_COLUMNS
 
 
 @dataclass
@@ -165,11 +169,8 @@ class Recorder:
         _atomic_write(path, json.dumps(nb, indent=1))
 
     def _feedback(self, result: NotebookResult, source: SourceNotebook) -> None:
-        """The feedback page, with each part's score as the gradebook holds it (hand edits
-        included)."""
-        parts = gradebook.part_scores(self.gb, result.student, result.assignment, result.notebook)
-        path = feedback_path(self.out, result.student, result.assignment, result.notebook)
-        _atomic_write(path, render_feedback(result, parts))
+        """The feedback page (:func:`write_feedback`)."""
+        write_feedback(self.gb, result, self.out / "feedback")
 
     # ---------------------------------------------------------------- derived files
     def write_csv(self) -> Path:
@@ -181,10 +182,78 @@ class Recorder:
         self.lock.close()
 
 
-def feedback_path(out: Path, student: str, assignment: str, notebook: str) -> Path:
-    """Where nbgrader's ``generate_feedback`` puts a notebook's feedback in a course folder
-    (``ste-course return-feedback`` takes it from there)."""
-    return Path(out) / "feedback" / student / assignment / f"{notebook}.html"
+def write_feedback(gb, result: NotebookResult, folder: Path, row: dict | None = None) -> Path:
+    """Render ``result``'s page as a view of the gradebook ``gb`` into
+    ``folder/<student>/<assignment>/<notebook>.html`` (with ``folder`` the course folder's
+    ``feedback/``, where nbgrader's ``generate_feedback`` puts it): each part's score, manual scores, the
+    grader's comments and what waits for a hand grade as the gradebook holds them now; with
+    ``row`` (:func:`ste_course.gradebook.rows`), also its status, maximum and lateness. The
+    run's evidence (``result.feedback_cells``, messages) is what the page shows of the cells."""
+    if row is not None:
+        result = replace(result, status=row["status"] or result.status, max_score=row["max_score"],
+                         penalty=row["penalty"], late=row["late"], hours_late=row["hours_late"],
+                         score=row["score"])
+    parts = gradebook.part_scores(gb, result.student, result.assignment, result.notebook)
+    path = Path(folder) / result.student / result.assignment / f"{result.notebook}.html"
+    _atomic_write(path, render_feedback(result, parts))
+    return path
+
+
+@dataclass
+class Rendered:
+    """What :func:`refresh_feedback` did: pages written (student, assignment, notebook), and
+    problems (one line each)."""
+
+    rendered: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+
+def stored_result(out: Path, row: dict) -> tuple:
+    """``(NotebookResult, problem)`` for a gradebook row: the run's evidence from
+    ``results/``, or, when it is missing, unreadable or of another submission, a result made of
+    the row alone (no cells shown) and a one-line problem saying why."""
+    path = result_path(out, row["student_id"], row["assignment"], row["notebook"])
+    bare = NotebookResult(row["student_id"], row["assignment"], row["notebook"], row["score"],
+                          row["max_score"], row["status"], row["reason"])
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        names = {f.name for f in fields(NotebookResult)}
+        result = NotebookResult(**{k: v for k, v in data.items() if k in names})
+    except FileNotFoundError:
+        return bare, f"{path}: no stored evidence; the page shows the scores only"
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        return bare, f"{path}: unreadable ({type(err).__name__}: {err}); the page shows the scores only"
+    if (result.student, result.assignment, result.notebook) != (bare.student, bare.assignment, bare.notebook):
+        return bare, f"{path}: holds another notebook's evidence; the page shows the scores only"
+    return result, ""
+
+
+def refresh_feedback(graded: Path, db_url: str | None = None, folder: Path | None = None,
+                     students=None, assignments=None) -> Rendered:
+    """Re-render every feedback page of the course folder ``graded`` from its gradebook (or
+    ``db_url``) as it is now, grading nothing: a score or comment entered in formgrader since
+    the notebook was graded reaches the student's page. Pages go to ``folder`` (default
+    ``graded/feedback``, where ``ste-course return-feedback`` takes them from); ``grades.csv``
+    is written again from the same rows, so it agrees with the pages."""
+    graded = Path(graded).resolve()
+    folder = Path(folder) if folder is not None else graded / "feedback"
+    done = Rendered()
+    gb = gradebook.open_gradebook(gradebook_url(db_url or gradebook.db_url_of(graded)))
+    try:
+        rows = gradebook.rows(gb)
+        write_grades_csv(graded, rows)
+        for row in rows:
+            if (students and row["student_id"] not in students) or \
+                    (assignments and row["assignment"] not in assignments):
+                continue
+            result, problem = stored_result(graded, row)
+            if problem:
+                done.problems.append(problem)
+            write_feedback(gb, result, folder, row)
+            done.rendered.append((row["student_id"], row["assignment"], row["notebook"]))
+    finally:
+        gb.close()
+    return done
 
 
 def write_grades_csv(out: Path, rows: list) -> Path:
@@ -198,6 +267,7 @@ def write_grades_csv(out: Path, rows: list) -> Path:
         writer.writeheader()
         for row in rows:
             row = dict(row, late=row["late"] == "yes", manual=bool(row["manual"]),
+                       needs_manual=" ".join(row.get("needs_manual") or ()),
                        hours_late="" if row["hours_late"] is None else round(row["hours_late"], 2))
             writer.writerow({k: cell(v) for k, v in row.items()})  # no formula reaches a spreadsheet
     os.replace(tmp, target)
