@@ -10,7 +10,10 @@ Everything that reaches the page is then sanitised with nh3 (Ammonia) against an
 no ``<script>``, no ``<style>`` or ``style=`` from content, no event handlers, no URL scheme but
 ``http``, ``https`` and ``mailto`` (so no ``javascript:``), no SVG; the page also carries a
 Content-Security-Policy that forbids scripts. The header (student id, assignment, score, each
-part's score as the gradebook holds it, hand edits marked, lateness) is escaped text.
+part's score as the gradebook holds it, hand edits marked, written answers still waiting for a
+hand grade said so, lateness) and the grader's comments are escaped text. A page is a view of
+the gradebook: :func:`ste_course.record.refresh_feedback` renders it again whenever the
+gradebook changed by hand (``ste-course feedback``, ``ste-course return-feedback``).
 
 Hidden tests never reach here: test cells arrive as their visible source and every output and
 message was scrubbed by the judge (:func:`ste_course.judge.scrubber`).
