@@ -109,6 +109,24 @@ def harness_events(events: list, order: list) -> Stream:
     return Stream(kept)
 
 
+def forbidden_calls(events: list) -> dict:
+    """``{function: message}``: the first call of each forbidden reference function the harness
+    reported (its ``end`` events' ``forbidden``: the tripwires are armed for the whole run, so a
+    call in any cell, from any thread, is there), naming the cell in which it happened."""
+    found = {}
+    for event in events:
+        entries = event.get("forbidden") if event.get("event") == "end" else None
+        for entry in entries if isinstance(entries, list) else ():
+            if not isinstance(entry, dict) or not isinstance(entry.get("function"), str):
+                continue
+            function, cell = entry["function"][:120], entry.get("cell")
+            where = f" in cell {cell}" if type(cell) is int and cell >= 0 else ""
+            did = "put back the genuine code of" if entry.get("what") == "restored" else "called"
+            found.setdefault(function, f"This part must be your own implementation; your notebook {did} "
+                                       f"{function}{where}.")
+    return found
+
+
 @dataclass
 class CellGrade:
     grade_id: str
@@ -142,6 +160,7 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
     stream = harness_events(events, the_plan.order)
     stop_reason = stream.tampered or stop_reason
     ends = {str(e["cell"]): e for e in stream.events if e.get("event") == "end"}
+    calls = forbidden_calls(stream.events)
     by_grade_id = {gid: key for key, gid in the_plan.grade_ids.items()}
     grades = []
     for original in source.grade_cells:
@@ -156,7 +175,10 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
                                    " (the notebook stopped before reaching it)."))
             continue
         evidence = end.get("evidence") if isinstance(end.get("evidence"), list) else []
-        messages = []
+        messages = [calls[f] for f in original.forbid if f in calls][:1]
+        if messages:  # a function this part forbids, called anywhere in the run: 0 points
+            result.messages = messages
+            continue
         if original.asserts and end.get("error"):
             messages.append(f"This test failed: {str(end['error'])[:300]}")
         for k, (spec_name, cases) in enumerate(the_plan.full[key]):

@@ -157,7 +157,7 @@ class Worker:
             line = self._readline(READY_TIMEOUT)
             try:
                 answer = json.loads(line) if line else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 answer = {}
             if not isinstance(answer, dict) or not answer.get("ready"):
                 self.stop()
@@ -211,7 +211,7 @@ class Worker:
                     "events": [], "seconds": None}
         try:
             result = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # never a stray line's error in the parent
             result = None
         if not isinstance(result, dict) or result.get("id") != job["id"]:  # never trust a stray line
             self.stop()

@@ -132,3 +132,39 @@ def test_grading_mode_shares_one_tripwire_between_the_cases_of_a_call():
     assert [set(r) for r in own["results"]] == [{"outputs"}] * 3
     assert [r.get("forbidden") for r in pool["results"]] == ["ste_utils.ste_sign"] * 3
     assert ste_utils.ste_sign.__code__ is GENUINE
+
+
+def test_a_grading_session_arms_the_reference_for_the_whole_run():
+    """Armed before the first cell: a call in an answer cell's top level or from a thread is
+    reported with its cell (costing every part that forbids it); one during a part is that
+    part's evidence only; putting the genuine code back is reported too."""
+    from ste_course.inside.kernel import GradingSession, check
+
+    import ste_course.inside.kernel as kernel
+
+    from ste_course.specs.base import encode_case, student_case
+
+    planned = {"spec": "ste_sign/value", "cases": [encode_case(student_case(SPEC, CASE))], "forbid": FORBID}
+    session = GradingSession(calls={"4": [planned]}, reference_codes=CODES)
+    session.arm()
+    kernel._install_session(session)
+    try:
+        session.cell = 3  # an answer cell: the reference is gone, in every thread
+        with pytest.raises(Exception, match="may not be used"):
+            ste_utils.ste_sign(tf.constant([1.0]))
+        worker = threading.Thread(target=lambda: in_a_thread(tf.constant([1.0])))
+        worker.start()
+        worker.join()
+        assert session.report() == [{"function": "ste_utils.ste_sign", "cell": 3, "what": "called"}] * 2
+        session.cell = 4  # a test part calling a student function that reaches the reference
+        check(ste_utils.ste_sign, "ste_sign/value")
+        assert session.evidence["4"][0]["results"] == [{"forbidden": "ste_utils.ste_sign"}]
+        assert session.report() == []
+        session.cell = 5
+        ste_utils.quantizers.ste_sign.__code__ = GENUINE  # undoing the swap from student code
+        assert session.report() == [{"function": "ste_utils.ste_sign", "cell": 5, "what": "restored"}]
+        assert ste_utils.ste_sign.__code__ is not GENUINE  # and the stub is back
+    finally:
+        kernel._install_session(None)
+        session.wire.disarm()
+    assert ste_utils.ste_sign.__code__ is GENUINE

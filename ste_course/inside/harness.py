@@ -92,6 +92,7 @@ class Notebook:
         def on_alarm(signum, frame):
             raise CellTimeout(f"the cell ran longer than {self.cell_timeout:g} s")
 
+        self.session.arm()  # before the first student cell: forbidden functions, whole run
         for cell in cells:
             index = cell["index"]
             self.session.cell = index
@@ -119,12 +120,13 @@ class Notebook:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 sys.stdout, sys.stderr = saved
             evidence = self.session.evidence.get(str(index), [])
+            forbidden = self.session.report()
             try:
                 payload = {"event": "end", "cell": index, "error": error, "t": time.monotonic(),
                            "stdout": stdout.getvalue(), "stderr": stderr.getvalue()[-2000:],
-                           "evidence": evidence}
+                           "evidence": evidence, "forbidden": forbidden}
                 emit(self.fd, payload)
             except (TypeError, ValueError) as exc:  # evidence that is not plain data
                 emit(self.fd, {"event": "end", "cell": index, "error": error,
                                "stdout": stdout.getvalue(), "stderr": "",
-                               "evidence": [], "evidence_error": _error_text(exc)})
+                               "evidence": [], "evidence_error": _error_text(exc), "forbidden": forbidden})

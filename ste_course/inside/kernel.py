@@ -78,6 +78,34 @@ class GradingSession:
     cell: int = -1
     reference_codes: Optional[dict] = None  # from reference_codes(), taken before student code
     evidence: dict = field(default_factory=dict)  # cell index (str) -> list of {"spec", "results"}
+    forbid: set = field(default_factory=set)  # every label a part of this notebook forbids
+    wire: Optional[Tripwire] = None  # armed by arm() for the whole run
+    reported: int = 0  # wire.calls already reported by report()
+
+    def where(self) -> int:
+        return self.cell
+
+    def arm(self, forbid=None) -> None:
+        """Make every function a part of this notebook forbids a tripwire for the whole run
+        (every cell, every thread), before the first student cell runs. ``forbid``: the labels
+        (default: those of every planned call)."""
+        if forbid is None:
+            forbid = {f for planned in self.calls.values() for p in planned for f in p.get("forbid") or ()}
+        self.forbid = {str(f) for f in forbid}
+        if self.forbid:
+            self.wire = Tripwire(self.reference_codes or reference_codes(), self.forbid, self.where).arm()
+
+    def report(self) -> list:
+        """The forbidden calls made outside the test parts since the last report (``{"function",
+        "cell", "what"}``), after checking that every stub is still in place; the harness writes
+        them with a cell's end, and each costs every part that forbids the function. A call
+        while a part runs is that part's evidence (:func:`check`), costing that part only."""
+        if self.wire is None:
+            return []
+        self.wire.verify()
+        calls = self.wire.calls[self.reported:]
+        self.reported += len(calls)
+        return [{k: c[k] for k in ("function", "cell", "what")} for c in calls if not c["part"]]
 
     def next_call(self, spec_name: str):
         key = str(self.cell)
@@ -156,10 +184,17 @@ def check(obj, spec_name: str, hidden: bool = False) -> None:
         forbid = planned.get("forbid") or ()
         cases = [decode_case(c) for c in planned["cases"]]
         if forbid:
-            with Tripwire(session.reference_codes or reference_codes(), forbid) as wire:
+            wire = session.wire if session.wire is not None and set(forbid) <= session.forbid else None
+            if wire is None:  # a session without the whole run's wire (never when grading)
+                wire = Tripwire(session.reference_codes or reference_codes(), forbid, session.where)
+                part = wire
+            else:
+                part = wire.part()
+            seen = len(wire.hits)
+            with part:
                 results = [collect(spec, obj, case, forbid, wire=wire) for case in cases]
-            if wire.hits:  # e.g. the genuine code put back: found when the tripwire is removed
-                results = [r if "forbidden" in r else {"forbidden": wire.hits[0]} for r in results]
+            if len(wire.hits) > seen:  # e.g. the genuine code put back: found when the part ends
+                results = [r if "forbidden" in r else {"forbidden": wire.hits[seen]} for r in results]
         else:
             results = [collect(spec, obj, case) for case in cases]
         session.evidence[str(session.cell)].append({"spec": spec_name, "results": results})

@@ -41,6 +41,7 @@ import time
 
 MAX_EVENT_BYTES = 8 * 2**20
 MAX_JOB_BYTES = 256 * 2**20
+MAX_EVENT_DEPTH = 32  # an event nested deeper is not the harness's (see decode_event)
 CLONE_NEWUSER, CLONE_NEWIPC = 0x10000000, 0x08000000
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 24, 38, 47, 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -447,6 +448,35 @@ class CellTimer:
             self.position, self.phase = self.position + 1, "start"
 
 
+def _depth(value) -> int:
+    """How deeply lists and dicts nest in ``value`` (iterative: never a RecursionError)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, level)
+            if level <= MAX_EVENT_DEPTH:
+                stack += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def decode_event(line: bytes):
+    """One line of the notebook's channel as an event (a dict), or None for text that is not
+    JSON (output, not evidence). Never raises: JSON nested too deeply to decode, or deeper than
+    :data:`MAX_EVENT_DEPTH`, is an ``unreadable`` event, which the judge takes for what it is,
+    something other than the harness writing on the channel (the harness's own events nest a
+    few levels)."""
+    try:
+        event = json.loads(line)
+    except RecursionError:
+        return {"event": "unreadable", "why": "JSON nested too deeply to decode"}
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if _depth(event) > MAX_EVENT_DEPTH:
+        return {"event": "unreadable", "why": f"JSON nested more than {MAX_EVENT_DEPTH} levels deep"}
+    return event
+
+
 def _read_events(fd, pidfd, limits, started, order):
     """Collect events until EOF, the notebook's process exits, or a limit.
 
@@ -481,10 +511,7 @@ def _read_events(fd, pidfd, limits, started, order):
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
+            event = decode_event(line)
             if isinstance(event, dict):
                 events.append(event)
                 timer.see(event, time.monotonic())

@@ -649,3 +649,90 @@ CASES.update({
     "surrogate-output-correct": nb_case(FULL, answer=CORRECT, attack=r"print('lone \ud800 surrogate', '\udcff')"),
     "surrogate-source-correct": nb_case(FULL, answer=CORRECT + "# lone \ud800 in the source\n"),
 })
+
+# ------------------------------------------------------------------------------ forbidden reference, whole run
+# Red team (issue 11, class 4): the student's code and the harness share one process, so a
+# student can always write a complete, well-ordered made-up run and exit before the harness
+# writes again, and can read the (hidden) inputs of every later cell from the grading session.
+# What must hold: forging then scores only with correct numbers for these very inputs, which
+# takes a working implementation, because the reference functions a part forbids are tripwires
+# for the WHOLE run (every cell, every thread), not only while that part runs. These cases need
+# a part with "forbid" (the adv fixture has none): tests/adversarial/test_forbid_run.py grades
+# them on assignment 03 (every part forbids ste_utils.ste_sign) beside honest students.
+FORBID_ASSIGNMENT = "03_ste"
+
+# 1. A whole run made up in the harness's order: `end` for this cell, then `start`/`end` for
+#    every later cell with the reference's numbers on this submission's own (hidden) inputs,
+#    then os._exit(0) before the harness writes again.
+FORGE_RUN = r"""
+import json, os, stat
+import ste_utils
+from ste_course.inside import kernel as _k
+from ste_course.specs.base import get_spec, decode_case
+s = _k._SESSION
+events = [{"event": "end", "cell": s.cell, "error": None, "stdout": "", "stderr": "", "evidence": []}]
+for key in ("4", "5", "7", "8", "9"):  # the code cells after this one (assignment 03's layout)
+    ev = []
+    for p in s.calls.get(key, []):
+        spec = get_spec(p["spec"])
+        ev.append({"spec": p["spec"], "results": [_k.collect(spec, ste_utils.ste_sign, decode_case(c))
+                                                  for c in p["cases"]]})
+    events += [{"event": "start", "cell": int(key)},
+               {"event": "end", "cell": int(key), "error": None, "stdout": "", "stderr": "", "evidence": ev}]
+for fd in range(3, 256):
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, "".join(json.dumps(e) + "\n" for e in events).encode())
+    except OSError:
+        pass
+os._exit(0)
+"""
+
+# 2. A lookup table: the reference called in the answer cell, outside any part, on the exact
+#    hidden inputs held by the grading session; the "implementation" returns table entries
+#    through tf.custom_gradient.
+LOOKUP = r"""
+import tensorflow as tf, ste_utils
+from ste_course.inside import kernel as _k
+from ste_course.specs.base import decode_case
+TABLE = {}
+for key, planned in _k._SESSION.calls.items():
+    for p in planned:
+        for c in p["cases"]:
+            c = decode_case(c)
+            x = tf.constant(c["x"])
+            with tf.GradientTape() as t:
+                t.watch(x)
+                y = ste_utils.ste_sign(x, c["clip_value"])
+            TABLE[(c["x"].tobytes(), str(c["x"].dtype), float(c["clip_value"]))] = (y.numpy(), t.gradient(y, x).numpy())
+def _lookup(x, clip_value=1.0):
+    x = tf.convert_to_tensor(x)
+    y, g = TABLE[(x.numpy().tobytes(), x.dtype.name, float(clip_value))]
+    @tf.custom_gradient
+    def f(t):
+        return tf.constant(y), (lambda up: up * tf.constant(g))
+    return f(x)
+ste_sign_stop_gradient = _lookup
+ste_sign_custom_gradient = _lookup
+"""
+
+# 3. The lookup table filled from another thread (started in the first answer cell, still
+#    running while later cells run): the tripwire is process-wide.
+LOOKUP_THREAD = r"""
+import threading
+def _fill():
+""" + "".join("    " + line + "\n" for line in LOOKUP.splitlines() if line.strip()) + r"""
+    globals().update(_lookup=_lookup)
+_t = threading.Thread(target=_fill)
+_t.start()
+_t.join()
+ste_sign_stop_gradient = ste_sign_custom_gradient = _lookup
+"""
+
+# student -> (answer cell to append the attack to, attack code, expected score); the honest
+# students (examples/submissions complete and blank) are graded with them.
+FORBID_CASES = {
+    "forge-run-then-exit": ("ste_sign_stop_gradient", FORGE_RUN, 0.0),
+    "lookup-table": ("ste_sign_custom_gradient", LOOKUP, 0.0),
+    "lookup-table-thread": ("ste_sign_stop_gradient", LOOKUP_THREAD, 0.0),
+}
