@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import ste_course.cli  # noqa: E402,F401 - puts this environment's bin/ on PATH (nbgrader runs alembic)
 import ste_course.grade as grading  # noqa: E402
-from ste_course import distributed, record, sandbox  # noqa: E402
+from ste_course import distributed, judging, record, sandbox  # noqa: E402
 from ste_course.source import load_assignments  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("classroom", ROOT / "tests" / "classroom.py")
@@ -186,9 +186,13 @@ def row(run, n):
 
 
 # ---------------------------------------------------------------- the parent's own ceiling
+STUDENT = "zzSTUDENTzz"  # the templates' student id, replaced by each student's
+
+
 class StubJudges:
     """Judges that answer at once with results judged earlier (one per assignment, notebook and
-    kind of student, renamed): what the parent does alone is then collecting, the window and
+    kind of student, renamed) and their feedback pages (rendered once, as a judge renders them,
+    the student's id put in): what the parent does alone is then collecting, the window and
     recording."""
 
     def __init__(self, templates, plan):
@@ -202,10 +206,13 @@ class StubJudges:
     def judge(self, job, ticket, payload, reply):
         import copy
 
+        from ste_course.judging import Judged
+
         kind = self.plan_of[job.student]
-        result = copy.copy(self.templates[(job.source.assignment, job.source.name, kind)])
+        template, page = self.templates[(job.source.assignment, job.source.name, kind)]
+        result = copy.copy(template)
         result.student = job.student
-        reply(result)
+        reply(Judged(result, page.replace(STUDENT, job.student)))
 
     def close(self):
         pass
@@ -230,7 +237,12 @@ def templates(solutions, sources, work):
     klass = work / "templates"
     classroom.make_class(solutions, klass, {"complete": "complete", "blank": "blank"})
     results = grading.grade(klass, work / "templates-out", sources, SECRET, jobs_n=2, sandbox=True, progress=False)
-    return {(r.assignment, r.notebook, r.student): r for r in results}
+    out = {}
+    for r in results:
+        r.student, kind = STUDENT, r.student
+        source = next(nb for nb in sources[r.assignment] if nb.name == r.notebook)
+        out[(r.assignment, r.notebook, kind)] = (r, judging.with_page(r, source).page)
+    return out
 
 
 def ceiling_child(n_students, db_url, solutions, tmpl, out_queue):
@@ -244,18 +256,17 @@ def ceiling_child(n_students, db_url, solutions, tmpl, out_queue):
         n = classroom.make_class(solutions, klass, plan)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         timers = Timers()
-        undo = [timers.wrap(record.Recorder, "record", "record"), timers.wrap(record.Recorder, "_gradebook", "db")]
+        undo = [timers.wrap(record.Recorder, "record_batch", "record"), timers.wrap(record.Recorder, "_gradebook", "db")]
         first = []
-        original = grading._record
+        original = grading._record_batch
 
-        def spy(recorder, result, job):
+        def spy(recorder, batch):
+            recorded = original(recorder, batch)
             if not first:
                 first.append(time.perf_counter())
-            return original(recorder, result, job)
+            return recorded
 
-        grading._record = spy
-        from ste_course import judging
-
+        grading._record_batch = spy
         pool = judging.InlineJudges
         judging.InlineJudges = lambda *a: StubJudges(tmpl, plan)
         start = time.perf_counter()
@@ -263,7 +274,7 @@ def ceiling_child(n_students, db_url, solutions, tmpl, out_queue):
             done = grading.grade(klass, Path(tmp) / "out", sources, SECRET, sandbox=False, db_url=db_url,
                                  progress=False, executor=InstantExecutor(), keep_results=False)
         finally:
-            judging.InlineJudges, grading._record = pool, original
+            judging.InlineJudges, grading._record_batch = pool, original
             for restore in undo:
                 restore()
         wall = time.perf_counter() - start

@@ -431,6 +431,11 @@ class LocalExecutor:
             t.join()
 
 
+# Notebooks written to the gradebook in one transaction when results queue up for the recorder
+# (pipeline's flush): a crash loses at most these (not committed: graded again by the next run).
+RECORD_BATCH = 32
+
+
 def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int = 2,
           sandbox: bool = True, limits: Limits | None = None, db_url: str | None = None,
           students=None, assignments=None, force: bool = False, progress: bool = True,
@@ -478,17 +483,25 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
         judging.close()
         raise
     bar = _progress(progress)
+    pending = []  # judged, not written yet: at most RECORD_BATCH
 
-    def record(job, result):
-        recorded = _record(recorder, result, job)
-        done.append(recorded if keep_results else job.key)
-        if bar is not None:
-            bar.update(1)
+    def flush():
+        batch = pending[:]
+        pending.clear()
+        for job, recorded in zip((job for job, _ in batch), _record_batch(recorder, batch)):
+            done.append(recorded if keep_results else job.key)
+            if bar is not None:
+                bar.update(1)
+
+    def record(job, judged):
+        pending.append((job, judged))
+        if len(pending) >= RECORD_BATCH:
+            flush()
 
     try:
         Pipeline(itertools.chain([first], jobs), judging, executor,
                  wanted=lambda job, ticket: force or not _already_graded(recorder, job, ticket.inputs),
-                 record=record, failed=lambda job, stage, err: error_result(job, stage, err)).run()
+                 record=record, failed=lambda job, stage, err: error_result(job, stage, err), flush=flush).run()
     finally:
         if bar is not None:
             bar.close()
@@ -500,11 +513,26 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     return done
 
 
-def _record(recorder: Recorder, result: NotebookResult, job: Job) -> NotebookResult:
+def _record_batch(recorder: Recorder, batch: list) -> list:
+    """Record ``batch`` (``(job, judged)``: a :class:`~ste_course.judging.Judged` or a bare
+    result) in one gradebook transaction; if that fails, each notebook on its own
+    (:func:`_record`). Returns what was recorded, in order."""
+    from ste_course.judging import Judged
+
+    items = [(job, *((judged.result, judged.page) if isinstance(judged, Judged) else (judged, None)))
+             for job, judged in batch]
+    try:
+        recorder.record_batch([(result, job.source, page) for job, result, page in items])
+        return [result for _, result, _ in items]
+    except Exception:  # noqa: BLE001 - nothing of the batch was committed: one by one
+        return [_record(recorder, result, job, page) for job, result, page in items]
+
+
+def _record(recorder: Recorder, result: NotebookResult, job: Job, page: str | None = None) -> NotebookResult:
     """Record ``result``; if that fails, record the failure as the notebook's error row (and if
     even that fails, say so on stderr): the run goes on either way. Returns what was recorded."""
     try:
-        recorder.record(result, job.source)
+        recorder.record(result, job.source, page)
         return result
     except Exception as err:  # noqa: BLE001
         failed = error_result(job, "recording", err)

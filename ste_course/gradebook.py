@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, delete, select
@@ -55,7 +56,30 @@ def open_gradebook(db_url: str):
     warnings.filterwarnings("ignore", message=".*not in session.*")
     gb = Gradebook(db_url)
     STATUS.create(gb.engine, checkfirst=True)
+    if gb.engine.dialect.name == "sqlite":
+        _sqlite_wal(gb)
     return gb
+
+
+def _sqlite_wal(gb) -> None:
+    """A SQLite gradebook in write-ahead-log mode with ``synchronous=NORMAL``: a commit appends
+    to ``gradebook.db-wal`` without waiting for the disk, readers (formgrader, an export) never
+    block the writer nor see half a transaction, and a writer waits (SQLite's busy timeout, 5 s)
+    for another's commit. A crash of the process loses nothing committed; a power cut may lose the
+    last commits (never corrupts the file), which the next run grades again. The mode is stored in
+    the file (every later opener, formgrader too, uses it); it needs the file on a local disk, not
+    a network share (as any SQLite writer sharing the file)."""
+    from sqlalchemy import event
+
+    def pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(gb.engine, "connect", pragmas)
+    gb.db.commit()
+    gb.engine.dispose()  # the connections opened so far are replaced by ones with the pragmas
 
 
 def db_url_of(graded: Path) -> str:
@@ -142,52 +166,116 @@ def previous(gb, student: str, assignment: str, notebook: str):
 
 def write(gb, result, drop_manual: bool = False) -> list:
     """Record one notebook's grade (``result``: a :class:`~ste_course.record.NotebookResult`)
-    in one transaction. Hand edits (``manual_score``, ``extra_credit``, ``manual_comment``) are
-    kept when the same submission is graded again, dropped with ``drop_manual`` or when the
-    submission itself changed. Returns what was dropped, one line per cell (for the reason)."""
-    from nbgrader.api import MissingEntry
+    in one transaction (:func:`write_batch`). Returns what was dropped, one line per cell (for the
+    reason)."""
+    return write_batch(gb, [result], drop_manual)[0].dropped
 
-    prev = previous(gb, result.student, result.assignment, result.notebook)
-    same = prev is not None and prev["submission_sha256"] == result.submission_sha256
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_batch` did to one notebook: the hand edits it dropped (one line per
+    cell) and whether none is left (``fresh``: its :func:`part_scores` are then
+    :func:`fresh_parts`, so its feedback page could be rendered before the write)."""
+
+    dropped: list
+    fresh: bool
+
+
+def write_batch(gb, results, drop_manual: bool = False) -> list:
+    """Record several notebooks' grades in one transaction (one commit: in a SQLite gradebook with
+    ``synchronous=NORMAL``, one write to disk; in PostgreSQL, one flush of its log); returns a
+    :class:`Written` per result. Hand edits (``manual_score``, ``extra_credit``,
+    ``manual_comment``) are kept when the same submission is graded again, dropped with
+    ``drop_manual`` or when the submission itself changed. Either every notebook of the batch is
+    recorded or none (an interrupted run grades the rest again: no status row, no grade)."""
     try:
-        gb.update_or_create_student(result.student)
-        try:
-            submission = gb.find_submission(result.assignment, result.student)
-        except MissingEntry:
-            submission = gb.add_submission(result.assignment, result.student)
-        submission.timestamp = dt.datetime.fromisoformat(result.submitted_at) if result.submitted_at else None
-        notebook = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
-        points = {c["grade_id"]: float(c["points"]) for c in result.cells}
-        written = {c["grade_id"] for c in result.cells if c.get("manual")}  # graded by hand only
-        dropped = []
-        for grade in notebook.grades:
-            grade.auto_score = None if grade.name in written else points.get(grade.name, 0.0)
-            grade.needs_manual_grade = False
-            if grade.manual_score is not None or grade.extra_credit is not None:
-                if drop_manual or not same:
-                    dropped.append(f"{grade.name}: manual {grade.manual_score}, extra {grade.extra_credit}")
-                    grade.manual_score = grade.extra_credit = None
-            if grade.name in written:  # a written answer waits for formgrader's score
-                grade.needs_manual_grade = grade.manual_score is None
-        for comment in notebook.comments:
-            if comment.manual_comment is not None and (drop_manual or not same):
-                comment.manual_comment = None
-        notebook.late_submission_penalty = result.penalty or None
-        reason = result.reason
-        if dropped and not drop_manual:
-            note = "hand edits dropped, the submission changed (" + "; ".join(dropped) + ")"
-            reason = f"{reason}; {note}" if reason else note
-        row = dict(status=result.status, reason=reason, late=result.late,
-                   hours_late=result.hours_late, inputs=result.inputs,
-                   submission_sha256=result.submission_sha256)
-        key = dict(student=result.student, assignment=result.assignment, notebook=result.notebook)
-        gb.db.execute(delete(STATUS).where(*(getattr(STATUS.c, k) == v for k, v in key.items())))
-        gb.db.execute(STATUS.insert().values(**key, **row))
+        written = [_write_one(gb, result, drop_manual) for result in results]
         gb.db.commit()
     except Exception:
         gb.db.rollback()
         raise
-    return dropped
+    return written
+
+
+def _write_one(gb, result, drop_manual: bool) -> Written:
+    """One notebook's rows, not committed."""
+    prev = previous(gb, result.student, result.assignment, result.notebook)
+    same = prev is not None and prev["submission_sha256"] == result.submission_sha256
+    submission = _submission(gb, result.assignment, result.student)
+    submission.timestamp = dt.datetime.fromisoformat(result.submitted_at) if result.submitted_at else None
+    notebook = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
+    points = {c["grade_id"]: float(c["points"]) for c in result.cells}
+    written = {c["grade_id"] for c in result.cells if c.get("manual")}  # graded by hand only
+    dropped = []
+    for grade in notebook.grades:
+        grade.auto_score = None if grade.name in written else points.get(grade.name, 0.0)
+        grade.needs_manual_grade = False
+        if grade.manual_score is not None or grade.extra_credit is not None:
+            if drop_manual or not same:
+                dropped.append(f"{grade.name}: manual {grade.manual_score}, extra {grade.extra_credit}")
+                grade.manual_score = grade.extra_credit = None
+        if grade.name in written:  # a written answer waits for formgrader's score
+            grade.needs_manual_grade = grade.manual_score is None
+    for comment in notebook.comments:
+        if comment.manual_comment is not None and (drop_manual or not same):
+            comment.manual_comment = None
+    notebook.late_submission_penalty = result.penalty or None
+    reason = result.reason
+    if dropped and not drop_manual:
+        note = "hand edits dropped, the submission changed (" + "; ".join(dropped) + ")"
+        reason = f"{reason}; {note}" if reason else note
+    row = dict(status=result.status, reason=reason, late=result.late,
+               hours_late=result.hours_late, inputs=result.inputs,
+               submission_sha256=result.submission_sha256)
+    key = dict(student=result.student, assignment=result.assignment, notebook=result.notebook)
+    gb.db.execute(delete(STATUS).where(*(getattr(STATUS.c, k) == v for k, v in key.items())))
+    gb.db.execute(STATUS.insert().values(**key, **row))
+    fresh = not any(g.manual_score is not None or g.extra_credit is not None for g in notebook.grades) \
+        and not any(c.manual_comment for c in notebook.comments)
+    return Written(dropped, fresh)
+
+
+def _submission(gb, assignment: str, student: str):
+    """The student's submission of ``assignment``, made (with the student) if missing, without
+    committing: nbgrader's ``update_or_create_student`` and ``add_submission`` commit each call.
+    A new submission mirrors the assignment as ``add_submission`` builds it (a submitted notebook
+    per notebook, a grade per grade cell, a comment per solution cell; task cells both)."""
+    from nbgrader.api import (Assignment, Comment, Grade, Student, SubmittedAssignment,
+                              SubmittedNotebook)
+
+    found = gb.db.query(SubmittedAssignment).join(Assignment).filter(
+        Assignment.name == assignment, SubmittedAssignment.student_id == student).one_or_none()
+    if found is not None:
+        return found
+    if gb.db.get(Student, student) is None:
+        gb.db.add(Student(id=student))
+    submission = SubmittedAssignment(assignment=gb.find_assignment(assignment), student_id=student)
+    for notebook in submission.assignment.notebooks:
+        nb = SubmittedNotebook(notebook=notebook, assignment=submission)
+        for cell in notebook.grade_cells:
+            Grade(cell_id=cell.id, notebook=nb)
+        for cell in notebook.solution_cells:
+            Comment(cell_id=cell.id, notebook=nb)
+        for cell in notebook.task_cells:
+            Comment(cell_id=cell.id, notebook=nb)
+            Grade(cell_id=cell.id, notebook=nb)
+    gb.db.add(submission)
+    gb.db.flush()
+    return submission
+
+
+def fresh_parts(result, source) -> dict:
+    """What :func:`part_scores` gives for ``result``'s notebook right after :func:`write_batch`
+    recorded it with no hand edit left (:attr:`Written.fresh`): each grade cell of ``source``
+    (the gradebook's, :func:`sync_definition`) with the automatic points (0 for a written
+    answer, which waits for a hand grade), no comment. Lets a judge render the feedback page
+    before the write; the recorder uses the page only when the write says ``fresh``."""
+    points = {c["grade_id"]: float(c["points"]) for c in result.cells}
+    written = {c["grade_id"] for c in result.cells if c.get("manual")}
+    cells = {c.grade_id: float(c.points) for c in source.cells if c.grade}
+    return {"scores": {gid: (0.0 if gid in written else points.get(gid, 0.0), most, False)
+                       for gid, most in cells.items()},
+            "comments": {}, "waiting": written & cells.keys()}
 
 
 # ------------------------------------------------------------------ what everything is derived from

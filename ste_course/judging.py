@@ -10,6 +10,10 @@ on a Dask worker):
 * :func:`judge_job`: read the submission again, make sure its bytes are those the run was
   planned from, draw the same cases again (deterministic: secret, student, cell, answers),
   compute the references with ``ste_utils``, compare the worker's evidence, apply the late rule.
+* :func:`with_page`: render the notebook's feedback page from plain data (its cells, evidence
+  and part scores as a gradebook without hand edits holds them), so the parent only writes the
+  file (nbconvert's rendering is most of what recording a notebook would cost it). The page is
+  rendered from the result the judge scrubbed: hidden tests never reach it.
 
 :class:`JudgePool` runs them in ``n`` processes of this machine (spawned: each imports
 TensorFlow once, while the sandboxes boot), so the parent's own cost per notebook is recording;
@@ -52,7 +56,7 @@ def plan_job(job, secret: str, context: str, late):
         return "run", item.run, Ticket(hashlib.sha256(raw).hexdigest(), fingerprint)
     item = guarded(job, "applying the late rule", apply_late, item, job, late)
     item.inputs = fingerprint
-    return "result", item
+    return "result", with_page(item, job.source)
 
 
 def judge_job(job, ticket: Ticket, payload, secret: str, late):
@@ -68,7 +72,36 @@ def judge_job(job, ticket: Ticket, payload, secret: str, late):
     result = guarded(job, "judging", conclude, item, payload)
     result = guarded(job, "applying the late rule", apply_late, result, job, late)
     result.inputs = ticket.inputs
-    return result
+    return with_page(result, job.source)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A judge's answer: the notebook's result (cleaned) and its feedback page rendered for a
+    gradebook that holds no hand edit of it (``None``: the recorder renders it)."""
+
+    result: object  # ste_course.record.NotebookResult
+    page: str | None
+
+
+def with_page(result, source) -> Judged:
+    """``result`` with its page rendered from :func:`ste_course.gradebook.fresh_parts`: the bytes
+    the recorder would render after writing it to a gradebook without hand edits (the recorder
+    checks that before it uses the page). A page that cannot be rendered here is left to the
+    recorder, which then says why in the notebook's row."""
+    from dataclasses import asdict
+
+    from ste_course.feedback import render_feedback
+    from ste_course.gradebook import fresh_parts
+    from ste_course.record import NotebookResult
+
+    result = NotebookResult(**clean(asdict(result)))
+    if source is None:
+        return Judged(result, None)
+    try:
+        return Judged(result, render_feedback(result, fresh_parts(result, source)))
+    except Exception:  # noqa: BLE001 - the grade stands; the recorder renders (and reports) it
+        return Judged(result, None)
 
 
 class InlineJudges:

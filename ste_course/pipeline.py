@@ -19,6 +19,9 @@ A class flows through the parent one notebook at a time, never as a whole::
 * **One thread touches the gradebook**: every decision that reads it (already graded?) and
   every write happen in the thread that calls :meth:`Pipeline.run`; the others only post
   messages to its inbox.
+* **Records in batches when results queue up**: ``record`` may buffer; ``flush`` is called
+  whenever the inbox is empty (nothing else to do: a lone result is written at once) and when
+  the run ends, so the recorder can write what piled up in one transaction.
 
 The executor contract (local fork servers, Dask, test doubles): ``executor.run_all(runs,
 on_result)`` with ``runs`` an iterable of run dicts that may block until the next run is planned
@@ -94,11 +97,14 @@ class Pipeline:
         record: ``record(job, result) -> None`` in this thread, once per notebook.
         failed: ``failed(job, stage, error) -> result``: the row of a notebook whose planning
             or judging raised in the judges (never expected; one notebook never stops a class).
+        flush: ``flush()`` in this thread, when the inbox is empty and once at the end (also
+            when the run stops on an error): write what ``record`` buffered.
     """
 
-    def __init__(self, jobs, judges, executor, wanted, record, failed, limit=None):
+    def __init__(self, jobs, judges, executor, wanted, record, failed, limit=None, flush=None):
         self.jobs, self.judges, self.executor = iter(jobs), judges, executor
         self.wanted, self.record, self.failed = wanted, record, failed
+        self.flush = flush or (lambda: None)
         self._limit = limit
         self.inbox: queue.Queue = queue.Queue()
         self.feed = Feed()
@@ -133,12 +139,17 @@ class Pipeline:
                 if exhausted and self.alive == 0:
                     finished = True
                     break
+                if self.inbox.empty():
+                    self.flush()
                 self._handle(*self.inbox.get())
         finally:
             self.feed.close(drop=not finished)
-            if self._runner is not None:
-                self._runner.join()
-                self.executor.join()
+            try:
+                if self._runner is not None:
+                    self._runner.join()
+                    self.executor.join()
+            finally:
+                self.flush()
         return self.recorded
 
     def _start(self, job) -> None:

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -91,6 +92,7 @@ class Recorder:
         self.db_url = gradebook_url(db_url or f"sqlite:///{self.out / 'gradebook.db'}")
         self.sources = sources
         self.drop_manual = drop_manual
+        self._sources_text: dict = {}
         self._backup()
         self.lock = WriterLock(self.db_url)
         with self.lock:
@@ -107,7 +109,12 @@ class Recorder:
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             backups = self.out / "backups"
             backups.mkdir(exist_ok=True)
-            shutil.copy2(db, backups / f"gradebook-{stamp}.db")
+            source, target = sqlite3.connect(db), sqlite3.connect(backups / f"gradebook-{stamp}.db")
+            try:  # SQLite's backup: a consistent copy, commits still in gradebook.db-wal included
+                source.backup(target)
+            finally:
+                target.close()
+                source.close()
 
     def _course_folder(self):
         """Make ``out`` an nbgrader course folder: config, ``source/`` (the instructor's
@@ -132,25 +139,42 @@ class Recorder:
         """What the gradebook holds for this notebook (:data:`ste_course.gradebook.STATUS`)."""
         return gradebook.previous(self.gb, student, assignment, notebook)
 
-    def record(self, result: NotebookResult, source: SourceNotebook | None) -> None:
-        """Write one notebook's grade to the gradebook, then the files derived from it; its text
-        is cleaned first (lone surrogates from the sandbox or a notebook become U+FFFD), so
-        writing UTF-8 cannot fail on it."""
-        result = NotebookResult(**clean(asdict(result)))
-        self.lock.write(self._gradebook, result, rollback=self.gb.db.rollback)
-        if source is not None:
-            retrying(self._feedback, result, source, rollback=self.gb.db.rollback)
-            self._autograded(result, source)
-        _atomic_write(self.result_path(result.student, result.assignment, result.notebook),
-                      json.dumps(asdict(result), indent=1))
+    def record(self, result: NotebookResult, source: SourceNotebook | None, page: str | None = None) -> None:
+        """Write one notebook's grade to the gradebook, then the files derived from it
+        (:meth:`record_batch` of one)."""
+        self.record_batch([(result, source, page)])
 
-    def _gradebook(self, result: NotebookResult) -> None:
-        gradebook.write(self.gb, result, self.drop_manual)
+    def record_batch(self, items) -> None:
+        """Write several notebooks' grades, ``items`` of ``(NotebookResult, SourceNotebook or
+        None, page or None)``, to the gradebook in one writer-lock turn and one transaction
+        (:func:`ste_course.gradebook.write_batch`), then the files derived from each. Text is
+        cleaned first (lone surrogates from the sandbox or a notebook become U+FFFD), so writing
+        UTF-8 cannot fail on it. ``page`` is the feedback page a judge rendered from
+        :func:`ste_course.gradebook.fresh_parts`; it is written only when the gradebook holds no
+        hand edit of the notebook (then it is the page rendered here would be), else the page is
+        rendered here from the gradebook. Raises when the batch's write failed: then none of its
+        rows was committed (record the notebooks one by one to find the one that fails)."""
+        items = [(NotebookResult(**clean(asdict(result))), source, page) for result, source, page in items]
+        written = self.lock.write(self._gradebook, [result for result, _, _ in items], rollback=self.gb.db.rollback)
+        for (result, source, page), done in zip(items, written):
+            if source is not None:
+                if page is not None and done.fresh:
+                    _atomic_write(feedback_file(self.out / "feedback", result), page)
+                else:
+                    retrying(self._feedback, result, source, rollback=self.gb.db.rollback)
+                self._autograded(result, source)
+            _atomic_write(self.result_path(result.student, result.assignment, result.notebook),
+                          json.dumps(asdict(result), indent=1))
+
+    def _gradebook(self, results: list) -> list:
+        return gradebook.write_batch(self.gb, results, self.drop_manual)
 
     def _autograded(self, result: NotebookResult, source: SourceNotebook) -> None:
         """The instructor's notebook with the student's answers and each test's verdict as its
         output, in ``autograded/`` where nbgrader's formgrader looks for it."""
-        nb = json.loads(source.path.read_text(encoding="utf-8"))
+        if source.path not in self._sources_text:  # read once per run
+            self._sources_text[source.path] = source.path.read_text(encoding="utf-8")
+        nb = json.loads(self._sources_text[source.path])
         answers = {c["grade_id"]: c["text"] for c in result.feedback_cells  # code, and written answers
                    if c.get("kind") in ("code", "markdown") and c.get("grade_id")}
         grades = {c["grade_id"]: c for c in result.cells}
@@ -194,9 +218,14 @@ def write_feedback(gb, result: NotebookResult, folder: Path, row: dict | None = 
                          penalty=row["penalty"], late=row["late"], hours_late=row["hours_late"],
                          score=row["score"])
     parts = gradebook.part_scores(gb, result.student, result.assignment, result.notebook)
-    path = Path(folder) / result.student / result.assignment / f"{result.notebook}.html"
+    path = feedback_file(folder, result)
     _atomic_write(path, render_feedback(result, parts))
     return path
+
+
+def feedback_file(folder: Path, result: NotebookResult) -> Path:
+    """``folder/<student>/<assignment>/<notebook>.html``: a notebook's feedback page."""
+    return Path(folder) / result.student / result.assignment / f"{result.notebook}.html"
 
 
 @dataclass
