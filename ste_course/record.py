@@ -1,14 +1,16 @@
 """The single writer: the gradebook, then feedback and ``grades.csv`` derived from it, written
 by the parent only.
 
-Each graded notebook is recorded as soon as it is judged, in its own gradebook transaction
-(:func:`ste_course.gradebook.write`), so an interrupted run keeps everything already written and
-a re-run picks up where it stopped. ``results/`` keeps each run's evidence (what the feedback
-shows of the student's cells); grades are read from the gradebook only. The SQLite gradebook is
-backed up before a run. A feedback page is a view of the gradebook: :func:`refresh_feedback`
-(``ste-course feedback``, and ``ste-course return-feedback`` before it returns the pages)
-renders it again from the gradebook as it is now and the stored evidence, grading nothing, so
-a score or comment entered in formgrader reaches the student.
+Graded notebooks are recorded as they are judged: alone, or with those judged meanwhile (at
+most ``grade.RECORD_BATCH``) in one gradebook transaction (:meth:`Recorder.record_batch`,
+:func:`ste_course.gradebook.write_batch`), so an interrupted run keeps everything already
+committed and a re-run picks up where it stopped (the batch cut off is graded again).
+``results/`` keeps each run's evidence (what the feedback shows of the student's cells);
+grades are read from the gradebook only. The SQLite gradebook is backed up before a run. A
+feedback page is a view of the gradebook: :func:`refresh_feedback` (``ste-course feedback``,
+and ``ste-course return-feedback`` before it returns the pages) renders it again from the
+gradebook as it is now and the stored evidence, grading nothing, so a score or comment entered
+in formgrader reaches the student.
 """
 
 from __future__ import annotations
