@@ -260,7 +260,7 @@ def ceiling_child(n_students, db_url, solutions, tmpl, out_queue):
 
         def spy(recorder, batch):
             recorded = original(recorder, batch)
-            if not first:
+            if batch and not first:
                 first.append((time.perf_counter(), len(batch)))
             return recorded
 
