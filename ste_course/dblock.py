@@ -1,8 +1,9 @@
 """Writing a PostgreSQL gradebook through dropped connections: the writers' lock and retries.
 
 Several grading runs may write one gradebook; :class:`WriterLock` makes them take turns (a
-session-level advisory lock around each notebook's write). Connections to a database server can
-drop at any time (a restart, a failover, an idle timeout, ``pg_terminate_backend``), so:
+session-level advisory lock around each batch of notebooks' writes). Connections to a database
+server can drop at any time (a restart, a failover, an idle timeout, ``pg_terminate_backend``),
+so:
 
 * the lock takes a connection from its own pool for each turn, checked with a ping first
   (``pool_pre_ping``): a connection that died while idle is replaced, and the lock is taken
@@ -80,7 +81,7 @@ class WriterLock:
     schema, ``add_student``, ``add_submission``), so two runs writing a fresh database or the same
     student at once can both insert, and a retry could not make those multi-commit steps atomic.
     A session-level advisory lock, taken on a connection of its own around opening the gradebook
-    and around each notebook's write, serialises only those milliseconds (the notebooks still run
+    and around each batch's write, serialises only those milliseconds (the notebooks still run
     in parallel); the server drops it if a run dies.
     """
 

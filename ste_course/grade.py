@@ -486,6 +486,8 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     pending = []  # judged, not written yet: at most RECORD_BATCH
 
     def flush():
+        if not pending:
+            return
         batch = pending[:]
         pending.clear()
         for job, recorded in zip((job for job, _ in batch), _record_batch(recorder, batch)):

@@ -181,15 +181,18 @@ class Written:
     fresh: bool
 
 
-def write_batch(gb, results, drop_manual: bool = False) -> list:
+def write_batch(gb, results, drop_manual: bool = False, definitions: dict | None = None) -> list:
     """Record several notebooks' grades in one transaction (one commit: in a SQLite gradebook with
     ``synchronous=NORMAL``, one write to disk; in PostgreSQL, one flush of its log); returns a
     :class:`Written` per result. Hand edits (``manual_score``, ``extra_credit``,
     ``manual_comment``) are kept when the same submission is graded again, dropped with
     ``drop_manual`` or when the submission itself changed. Either every notebook of the batch is
-    recorded or none (an interrupted run grades the rest again: no status row, no grade)."""
+    recorded or none (an interrupted run grades the rest again: no status row, no grade).
+    ``definitions``: a dict kept for a run (:func:`_definition`), so an assignment's cells are
+    read once per run, not per new submission."""
+    definitions = {} if definitions is None else definitions
     try:
-        written = [_write_one(gb, result, drop_manual) for result in results]
+        written = [_write_one(gb, result, drop_manual, definitions) for result in results]
         gb.db.commit()
     except Exception:
         gb.db.rollback()
@@ -197,11 +200,11 @@ def write_batch(gb, results, drop_manual: bool = False) -> list:
     return written
 
 
-def _write_one(gb, result, drop_manual: bool) -> Written:
+def _write_one(gb, result, drop_manual: bool, definitions: dict) -> Written:
     """One notebook's rows, not committed."""
     prev = previous(gb, result.student, result.assignment, result.notebook)
     same = prev is not None and prev["submission_sha256"] == result.submission_sha256
-    submission = _submission(gb, result.assignment, result.student)
+    submission = _submission(gb, result.assignment, result.student, definitions)
     submission.timestamp = dt.datetime.fromisoformat(result.submitted_at) if result.submitted_at else None
     notebook = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
     points = {c["grade_id"]: float(c["points"]) for c in result.cells}
@@ -235,13 +238,24 @@ def _write_one(gb, result, drop_manual: bool) -> Written:
     return Written(dropped, fresh)
 
 
-def _submission(gb, assignment: str, student: str):
+def _definition(gb, assignment: str, definitions: dict) -> tuple:
+    """``(assignment id, [(notebook id, grade cell ids, solution cell ids, task cell ids)])``,
+    read from the gradebook once and kept in ``definitions`` (they are fixed during a run:
+    :func:`sync_definition` runs before it)."""
+    if assignment not in definitions:
+        found = gb.find_assignment(assignment)
+        definitions[assignment] = (found.id, [
+            (nb.id, [c.id for c in nb.grade_cells], [c.id for c in nb.solution_cells], [c.id for c in nb.task_cells])
+            for nb in found.notebooks])
+    return definitions[assignment]
+
+
+def _submission(gb, assignment: str, student: str, definitions: dict):
     """The student's submission of ``assignment``, made (with the student) if missing, without
     committing: nbgrader's ``update_or_create_student`` and ``add_submission`` commit each call.
     A new submission mirrors the assignment as ``add_submission`` builds it (a submitted notebook
     per notebook, a grade per grade cell, a comment per solution cell; task cells both)."""
-    from nbgrader.api import (Assignment, Comment, Grade, Student, SubmittedAssignment,
-                              SubmittedNotebook)
+    from nbgrader.api import Assignment, Comment, Grade, Student, SubmittedAssignment, SubmittedNotebook
 
     found = gb.db.query(SubmittedAssignment).join(Assignment).filter(
         Assignment.name == assignment, SubmittedAssignment.student_id == student).one_or_none()
@@ -249,16 +263,17 @@ def _submission(gb, assignment: str, student: str):
         return found
     if gb.db.get(Student, student) is None:
         gb.db.add(Student(id=student))
-    submission = SubmittedAssignment(assignment=gb.find_assignment(assignment), student_id=student)
-    for notebook in submission.assignment.notebooks:
-        nb = SubmittedNotebook(notebook=notebook, assignment=submission)
-        for cell in notebook.grade_cells:
-            Grade(cell_id=cell.id, notebook=nb)
-        for cell in notebook.solution_cells:
-            Comment(cell_id=cell.id, notebook=nb)
-        for cell in notebook.task_cells:
-            Comment(cell_id=cell.id, notebook=nb)
-            Grade(cell_id=cell.id, notebook=nb)
+    assignment_id, notebooks = _definition(gb, assignment, definitions)
+    submission = SubmittedAssignment(assignment_id=assignment_id, student_id=student)
+    for notebook_id, grades, solutions, tasks in notebooks:
+        nb = SubmittedNotebook(notebook_id=notebook_id, assignment=submission)
+        for cell_id in grades:
+            Grade(cell_id=cell_id, notebook=nb)
+        for cell_id in solutions:
+            Comment(cell_id=cell_id, notebook=nb)
+        for cell_id in tasks:
+            Comment(cell_id=cell_id, notebook=nb)
+            Grade(cell_id=cell_id, notebook=nb)
     gb.db.add(submission)
     gb.db.flush()
     return submission

@@ -95,6 +95,7 @@ class Recorder:
         self.sources = sources
         self.drop_manual = drop_manual
         self._sources_text: dict = {}
+        self._definitions: dict = {}  # the assignments' cells in the gradebook, read once per run
         self._backup()
         self.lock = WriterLock(self.db_url)
         with self.lock:
@@ -169,7 +170,7 @@ class Recorder:
                           json.dumps(asdict(result), indent=1))
 
     def _gradebook(self, results: list) -> list:
-        return gradebook.write_batch(self.gb, results, self.drop_manual)
+        return gradebook.write_batch(self.gb, results, self.drop_manual, self._definitions)
 
     def _autograded(self, result: NotebookResult, source: SourceNotebook) -> None:
         """The instructor's notebook with the student's answers and each test's verdict as its
