@@ -382,14 +382,6 @@ def guarded(job: Job, stage: str, step, *args):
         return error_result(job, stage, err)
 
 
-def grade_one(job: Job, worker: Worker, secret: str, late: LatePolicy | None = None) -> NotebookResult:
-    """Grade one notebook on ``worker`` (preflight, run, judge); nothing is recorded."""
-    item = preflight(job, secret)
-    if isinstance(item, Pending):
-        item = conclude(item, worker.run(item.run))
-    return apply_late(item, job, late)
-
-
 class LocalExecutor:
     """Runs notebooks on ``n`` fork-server workers of this machine, one thread each (a worker's
     fork server starts with its first notebook)."""

@@ -74,18 +74,13 @@ def shown(text, limit: int | None = None) -> str:
 def cell(value):
     """A CSV cell a spreadsheet shows as text: numbers are kept (as numbers); text starting with
     ``=``, ``+``, ``-``, ``@``, tab, carriage return (or ``'``) gets a leading ``'``, as OWASP's
-    CSV-injection guidance says. :func:`uncell` undoes it."""
+    CSV-injection guidance says."""
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, (int, float)):
         return f"{value:g}"
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def uncell(text: str) -> str:
-    """The text :func:`cell` neutralised (one leading ``'`` removed)."""
-    return text[1:] if text.startswith("'") else text
 
 
 def valid_id(name: str) -> bool:
