@@ -4,7 +4,8 @@ Modules, one idea each:
     estimators  straight_through (stop_gradient idiom) and the ste(forward, proxy) factory
     proxies     backward proxies (identity, relu, clipped_relu, hardtanh) with their derivatives
     quantizers  ste_sign, ste_heaviside, ste_round, ste_quantize, ste_argmax (tf.custom_gradient);
-                lsq_quantize, pact_quantize (learned step size / clipping level)
+                lsq_quantize, lsq_plus_quantize, pact_quantize (learned step size / offset /
+                clipping level), dorefa_weight_quantize
     discrete    stochastic_binary, stochastic_sign, reinforce_gradient, gumbel_softmax_st,
                 vector_quantize: the STE for discrete choices
     layers      thin, serializable Keras 3 layers over the quantizers (LsqQuantize, VectorQuantizer)
@@ -21,7 +22,8 @@ from ste_utils.proxies import PROXIES, Proxy, get_proxy
 from ste_utils.quantizers import (
     binarize, heaviside, one_hot_argmax, quantize,
     ste_argmax, ste_heaviside, ste_quantize, ste_round, ste_sign,
-    lsq_grad_scale, lsq_levels, lsq_quantize, pact_quantize,
+    dorefa_weight_quantize, lsq_grad_scale, lsq_levels, lsq_plus_quantize, lsq_quantize,
+    pact_quantize,
 )
 from ste_utils.jacobian import jacobian, straight_through_jacobian
 from ste_utils.discrete import (
@@ -39,7 +41,8 @@ __all__ = [
     "straight_through", "ste", "IDIOMS", "PROXIES", "Proxy", "get_proxy",
     "binarize", "heaviside", "quantize", "one_hot_argmax",
     "ste_sign", "ste_heaviside", "ste_round", "ste_quantize", "ste_argmax",
-    "lsq_levels", "lsq_grad_scale", "lsq_quantize", "pact_quantize",
+    "lsq_levels", "lsq_grad_scale", "lsq_quantize", "lsq_plus_quantize", "pact_quantize",
+    "dorefa_weight_quantize",
     "jacobian", "straight_through_jacobian",
     "SteSign", "SteHeaviside", "SteRound", "SteQuantize", "SteActivation", "LatentClip",
     "BinaryDense", "LsqQuantize", "VectorQuantizer",

@@ -78,8 +78,10 @@ def _shown(array) -> str:
     return repr(array.item()) if array.ndim == 0 else np.array2string(array.ravel()[:6], separator=", ")
 
 
-def check_positive_parameter(value, name: str, x: tf.Tensor) -> tf.Tensor:
+def check_positive_parameter(value, name: str, x: tf.Tensor, positive: bool = True) -> tf.Tensor:
     """A scale parameter (LSQ's step, PACT's alpha) as a tensor in the dtype of ``x``.
+
+    ``positive=False`` (LSQ+'s offset) asks only for finite values.
 
     A Python or NumPy number becomes the float of x's dtype nearest to it (NumPy's rounding, as
     the clip windows); a tensor or variable must already have x's dtype. Its shape must
@@ -88,8 +90,8 @@ def check_positive_parameter(value, name: str, x: tf.Tensor) -> tf.Tensor:
     checked.
     """
     if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{name} must be a positive number or a floating-point tensor. "
-                        f"Received: {name}={value!r}")
+        raise TypeError(f"{name} must be a {'positive ' if positive else ''}number or a floating-point "
+                        f"tensor. Received: {name}={value!r}")
     if isinstance(value, (numbers.Real, np.ndarray, np.generic)):
         array = np.asarray(value)
         if not (array.dtype.kind == "f" or array.dtype.kind in "iu"):
@@ -112,9 +114,9 @@ def check_positive_parameter(value, name: str, x: tf.Tensor) -> tf.Tensor:
                          f"Received: {name}.shape={tensor.shape}, x.shape={x.shape}")
     if tf.executing_eagerly() and hasattr(tensor, "numpy"):
         array = tensor.numpy().astype(np.float64)
-        bad = ~(np.isfinite(array) & (array > 0))
+        bad = ~(np.isfinite(array) & ((array > 0) | (not positive)))
         if bad.any():
-            raise ValueError(f"{name} must be finite and > 0. Received: {name}="
+            raise ValueError(f"{name} must be finite{' and > 0' if positive else ''}. Received: {name}="
                              f"{_shown(array if array.ndim == 0 else array[bad])}")
     return tensor
 

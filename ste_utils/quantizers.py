@@ -208,7 +208,7 @@ def ste_argmax(logits, axis: int = -1):
     return _ste_argmax(logits)
 
 
-# ---------------------------------------------------------------- learned scales: LSQ and PACT
+# ---------------------------------------------------------------- learned scales: LSQ, LSQ+, PACT; DoReFa
 def lsq_levels(bits: int, signed: bool = True) -> tuple[int, int]:
     """LSQ's integer range (Q_N, Q_P): levels -Q_N .. Q_P.
 
@@ -295,25 +295,116 @@ def lsq_quantize(x, step, bits: int, signed: bool = True, grad_scale: float = 1.
     """
     x = as_float_tensor(x, "x")
     check_bits(bits, x.dtype)
-    q_n, q_p = lsq_levels(bits, signed)
     step = check_positive_parameter(step, "step", x)
-    g = check_grad_scale(grad_scale)
+    return _learned_grid(x, step, None, lsq_levels(bits, signed), check_grad_scale(grad_scale))
+
+
+def _learned_grid(x, step, offset, levels, g):
+    """LSQ (``offset`` None) and LSQ+ (an offset tensor): the forward pass and the gradients of
+    the STE on the rounding only, v = (x - offset) / s; see :func:`lsq_quantize`."""
+    q_n, q_p = levels
     low, high = tf.constant(-q_n, x.dtype), tf.constant(q_p, x.dtype)
     scale = tf.constant(np.asarray(g, x.dtype.as_numpy_dtype))
 
-    @tf.custom_gradient
-    def _lsq_quantize(x, s):
-        v = x / s
+    def forward_and_grad(x, s, b):
+        v = x / s if b is None else (x - b) / s
         level = tf.clip_by_value(tf.round(v), low, high)
 
         def grad(upstream):
+            inside = (v >= low) & (v <= high)
             d_step = tf.where(v < low, low, tf.where(v > high, high, tf.round(v) - v))
-            return (pass_where((v >= low) & (v <= high), upstream),
-                    _sum_to_shape(tf.math.multiply_no_nan(upstream, d_step), x, s) * scale)
+            grads = (pass_where(inside, upstream),
+                     _sum_to_shape(tf.math.multiply_no_nan(upstream, d_step), x, s) * scale)
+            if b is None:
+                return grads
+            return grads + (_sum_to_shape(pass_where(~inside, upstream), x, b) * scale,)
 
-        return level * s, grad
+        return (level * s if b is None else level * s + b), grad
 
-    return _lsq_quantize(x, step)
+    if offset is None:
+        return tf.custom_gradient(lambda x, s: forward_and_grad(x, s, None))(x, step)
+    return tf.custom_gradient(forward_and_grad)(x, step, offset)
+
+
+def lsq_plus_quantize(x, step, offset, bits: int, signed: bool = False, grad_scale: float = 1.0):
+    """LSQ+: LSQ with a learned offset, for asymmetric activations (Bhalgat et al., CVPR
+    Workshops 2020, arXiv:2004.09576).
+
+    Forward:  q = clip(round((x - beta) / s), -Q_N, Q_P) * s + beta   (round half to even)
+              with (Q_N, Q_P) as :func:`lsq_levels` (unsigned by default: levels 0..2**b - 1,
+              shifted by beta, so a Swish output's negative part keeps levels of its own).
+    Backward: the STE on the rounding only, as in :func:`lsq_quantize`, with v = (x - beta) / s:
+              dq/dx    := 1{-Q_N <= v <= Q_P}
+              dq/ds    := round(v) - v inside, -Q_N below, Q_P above     (times g)
+              dq/dbeta := 1 - 1{-Q_N <= v <= Q_P}                       (times g)
+              Inside the range beta cancels (s * (-1/s) + 1 = 0); where x is clipped the output
+              is a fixed level plus beta. Both parameter gradients are summed over the axes
+              along which ``step`` and ``offset`` were broadcast; the bounds are inside the range
+              (autodiff's convention, as :func:`lsq_quantize`). The grad scale g multiplies the
+              gradients of s and of beta here (LSQ's 1 / sqrt(N Q_P) is the usual choice).
+
+    The gradients are what autodiff gives for
+    ``s * ste_round(clip((x - beta) / s, -Q_N, Q_P)) + beta``, written out exactly.
+
+    Args:
+        x: floating-point tensor.
+        step: s > 0, a number or a tensor/variable of x's dtype broadcasting to x.
+        offset: beta, any finite number or tensor/variable of x's dtype broadcasting to x.
+        bits: integer bit width (as :func:`lsq_quantize`).
+        signed: levels -Q_N..Q_P (True) or 0..Q_P (False, the default: LSQ+'s activations).
+        grad_scale: g > 0.
+
+    Returns:
+        The quantized tensor, in x's dtype and shape.
+
+    Example:
+        >>> lsq_plus_quantize(tf.constant([-1.0, -0.2, 0.3, 9.0]), 0.5, -0.25, bits=2).numpy()
+        array([-0.25, -0.25,  0.25,  1.25], dtype=float32)
+    """
+    x = as_float_tensor(x, "x")
+    check_bits(bits, x.dtype)
+    step = check_positive_parameter(step, "step", x)
+    offset = check_positive_parameter(offset, "offset", x, positive=False)
+    return _learned_grid(x, step, offset, lsq_levels(bits, signed), check_grad_scale(grad_scale))
+
+
+def dorefa_weight_quantize(w, bits: int):
+    """DoReFa-Net's k-bit weight quantizer (Zhou et al., 2016, arXiv:1606.06160).
+
+    Forward:  t = tanh(w),  m = max |t| over the whole tensor,  u = t / (2 m) + 1/2  in [0, 1],
+              w_q = 2 * quantize_k(u) - 1,  quantize_k(u) = round(u * n) / n,  n = 2**k - 1,
+              so the levels are -1, -1 + 2/n, ..., 1 and the largest |w| maps to +-1.
+    Backward: the STE on quantize_k only (u lies in [0, 1], so :func:`ste_quantize`'s window
+              passes everything): autodiff differentiates tanh, the division and the max, as
+              the authors' code (tensorpack, ``examples/DoReFa-Net/dorefa.py``) does:
+              dw_q,i/dw_j = (1 - t_j**2) / m * [i == j]
+                            - t_i / m**2 * sign(t_j) (1 - t_j**2) * [j attains the max]
+              (TensorFlow splits the max's gradient equally among tied maxima).
+
+    The tanh limits the influence of large weights before the maximum normalises the tensor to
+    [-1, 1]. Their 1-bit weights use another rule (sign(w) times mean |w|): use :func:`ste_sign`
+    with a scale for that; this function needs bits >= 2. An all-zero tensor has m = 0 and
+    maps to 2 * quantize_k(1/2) - 1 (``tf.math.divide_no_nan``).
+
+    Args:
+        w: floating-point tensor (a layer's latent weights).
+        bits: integer from 2 to 16 (float16 <= 11, bfloat16 <= 8).
+
+    Returns:
+        The quantized weights, in w's dtype and shape.
+
+    Example:
+        >>> dorefa_weight_quantize(tf.constant([-2.0, 0.1, 1.0]), bits=2).numpy()
+        array([-1.        ,  0.33333337,  1.        ], dtype=float32)
+    """
+    w = as_float_tensor(w, "w")
+    bits = check_bits(bits, w.dtype)
+    if bits < 2:
+        raise ValueError("dorefa_weight_quantize needs bits >= 2 (DoReFa's 1-bit weights are "
+                         f"sign(w) * mean|w|: use ste_sign). Received: bits={bits}")
+    t = tf.tanh(w)
+    u = tf.math.divide_no_nan(t, 2 * tf.reduce_max(tf.abs(t))) + tf.constant(0.5, w.dtype)
+    return 2 * ste_quantize(u, bits) - 1
 
 
 def pact_quantize(x, alpha, bits: int):
@@ -366,5 +457,6 @@ def pact_quantize(x, alpha, bits: int):
 __all__ = [
     "binarize", "heaviside", "quantize", "one_hot_argmax",
     "ste_sign", "ste_heaviside", "ste_round", "ste_quantize", "ste_argmax",
-    "lsq_levels", "lsq_grad_scale", "lsq_quantize", "pact_quantize",
+    "lsq_levels", "lsq_grad_scale", "lsq_quantize", "lsq_plus_quantize", "pact_quantize",
+    "dorefa_weight_quantize",
 ]

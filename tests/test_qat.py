@@ -263,3 +263,135 @@ def test_pact_non_finite_upstream():
         y = ste_utils.pact_quantize(x, a, 2)
     g_x, g_a = tape.gradient(y, [x, a], output_gradients=tf.constant([np.inf, np.nan, np.inf, 1.0]))
     assert g_x.numpy().tolist() == [0.0, 0.0, np.inf, 0.0] and float(g_a) == 1.0
+
+
+# ------------------------------------------------------------------ LSQ+ (learned offset)
+def ref_lsq_plus(x, s, b, up, bits, signed, g):
+    """Value, dL/dx, elementwise u * dq/ds and u * dq/dbeta (before sums and the grad scale)."""
+    dt = x.dtype.type
+    q_n, q_p = ref_levels(bits, signed)
+    v = ((x - b).astype(x.dtype) / s).astype(x.dtype)
+    level = np.clip(np.round(v), -q_n, q_p).astype(x.dtype)
+    inside = (v >= -q_n) & (v <= q_p)
+    d_step = np.where(v < -q_n, dt(-q_n), np.where(v > q_p, dt(q_p), (np.round(v) - v).astype(x.dtype)))
+    return ((level * s + b).astype(x.dtype), np.where(inside, up, dt(0)).astype(x.dtype),
+            np.where(d_step == 0, dt(0), up * d_step).astype(x.dtype), np.where(inside, dt(0), up).astype(x.dtype))
+
+
+@pytest.mark.parametrize("mode", FUNCTION_MODES)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
+@pytest.mark.parametrize("bits,signed", [(2, False), (4, False), (3, True)])
+def test_lsq_plus_elementwise_value_and_gradients(bits, signed, dtype, mode):
+    """One step and one offset per element; dyadic steps and offset put (x - beta)/s exactly on
+    the bounds (inside: dx = 1, ds = 0, dbeta = 0) and half-way points (ties to even)."""
+    v = lsq_points(bits, signed, dtype)
+    steps = np.asarray([0.5, 0.25, 2.0], dtype)
+    s = np.tile(steps, v.size)
+    b = np.full(s.shape, -0.375, dtype)
+    x = (np.repeat(v, steps.size).astype(np.float64) * s + b).astype(dtype)
+    up = upstream_like(x.shape, dtype, seed=bits)
+    g = 0.25
+    fn = lambda t, st, off: ste_utils.lsq_plus_quantize(t, st, off, bits, signed=signed, grad_scale=g)  # noqa: E731
+    ((y, (g_x, g_s, g_b)),) = run_cases([(fn, [x, s, b], up)], mode)
+    value, d_x, d_s, d_b = ref_lsq_plus(x, s, b, up, bits, signed, g)
+    what = f"lsq_plus_quantize(bits={bits}, signed={signed}, {dtype_id(dtype)}, {mode})"
+    assert_same(y, value, f"{what} value")
+    assert_same(g_x, d_x, f"{what} dL/dx")
+    assert_same(g_s, (d_s * dtype(g)).astype(dtype), f"{what} dL/ds")
+    assert_same(g_b, (d_b * dtype(g)).astype(dtype), f"{what} dL/dbeta")
+
+
+def test_lsq_plus_boundaries_spelled_out_and_zero_offset_is_lsq():
+    """2 bits unsigned (levels 0..3), s = 0.5, beta = -0.25: x = -0.25 and 1.25 are the bounds
+    (inside), -1 and 2 are clipped (dbeta = 1, ds = -Q_N = 0 and Q_P = 3); beta = 0 gives LSQ."""
+    x = tf.constant([-1.0, -0.25, 0.0, 1.25, 2.0])
+    s, b = tf.Variable(0.5), tf.Variable(-0.25)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        q = ste_utils.lsq_plus_quantize(x, s, b, 2)
+    np.testing.assert_array_equal(q.numpy(), [-0.25, -0.25, -0.25, 1.25, 1.25])   # x = 0: v = 1/2 -> 0 (even)
+    np.testing.assert_array_equal(tape.gradient(q, x).numpy(), [0, 1, 1, 1, 0])
+    assert float(tape.gradient(q, b)) == 2.0                      # the two clipped inputs
+    v = (x.numpy() + 0.25) / 0.5
+    expected_s = np.where(v < 0, 0.0, np.where(v > 3, 3.0, np.round(v) - v)).sum()
+    assert float(tape.gradient(q, s)) == expected_s
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        q0 = ste_utils.lsq_plus_quantize(x, s, 0.0, 3, signed=True)
+        q1 = ste_utils.lsq_quantize(x, s, 3, signed=True)
+    np.testing.assert_array_equal(q0.numpy(), q1.numpy())
+    assert float(tape.gradient(q0, s)) == float(tape.gradient(q1, s))
+
+
+def test_lsq_plus_per_channel_offset_sums_over_the_batch():
+    rng = np.random.default_rng(3)
+    x = (rng.integers(-24, 25, size=(5, 3)) / 8).astype(np.float64)
+    up = (rng.integers(-4, 5, size=x.shape) / 4).astype(np.float64)
+    s, b = np.asarray([0.5, 0.25, 1.0]), np.asarray([-0.5, 0.0, 0.25])
+    ((_, (_, g_s, g_b)),) = run_cases([(lambda t, st, off: ste_utils.lsq_plus_quantize(t, st, off, 2),
+                                        [x, s, b], up)], "eager")
+    _, _, d_s, d_b = ref_lsq_plus(x, s, b, up, 2, False, 1.0)
+    assert_same(g_s, d_s.sum(axis=0), "per-channel dL/ds")
+    assert_same(g_b, d_b.sum(axis=0), "per-channel dL/dbeta")
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: ste_utils.lsq_plus_quantize([1.0], 0.5, float("nan"), 2), ValueError, "offset must be finite. Received: offset=nan"),
+    (lambda: ste_utils.lsq_plus_quantize([1.0], 0.5, "0", 2), TypeError, "offset must be a number"),
+    (lambda: ste_utils.lsq_plus_quantize([1.0], -0.5, 0.0, 2), ValueError, "step must be finite and > 0"),
+    (lambda: ste_utils.dorefa_weight_quantize([1.0], 1), ValueError, "bits >= 2"),
+])
+def test_lsq_plus_and_dorefa_bad_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+# ------------------------------------------------------------------ DoReFa's weight quantizer
+def ref_dorefa(w, up, bits):
+    """Value and dL/dw (float64) of 2 quantize_k(tanh(w) / (2 max|tanh w|) + 1/2) - 1 with the
+    STE on quantize_k and the max's gradient split equally among tied maxima."""
+    n = 2 ** bits - 1
+    t = np.tanh(w.astype(np.float64))
+    m = np.abs(t).max()
+    u = t / (2 * m) + 0.5
+    value = 2 * np.round(u * n) / n - 1
+    tied = np.abs(t) == m
+    dm = np.where(tied, np.sign(t) * (1 - t ** 2), 0.0) / tied.sum()
+    grad = up * (1 - t ** 2) / m - dm * np.sum(up * t) / m ** 2
+    return value, grad
+
+
+@pytest.mark.parametrize("mode", FUNCTION_MODES)
+@pytest.mark.parametrize("dtype", (np.float32, np.float64), ids=dtype_id)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_dorefa_weight_value_and_gradient(bits, dtype, mode):
+    """Random weights plus 0 (u = 1/2: a half-way level for odd n, ties to even) and a unique
+    largest |w| (maps to +-1, and carries the max's gradient)."""
+    rng = np.random.default_rng(bits)
+    w = rng.normal(0, 0.7, 40)
+    n = 2 ** bits - 1
+    w[0], w[1] = 0.0, -2.5
+    u = np.tanh(w) / (2 * np.abs(np.tanh(w)).max()) + 0.5
+    w = np.where(np.abs(u * n - np.floor(u * n) - 0.5) < 1e-3, w + 0.05, w)   # no near-ties but 0
+    w[0] = 0.0
+    w = w.astype(dtype)
+    up = upstream_like(w.shape, dtype, seed=bits)
+    ((y, (g_w,)),) = run_cases([(lambda t: ste_utils.dorefa_weight_quantize(t, bits), [w], up)], mode)
+    value, grad = ref_dorefa(w, up.astype(np.float64), bits)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(y, value, rtol=0, atol=tol)
+    np.testing.assert_allclose(g_w, grad, rtol=tol * 10, atol=tol * 10)
+    assert y[1] == -1.0 and np.round(n / 2) % 2 == 0
+    np.testing.assert_allclose(y[0], 2 * np.round(n / 2) / n - 1, atol=tol)
+    assert len(np.unique(y)) <= 2 ** bits and np.all(np.abs(y) <= 1)
+
+
+def test_dorefa_tied_maxima_split_the_max_gradient_and_zeros_do_not_nan():
+    w = np.asarray([1.0, -1.0, 0.25, -0.5])
+    up = np.asarray([1.0, -2.0, 0.5, 1.0])
+    ((y, (g_w,)),) = run_cases([(lambda t: ste_utils.dorefa_weight_quantize(t, 2), [w], up)], "eager")
+    value, grad = ref_dorefa(w, up, 2)
+    np.testing.assert_allclose(y, value, atol=1e-12)
+    np.testing.assert_allclose(g_w, grad, atol=1e-12)
+    zeros = ste_utils.dorefa_weight_quantize(tf.zeros(3), 3).numpy()
+    np.testing.assert_allclose(zeros, np.full(3, 2 * 4 / 7 - 1), atol=1e-7)   # u = 1/2: 3.5 -> 4
