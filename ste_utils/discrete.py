@@ -1,5 +1,5 @@
-"""The straight-through estimator for discrete choices: stochastic binary units, Gumbel-softmax
-and vector quantization.
+"""The straight-through estimator for discrete choices: stochastic binary units, Gumbel-softmax,
+vector quantization (with a moving-average codebook) and finite scalar quantization.
 
 Randomness is stateless: every sampler takes ``seed``, a shape-[2] integer (a pair of ints or
 an int32/int64 tensor), and draws with ``tf.random.stateless_*``, so the same seed gives the
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from ste_utils._validation import as_float_tensor, check_axis
 from ste_utils.proxies import pass_where
-from ste_utils.quantizers import one_hot_argmax
+from ste_utils.quantizers import one_hot_argmax, ste_round
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -75,8 +75,16 @@ def stochastic_binary(p, seed):
     """A Bernoulli(p) sample in {0, 1} with the straight-through gradient 1 with respect to p.
 
     Forward:  b = 1{U < p},  U ~ Uniform[0, 1) drawn statelessly from ``seed``, so P(b = 1) = p
-    Backward: db/dp := 1   (the straight-through estimator for stochastic binary neurons,
-                            Bengio, Leonard and Courville, 2013, arXiv:1308.3432)
+    Backward: db/dp := 1
+
+    Which straight-through estimator this is depends on where p comes from. Bengio, Leonard and
+    Courville (2013, arXiv:1308.3432) name "straight-through" the estimator that copies the
+    gradient with respect to b to the *sigmoid's argument* a (db/da := 1, with p = sigmoid(a)).
+    With ``p = tf.sigmoid(a)`` this function gives db/da = sigmoid'(a) instead: the variant that
+    multiplies by the sigmoid's derivative (often called the sigmoid-adjusted straight-through
+    estimator). Bengio et al.'s own estimator is this function applied to a probability that the
+    caller passes straight through, e.g. ``stochastic_binary(straight_through(a, tf.sigmoid(a)),
+    seed)`` (:func:`ste_utils.straight_through`).
 
     E[b] = p, so d E[f(b)] / dp is what the gradient estimates; the straight-through value
     f'(b) is biased for a non-linear f (compare :func:`reinforce_gradient`).
@@ -102,17 +110,31 @@ def stochastic_binary(p, seed):
     return _stochastic_binary(p)
 
 
-def hard_sigmoid(x):
-    """BinaryNet's hard sigmoid: clip((x + 1) / 2, 0, 1) (Courbariaux, Hubara et al., 2016).
+def hard_sigmoid(x, slope=1.0):
+    """BinaryNet's hard sigmoid, with Chung, Ahn and Bengio's slope:  clip((slope x + 1) / 2, 0, 1).
 
-    Not Keras's ``hard_sigmoid`` (Keras 3: relu6(x + 3) / 6). Autodiff gives 1/2 on |x| <= 1
-    (bounds included, ``tf.clip_by_value``, a select) and 0 outside.
+    Courbariaux, Hubara et al. (2016) use slope 1; Chung, Ahn and Bengio (2016, arXiv:1609.01704)
+    use it as the backward proxy of a step function and raise the slope during training (the
+    "slope annealing trick"), so that the proxy approaches the step. Not Keras's
+    ``hard_sigmoid`` (Keras 3: relu6(x + 3) / 6).
+
+    Forward:  clip((slope * x + 1) / 2, 0, 1), slope * x computed in x's dtype
+    Backward: slope / 2 where |slope * x| <= 1 (bounds included, ``tf.clip_by_value``, a
+              select), 0 outside
+
+    Args:
+        x: floating-point tensor.
+        slope: a finite number > 0 (1 gives BinaryNet's hard sigmoid exactly).
     """
     x = as_float_tensor(x, "x")
+    if isinstance(slope, bool) or not isinstance(slope, numbers.Real) or not (
+            np.isfinite(slope) and slope > 0):
+        raise ValueError(f"slope must be a finite number > 0. Received: slope={slope!r}")
     one = tf.ones_like(x)
-    # Clip x itself (not (x + 1) / 2), so the gradient window is |x| <= 1 exactly: x = 1 + eps
-    # would round to (x + 1) / 2 = 1 and pass. Same values.
-    return (tf.clip_by_value(x, -one, one) + 1) * tf.constant(0.5, x.dtype)
+    # Clip slope * x itself (not (slope * x + 1) / 2), so the gradient window is |slope x| <= 1
+    # exactly: x = 1 + eps would round to (x + 1) / 2 = 1 and pass. Same values.
+    scaled = x if slope == 1 else x * tf.constant(slope, x.dtype)
+    return (tf.clip_by_value(scaled, -one, one) + 1) * tf.constant(0.5, x.dtype)
 
 
 def stochastic_sign(x, seed):
@@ -178,6 +200,46 @@ def reinforce_gradient(f_values, samples, p, baseline=0.0):
     baseline = tf.cast(baseline, f_values.dtype) if isinstance(baseline, numbers.Real) else baseline
     score = (samples - p) / (p * (1 - p))
     return tf.stop_gradient((f_values - baseline) * score)
+
+
+def optimal_baseline(f_values, samples, p, axis=0):
+    """Bengio et al.'s variance-minimising baseline for :func:`reinforce_gradient`, per unit.
+
+    For the estimate (f(b) - c_i) (b_i - p_i) / (p_i (1 - p_i)) of d E[f] / dp_i, the constant
+    c_i that minimises its variance is
+
+        c_i* = E[(b_i - p_i)^2 f(b)] / E[(b_i - p_i)^2]
+
+    (Bengio, Leonard and Courville, 2013, arXiv:1308.3432; set the derivative of
+    E[(f - c)^2 s_i^2] - (E[f s_i])^2 with respect to c to 0, s_i the score): the mean of f
+    weighted by (b_i - p_i)^2, one baseline per unit. This function estimates it from samples:
+    the weighted mean over ``axis``. Computed from the same samples the estimates use, it makes
+    them slightly biased (O(1/n)); from an independent batch it keeps them unbiased.
+
+    Args:
+        f_values: f(b) per sample, shape [n] along ``axis`` (broadcasting against ``samples``,
+            e.g. shape [n, 1] for samples of shape [n, units]).
+        samples: the samples b in {0, 1}, e.g. shape [n, units].
+        p: the probabilities in (0, 1), broadcasting with ``samples``.
+        axis: the sample axis.
+
+    Returns:
+        c*, the weighted means: ``samples``' shape without ``axis`` (no gradient flows through it).
+
+    Example:
+        >>> c = optimal_baseline(f_other[:, None], b_other, p)       # an independent batch
+        >>> g = reinforce_gradient(f[:, None], b, p, baseline=c)     # unbiased, lower variance
+    """
+    f_values = as_float_tensor(f_values, "f_values")
+    samples = as_float_tensor(samples, "samples")
+    p = _check_probabilities(p, "p", open_interval=True)
+    for name, t in (("samples", samples), ("p", p)):
+        if t.dtype != f_values.dtype:
+            raise TypeError(f"{name} must have the dtype of f_values. "
+                            f"Received: {name}.dtype={t.dtype.name}, f_values.dtype={f_values.dtype.name}")
+    axis = check_axis(axis, samples.shape.rank)
+    weights = tf.square(samples - p)
+    return tf.stop_gradient(tf.reduce_sum(weights * f_values, axis=axis) / tf.reduce_sum(weights, axis=axis))
 
 
 # ---------------------------------------------------------------- Gumbel-softmax
@@ -294,5 +356,182 @@ def vector_quantize(z_e, codebook):
     )
 
 
-__all__ = ["stochastic_binary", "hard_sigmoid", "stochastic_sign", "reinforce_gradient",
-           "gumbel_noise", "gumbel_softmax_st", "VQResult", "vector_quantize"]
+# ---------------------------------------------------------------- the codebook: moving averages, dead codes
+class EMACodebook(NamedTuple):
+    """The state of a codebook learned by moving averages (VQ-VAE, appendix A.1).
+
+    ``cluster_size`` N [K] and ``embed_sum`` m [K, D] are moving averages of how many encoder
+    outputs chose each code and of their sum; the codes are m / N (:attr:`codebook`).
+    """
+
+    cluster_size: tf.Tensor
+    embed_sum: tf.Tensor
+
+    @property
+    def codebook(self) -> tf.Tensor:
+        return self.embed_sum / self.cluster_size[:, None]
+
+
+def ema_codebook(codebook) -> EMACodebook:
+    """The moving-average state of ``codebook`` [K, D]: each code counts as one vector at itself
+    (N = 1, m = e), so :attr:`EMACodebook.codebook` is ``codebook`` and no code divides by 0."""
+    codebook = as_float_tensor(codebook, "codebook")
+    if codebook.shape.rank != 2:
+        raise ValueError(f"codebook must have shape [K, D]. Received: codebook.shape={codebook.shape}")
+    return EMACodebook(tf.ones(tf.shape(codebook)[:1], codebook.dtype), tf.identity(codebook))
+
+
+def _check_decay(decay):
+    if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < 1:
+        raise ValueError(f"decay must be a number in [0, 1). Received: decay={decay!r}")
+    return decay
+
+
+def ema_codebook_update(state: EMACodebook, z_e, indices, decay=0.99) -> EMACodebook:
+    """One moving-average step of VQ-VAE's codebook (van den Oord et al., 2017, appendix A.1),
+    used instead of the codebook loss.
+
+    With n_k the number of vectors of ``z_e`` whose code is k and s_k their sum:
+
+        N_k <- decay N_k + (1 - decay) n_k,   m_k <- decay m_k + (1 - decay) s_k,   e_k = m_k / N_k
+
+    (the paper uses decay = 0.99). Each code moves towards the mean of the vectors that chose
+    it, a k-means step smoothed over batches. A code that nobody chooses has n_k = 0, s_k = 0:
+    N_k and m_k shrink by the same factor and e_k does not move (a *dead code*; see
+    :func:`restart_dead_codes`). No gradient is involved: the result is plain data.
+
+    Args:
+        state: the :class:`EMACodebook` before the step.
+        z_e: encoder outputs [..., D] in the state's dtype.
+        indices: the integer code of each vector, shape ``z_e.shape[:-1]`` (e.g.
+            ``vector_quantize(z_e, state.codebook).indices``).
+        decay: in [0, 1).
+
+    Returns:
+        The :class:`EMACodebook` after the step.
+    """
+    decay = _check_decay(decay)
+    z_e = as_float_tensor(z_e, "z_e")
+    size, total = state.cluster_size, state.embed_sum
+    if z_e.dtype != total.dtype:
+        raise TypeError("z_e must have the codebook's dtype. "
+                        f"Received: z_e.dtype={z_e.dtype.name}, codebook dtype={total.dtype.name}")
+    dim = z_e.shape[-1]
+    if dim is not None and total.shape[-1] is not None and dim != total.shape[-1]:
+        raise ValueError(f"z_e must have shape [..., D] with the codebook's D = {total.shape[-1]}. "
+                         f"Received: z_e.shape={z_e.shape}")
+    flat = tf.stop_gradient(tf.reshape(z_e, [-1, tf.shape(z_e)[-1]]))
+    one_hot = tf.one_hot(tf.reshape(indices, [-1]), tf.shape(size)[0], dtype=flat.dtype)
+    d = tf.constant(decay, flat.dtype)
+    return EMACodebook(d * size + (1 - d) * tf.reduce_sum(one_hot, axis=0),
+                       d * total + (1 - d) * tf.matmul(one_hot, flat, transpose_a=True))
+
+
+def restart_dead_codes(state: EMACodebook, z_e, seed, threshold=0.01):
+    """Move every dead code onto a randomly chosen encoder output: a common remedy for codes
+    that are never chosen and so never learn (AudioCraft's EnCodec codebooks, for one, replace
+    codes whose moving-average count falls below 2 by random vectors of the current batch).
+
+    A code is dead when its moving-average count ``state.cluster_size`` is below ``threshold``
+    (vectors per batch). Each dead code k becomes a vector of ``z_e`` drawn uniformly (with
+    replacement, statelessly from ``seed``) and counts as one vector there (N_k = 1, m_k = that
+    vector); live codes are unchanged.
+
+    Args:
+        state: an :class:`EMACodebook`.
+        z_e: encoder outputs [..., D].
+        seed: shape-[2] integer seed.
+        threshold: a number >= 0.
+
+    Returns:
+        (new state, dead), ``dead`` the boolean mask [K] of the codes that were moved.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
+        raise ValueError(f"threshold must be a number >= 0. Received: threshold={threshold!r}")
+    seed = _check_seed(seed)
+    z_e = as_float_tensor(z_e, "z_e")
+    size, total = state.cluster_size, state.embed_sum
+    if z_e.dtype != total.dtype:
+        raise TypeError("z_e must have the codebook's dtype. "
+                        f"Received: z_e.dtype={z_e.dtype.name}, codebook dtype={total.dtype.name}")
+    flat = tf.stop_gradient(tf.reshape(z_e, [-1, tf.shape(z_e)[-1]]))
+    dead = size < tf.constant(threshold, size.dtype)
+    picks = tf.random.stateless_uniform(tf.shape(size), seed=seed, minval=0,
+                                        maxval=tf.shape(flat)[0], dtype=tf.int32)
+    fresh = tf.gather(flat, picks)
+    return (EMACodebook(tf.where(dead, tf.ones_like(size), size), tf.where(dead[:, None], fresh, total)),
+            dead)
+
+
+# ---------------------------------------------------------------- finite scalar quantization
+FSQ_EPS = 1e-3
+
+
+def _check_levels(levels, dim):
+    if isinstance(levels, (str, bytes)) or not hasattr(levels, "__len__") or not len(levels) or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 2 for v in levels):
+        raise ValueError(f"levels must be a non-empty sequence of integers >= 2. Received: levels={levels!r}")
+    if dim is not None and dim != len(levels):
+        raise ValueError(f"levels must have one entry per channel (the last axis, {dim}). "
+                         f"Received: levels={list(levels)!r}")
+    return [int(v) for v in levels]
+
+
+def fsq_quantize(z, levels):
+    """Finite scalar quantization (Mentzer, Minnen, Agustsson and Tschannen, 2023,
+    arXiv:2309.15505): round each channel to a few fixed values, with the STE of ``ste_round``.
+
+    Forward:  channel d (the last axis) with L = levels[d], h = (L - 1)(1 - 1e-3) / 2,
+              o = 1/2 for even L else 0:
+                  bound(z) = h tanh(z + atanh(o / h)) - o     (in (-h - o, h - o), bound(0) = 0)
+                  z_hat    = round(bound(z)) / floor(L / 2)
+              so z_hat takes L values in [-1, 1] (odd L: -1, ..., 1 evenly; even L: from -1 to
+              1 - 2/L). The codebook is implicit: the product of the channels' values,
+              prod(levels) codes, none of them learned, none ever dead.
+    Backward: d z_hat / d z := bound'(z) / floor(L / 2): round passes its gradient straight
+              through (:func:`ste_utils.ste_round`), tanh keeps its derivative.
+
+    No codebook loss and no commitment loss: there is nothing to learn in the quantizer. (The
+    paper's listing shifts by tan(o / h); atanh makes bound(0) = 0 exactly, the values differ
+    slightly for even L.)
+
+    Args:
+        z: floating-point tensor [..., d].
+        levels: d integers >= 2, the number of values of each channel.
+
+    Returns:
+        z_hat, z's shape and dtype.
+
+    Example:
+        >>> fsq_quantize(tf.constant([[-3.0, 0.2, 5.0]]), [3, 5, 4]).numpy()   # [[-1, 0, 0.5]]
+    """
+    z = as_float_tensor(z, "z")
+    levels = _check_levels(levels, z.shape[-1] if z.shape.rank else None)
+    if z.shape.rank == 0:
+        raise ValueError(f"z must have a channel axis of {len(levels)}. Received: z.shape={z.shape}")
+    L = np.asarray(levels, np.float64)
+    half = (L - 1) * (1 - FSQ_EPS) / 2
+    offset = np.where(L % 2 == 0, 0.5, 0.0)
+    shift = np.arctanh(offset / half)
+    as_z = lambda v: tf.constant(v, z.dtype)  # noqa: E731
+    bounded = tf.tanh(z + as_z(shift)) * as_z(half) - as_z(offset)
+    return ste_round(bounded) / as_z(np.floor(L / 2))
+
+
+def fsq_indices(z_hat, levels):
+    """The index of each code of :func:`fsq_quantize`: channel d's value as a digit
+    k_d = z_hat_d floor(L_d / 2) + floor(L_d / 2) in {0, ..., L_d - 1}, combined with the mixed
+    radix of ``levels`` (index = k_0 + L_0 k_1 + L_0 L_1 k_2 + ...), int32 of shape z_hat.shape[:-1].
+    """
+    z_hat = as_float_tensor(z_hat, "z_hat")
+    levels = _check_levels(levels, z_hat.shape[-1] if z_hat.shape.rank else None)
+    half = np.floor(np.asarray(levels, np.float64) / 2)
+    digits = tf.cast(tf.round(z_hat * tf.constant(half, z_hat.dtype)), tf.int32) + tf.constant(half.astype(np.int32))
+    basis = np.concatenate([[1], np.cumprod(levels[:-1])]).astype(np.int32)
+    return tf.reduce_sum(digits * tf.constant(basis), axis=-1)
+
+
+__all__ = ["stochastic_binary", "hard_sigmoid", "stochastic_sign", "reinforce_gradient", "optimal_baseline",
+           "gumbel_noise", "gumbel_softmax_st", "VQResult", "vector_quantize",
+           "EMACodebook", "ema_codebook", "ema_codebook_update", "restart_dead_codes",
+           "fsq_quantize", "fsq_indices"]

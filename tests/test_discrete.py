@@ -286,3 +286,181 @@ def test_lsq_layer_trains_its_step():
     step_after_init_and_one_step = model.layers[0].step.numpy()
     first = 2 * np.abs(x).mean() / np.sqrt(3)
     assert step_after_init_and_one_step != np.float32(first) and np.isclose(step_after_init_and_one_step, first, rtol=0.2)
+
+
+# ------------------------------------------------------------------ slope, Bengio's ST, optimal baseline
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
+@pytest.mark.parametrize("slope", [1.0, 2.0, 5.0])
+def test_hard_sigmoid_slope_window_bounds_included(slope, dtype):
+    """Chung et al.'s slope: clip((a x + 1) / 2, 0, 1); gradient a/2 where |a x| <= 1 with a x
+    computed in the dtype, so the window's bounds (and their float neighbours) are exact."""
+    edge = np.asarray(1.0 / slope, dtype)
+    below, above = neighbours(float(edge), dtype)
+    x = np.asarray([-3, -edge, -above, -below, 0, below, edge, above, 3, np.inf, -np.inf], dtype)
+    ((y, (g,)),) = run_cases([(lambda t: ste_utils.hard_sigmoid(t, slope=slope), [x], np.ones_like(x))], "eager")
+    ax = (x * dtype(slope)).astype(dtype)
+    assert_same(y, ((np.clip(ax, -1, 1) + 1) / 2).astype(dtype), "clip((a x + 1) / 2, 0, 1)")
+    assert_same(g, np.where(np.abs(ax) <= 1, slope / 2, 0).astype(dtype), "a/2 on |a x| <= 1")
+
+
+@pytest.mark.parametrize("slope", [0, -1.0, float("inf"), float("nan"), True, "2"])
+def test_hard_sigmoid_bad_slope(slope):
+    with pytest.raises(ValueError, match=r"slope must be a finite number > 0\. Received: slope="):
+        ste_utils.discrete.hard_sigmoid([0.5], slope=slope)
+
+
+def test_stochastic_binary_of_a_sigmoid_is_the_sigmoid_adjusted_variant():
+    """stochastic_binary(sigmoid(a)) gives db/da = sigmoid'(a) (the variant); passing the
+    probability straight through to a gives Bengio et al.'s db/da = 1."""
+    a = tf.constant([-3.0, -0.5, 0.0, 0.7, 4.0], tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(a)
+        adjusted = ste_utils.stochastic_binary(tf.sigmoid(a), SEED)
+        bengio = ste_utils.stochastic_binary(ste_utils.straight_through(a, tf.sigmoid(a)), SEED)
+    s = 1 / (1 + np.exp(-a.numpy()))
+    np.testing.assert_allclose(tape.gradient(adjusted, a).numpy(), s * (1 - s), rtol=4 * eps(np.float64))
+    assert tape.gradient(bengio, a).numpy().tolist() == [1.0] * 5
+    assert np.array_equal(adjusted.numpy(), bengio.numpy())
+
+
+def _all_states(n):
+    return np.array([[(k >> i) & 1 for i in range(n)] for k in range(2 ** n)], np.float64)
+
+
+def test_optimal_baseline_formula_and_that_it_minimises_the_variance():
+    """c_i = sum (b_i - p_i)^2 f / sum (b_i - p_i)^2 (NumPy); with the exact distribution as
+    weights (all 2^3 states) it is the minimiser of each unit's exact variance, and lower than
+    the variance with c = E[f]."""
+    rng = np.random.default_rng(3)
+    b = rng.integers(0, 2, (50, 3)).astype(np.float64)
+    p = np.asarray([0.2, 0.5, 0.9])
+    f = rng.normal(size=50)
+    got = ste_utils.discrete.optimal_baseline(f[:, None], b, p).numpy()
+    w = (b - p) ** 2
+    assert_same(got, (w * f[:, None]).sum(0) / w.sum(0), "weighted mean")
+    # exact: weight each of the 8 states by its probability
+    states = _all_states(3)
+    prob = np.prod(np.where(states == 1, p, 1 - p), axis=1)
+    fs = np.asarray([1.0, 4.0, -2.0, 0.5, 3.0, 7.0, -1.0, 2.0])
+    c_star = (states - p) ** 2 * (prob * fs)[:, None]
+    c_star = c_star.sum(0) / (p * (1 - p))
+
+    def variance(c):
+        est = (fs[:, None] - c) * (states - p) / (p * (1 - p))
+        mean = (prob[:, None] * est).sum(0)
+        return (prob[:, None] * (est - mean) ** 2).sum(0)
+
+    for delta in (-0.5, -1e-3, 1e-3, 0.5):
+        assert np.all(variance(c_star) < variance(c_star + delta))
+    assert np.all(variance(c_star) <= variance(np.full(3, prob @ fs)))
+    # the library on the exact weights: states repeated in proportion to their probability
+    counts = np.rint(prob * 1000).astype(int)
+    rep_b, rep_f = np.repeat(states, counts, axis=0), np.repeat(fs, counts)
+    rep_p = np.asarray([0.2, 0.5, 0.9])
+    lib = ste_utils.discrete.optimal_baseline(rep_f[:, None], rep_b, rep_p).numpy()
+    assert np.allclose(lib, c_star, atol=0.05)
+
+
+def test_optimal_baseline_bad_arguments():
+    with pytest.raises(TypeError, match=r"samples\.dtype=float64, f_values\.dtype=float32"):
+        ste_utils.discrete.optimal_baseline(np.ones(3, np.float32), np.ones(3), np.full(3, 0.5, np.float32))
+    with pytest.raises(ValueError, match=r"p must lie in \(0, 1\)"):
+        ste_utils.discrete.optimal_baseline([1.0], [1.0], [0.0])
+
+
+# ------------------------------------------------------------------ the moving-average codebook
+def test_ema_codebook_update_against_numpy_and_dead_codes_stay():
+    """N <- g N + (1 - g) n, m <- g m + (1 - g) sum z, e = m / N (NumPy, float64), over several
+    steps; code 2 is never chosen, so it stays where it started (up to rounding)."""
+    dec = 0.9
+    codes = np.asarray([[0.0, 0.0], [1.0, 1.0], [9.0, -9.0]])
+    rng = np.random.default_rng(4)
+    state = ste_utils.discrete.ema_codebook(codes)
+    assert_same(state.codebook.numpy(), codes, "initial state is the codebook")
+    size, total = np.ones(3), codes.copy()
+    for step in range(5):
+        z = rng.normal(0.5, 0.4, (2, 6, 2))
+        idx = np.argmin(((z[..., None, :] - state.codebook.numpy()) ** 2).sum(-1), axis=-1)
+        state = ste_utils.discrete.ema_codebook_update(state, tf.constant(z), tf.constant(idx), decay=dec)
+        n = np.bincount(idx.ravel(), minlength=3)
+        s = np.zeros((3, 2))
+        np.add.at(s, idx.ravel(), z.reshape(-1, 2))
+        size, total = dec * size + (1 - dec) * n, dec * total + (1 - dec) * s
+        np.testing.assert_allclose(state.cluster_size.numpy(), size, rtol=1e-13)
+        np.testing.assert_allclose(state.embed_sum.numpy(), total, rtol=1e-13, atol=1e-15)
+    assert not np.any(np.bincount(idx.ravel(), minlength=3)[2:])
+    np.testing.assert_allclose(state.codebook.numpy()[2], codes[2], rtol=1e-13)
+    assert np.isclose(state.cluster_size.numpy()[2], dec ** 5)
+
+
+def test_restart_dead_codes_moves_only_dead_codes_onto_encoder_outputs():
+    state = ste_utils.discrete.EMACodebook(tf.constant([2.0, 0.001, 0.5, 0.0]),
+                                           tf.constant([[2.0, 2.0], [1.0, 1.0], [0.5, 0.0], [0.0, 0.0]]))
+    z = tf.constant(np.arange(12.0).reshape(6, 2) + 100, tf.float32)
+    new, dead = ste_utils.discrete.restart_dead_codes(state, z, seed=(1, 2), threshold=0.01)
+    assert dead.numpy().tolist() == [False, True, False, True]
+    assert_same(new.cluster_size.numpy(), np.asarray([2.0, 1.0, 0.5, 1.0], np.float32), "N")
+    rows = {tuple(r) for r in z.numpy()}
+    assert tuple(new.codebook.numpy()[1]) in rows and tuple(new.codebook.numpy()[3]) in rows
+    assert_same(new.codebook.numpy()[[0, 2]], state.codebook.numpy()[[0, 2]], "live codes unchanged")
+    with pytest.raises(ValueError, match=r"Received: threshold=-1"):
+        ste_utils.discrete.restart_dead_codes(state, z, (1, 2), threshold=-1)
+    with pytest.raises(ValueError, match=r"Received: decay=1"):
+        ste_utils.discrete.ema_codebook_update(state, z, tf.zeros([6], tf.int32), decay=1)
+    with pytest.raises(TypeError, match=r"z_e\.dtype=float64, codebook dtype=float32"):
+        ste_utils.discrete.restart_dead_codes(state, tf.cast(z, tf.float64), (1, 2))
+
+
+# ------------------------------------------------------------------ finite scalar quantization
+def fsq_reference(z, levels):
+    """FSQ from its specification, NumPy float64: bound, round half to even, normalise."""
+    L = np.asarray(levels, np.float64)
+    h = (L - 1) * (1 - 1e-3) / 2
+    o = np.where(L % 2 == 0, 0.5, 0.0)
+    shift = np.arctanh(o / h)
+    bounded = np.tanh(z + shift) * h - o
+    value = np.round(bounded) / np.floor(L / 2)
+    grad = (1 - np.tanh(z + shift) ** 2) * h / np.floor(L / 2)
+    return value, grad, bounded
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", FLOATS, ids=dtype_id)
+def test_fsq_quantize_values_gradient_and_levels(dtype, mode):
+    """Each channel takes exactly L values in [-1, 1] (odd L symmetric with 0; even L from -1 to
+    1 - 2/L); z = 0 gives 0 and large |z| the extremes; the gradient is the bound's derivative
+    over floor(L/2) (round straight through). Points within 1e-4 of a rounding tie are left out
+    of the value comparison (float32 may round the bound either way there)."""
+    levels = [3, 4, 5, 8]
+    rng = np.random.default_rng(5)
+    z = np.concatenate([rng.normal(0, 1.5, (400, 4)), np.zeros((1, 4)), np.full((1, 4), 30.0),
+                        np.full((1, 4), -30.0)]).astype(dtype)
+    up = upstream_like(z.shape, dtype)
+    ((y, (g,)),) = run_cases([(lambda t: ste_utils.discrete.fsq_quantize(t, levels), [z], up)], mode)
+    value, grad, bounded = fsq_reference(z.astype(np.float64), levels)
+    clear = np.abs(np.abs(bounded - np.floor(bounded)) - 0.5) > 1e-4
+    assert y.dtype == dtype and clear.mean() > 0.99
+    assert np.array_equal(y[clear], value.astype(dtype)[clear])
+    np.testing.assert_allclose(g, grad * up, rtol=64 * eps(dtype), atol=8 * eps(dtype))
+    assert y[-3].tolist() == [0, 0, 0, 0]
+    assert y[-2].tolist() == [1, 0.5, 1, 0.75] and y[-1].tolist() == [-1, -1, -1, -1]
+    for d, L in enumerate(levels):
+        assert len(np.unique(y[:, d])) == L
+
+
+def test_fsq_indices_enumerate_the_implicit_codebook():
+    levels = [3, 4, 2]
+    grids = [np.round(np.arange(L) - L // 2) / (L // 2) for L in levels]
+    codes = np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)
+    idx = ste_utils.discrete.fsq_indices(codes.astype(np.float32), levels).numpy()
+    assert idx.dtype == np.int32 and sorted(idx.tolist()) == list(range(24))
+    digits = codes * np.asarray([1, 2, 1]) + np.asarray([1, 2, 1])
+    assert idx.tolist() == (digits @ np.asarray([1, 3, 12])).astype(int).tolist()
+
+
+@pytest.mark.parametrize("levels,message", [
+    ([3, 1], r"integers >= 2\. Received: levels=\[3, 1\]"), ("35", r"Received: levels='35'"),
+    ([3, 5, 5], r"one entry per channel \(the last axis, 2\)\. Received: levels=\[3, 5, 5\]")])
+def test_fsq_bad_levels(levels, message):
+    with pytest.raises(ValueError, match=message):
+        ste_utils.discrete.fsq_quantize(tf.zeros([4, 2]), levels)
