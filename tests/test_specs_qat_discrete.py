@@ -12,6 +12,7 @@ import tensorflow as tf
 import ste_utils
 from ste_course import checks
 from ste_course.checks import check, compare, draw_cases, get_spec
+from ste_course.evidence import encode_array
 from ste_course.specs.qat import levels
 from spec_testing import assert_fails_with
 from spec_testing import grade_as_sandbox as _grade
@@ -63,6 +64,24 @@ def _pact(x, alpha, bits, x_window_closed=False, lsq_style=False):
         return ste_utils.quantize(x / a, bits) * a, grad
 
     return fn(x, alpha)
+
+
+def _fq(x, lo, hi, bits, narrow_range=False, mode="good"):
+    """tf.quantization.fake_quant_with_min_max_vars written as chapter 7.4 builds it; other modes
+    are the usual mistakes."""
+    q_min, q_max = (0 if mode == "ignore_narrow" or not narrow_range else 1), 2 ** bits - 1
+    scale = (hi - lo) / float(q_max - q_min)
+    zero = q_min - lo / scale
+    zero = tf.clip_by_value(tf.sign(zero) * tf.floor(tf.abs(zero) + 0.5), q_min, q_max)
+    n_lo, n_hi = (q_min - zero) * scale, (q_max - zero) * scale
+    if mode == "no_nudge":
+        n_lo, n_hi = lo, hi
+    if mode == "unnudged_mask":  # the values of the nudged range, the gradient window of [min, max]
+        c = ste_utils.straight_through(tf.clip_by_value(x, lo, hi), tf.clip_by_value(x, n_lo, n_hi))
+    else:
+        c = tf.clip_by_value(x, ste_utils.straight_through(lo, n_lo), ste_utils.straight_through(hi, n_hi))
+    rounding = tf.round if mode == "round_even" else (lambda t: tf.floor(t + 0.5))
+    return ste_utils.straight_through(c, rounding((c - n_lo) * (1.0 / scale)) * scale + n_lo)
 
 
 # ----------------------------------------------------------------------------- 08: Gumbel-softmax and VQ
@@ -118,6 +137,8 @@ GOOD = {
     "lsq/x_gradient": ste_utils.lsq_quantize,
     "lsq/step_gradient": ste_utils.lsq_quantize,
     "pact/quantize": ste_utils.pact_quantize,
+    "fake_quant/value": _fq,
+    "fake_quant/gradients": _fq,
     "gumbel_st/value": _gumbel,
     "gumbel_st/gradient": _gumbel,
     "vq/forward": ste_utils.vector_quantize,
@@ -126,6 +147,8 @@ GOOD = {
 # Correct answers written differently from the reference: they must pass too.
 ALSO_GOOD = {
     "lsq/value": [_lsq], "lsq/x_gradient": [_lsq], "lsq/step_gradient": [_lsq],
+    # the paper's printed eq. (3) on the bounds (dx = 0, ds = -Q_N or Q_P) is accepted too
+    **{name: [_lsq, lambda *a, **k: _lsq(*a, **k, strict=True)] for name in ("lsq/x_gradient", "lsq/step_gradient")},
     "gumbel_st/value": [lambda l, n, t: tf.one_hot(tf.argmax(l + n, -1), l.shape[-1], dtype=l.dtype)],
     "gumbel_st/gradient": [lambda l, n, t: tf.nn.softmax((l + n) / t)],
     "vq/forward": [_vq], "vq/gradients": [_vq],
@@ -140,12 +163,18 @@ WRONG = {  # spec -> [(implementation, a phrase its message must contain)]
     "lsq/value": [(_variant(_lsq, rounding=_half_up), "tf.round rounds half to even"),
                   (_variant(_lsq, low_bound=False), "clipped to the lowest level")],
     "lsq/x_gradient": [(_variant(_lsq, placement="whole"), "x is clipped there"),
-                       (_variant(_lsq, strict=True), "both bounds included")],
+                       (_variant(_lsq, low_bound=False), "x is clipped there")],
     "lsq/step_gradient": [(_variant(_lsq, placement="none"), "LSQ's eq. 3"),
                           (_variant(_lsq, placement="whole"), "because x is clipped"),
                           (lambda x, s, b, signed=True, grad_scale=1.0: _lsq(x, s, b, signed), "times the grad scale"),
-                          (_variant(_lsq, strict=True), "is on the clip bound"),
                           (_variant(_lsq, rounding=_half_up), "rounds half to even")],
+    "fake_quant/value": [(_variant(_fq, mode="no_nudge"), "is nudged to"),
+                         (_variant(_fq, mode="round_even"), "rounds half up"),
+                         (_variant(_fq, mode="ignore_narrow"), "with narrow_range")],
+    "fake_quant/gradients": [(_variant(_fq, mode="unnudged_mask"), "the nudged range"),
+                             (_variant(_fq, mode="no_nudge"), "nudged"),
+                             (lambda x, lo, hi, b, n: tf.stop_gradient(_fq(x, lo, hi, b, n)) + x - tf.stop_gradient(x),
+                              "sum of the upstream")],
     "pact/quantize": [(_variant(_pact, x_window_closed=True), "x = alpha itself is excluded"),
                       (_variant(_pact, lsq_style=True), "does not depend on alpha there")],
     "gumbel_st/value": [(_variant(_gumbel, mode="multi_hot"), "not exactly one-hot"),
@@ -254,3 +283,38 @@ def test_hidden_choice_cases_have_exact_ties_and_clear_gaps():
             tie_rows += int((gap == 0).sum())
             assert np.all((gap == 0) | (gap >= 1e-3 * np.maximum(1.0, np.abs(top[:, 0])) * 0.99)), (name, gap)
         assert tie_rows >= 2, name
+
+
+def test_lsq_bounds_accept_either_convention_but_nothing_else():
+    # x/s = Q_P = 3 and -Q_N = -4 exactly: dx may be u or 0, ds 0 or g u Q_P (g u (-Q_N)), each
+    # element for itself; anything else is wrong (x/s = 1.5: ds = g (2 - 1.5) = 0.25)
+    x, s = np.array([1.5, -2.0, 0.75], np.float32), np.array([0.5, 0.5, 0.5], np.float32)
+    case = {"x": x, "step": s, "bits": 3, "signed": True, "grad_scale": 0.5, "upstream": np.array([2, 1, 1], np.float32)}
+    for output, accepted, wrong in (("x_gradient", ([2, 1, 1], [0, 0, 1], [2, 0, 1]), [1, 1, 1]),
+                                    ("step_gradient", ([0, 0, 0.25], [3, -2, 0.25], [0, -2, 0.25]), [1.5, 0, 0.25])):
+        spec = get_spec(f"lsq/{output}")
+        expected = spec.reference(case)
+        for got in accepted:
+            evidence = {"outputs": {output: encode_array(np.asarray(got, np.float32))}}
+            assert compare(spec, case, expected, evidence) == [], (output, got)
+        evidence = {"outputs": {output: encode_array(np.asarray(wrong, np.float32))}}
+        (message,) = compare(spec, case, expected, evidence)
+        assert "is accepted" in message, message
+
+
+def test_fake_quant_refuses_tensorflows_own_op_and_hidden_ranges_cover_the_nudges():
+    from ste_course.specs.qat import fq_nudge
+
+    own = lambda x, lo, hi, b, n: tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=b, narrow_range=n)  # noqa: E731
+    assert_fails_with("fake_quant/value", own, "FakeQuantWithMinMaxVars")
+    assert_fails_with("fake_quant/gradients", own, "own implementation")
+    cases = draw_cases(get_spec("fake_quant/value"), True, 4)
+    assert {c["narrow_range"] for c in cases} == {True, False}
+    zero_points = [fq_nudge(float(c["min"]), float(c["max"]), c["bits"], c["narrow_range"])[3] for c in cases]
+    assert any(z % 1 == 0.5 for z in zero_points)                       # half-way: away from zero
+    assert any(z < (1 if c["narrow_range"] else 0) for z, c in zip(zero_points, cases))   # min > 0
+    assert any(z > 2 ** c["bits"] - 1 for z, c in zip(zero_points, cases))             # max < 0
+    for c in cases:
+        n_lo, n_hi = fq_nudge(float(c["min"]), float(c["max"]), c["bits"], c["narrow_range"])[:2]
+        assert n_lo in c["x"] and n_hi in c["x"] and (c["x"] < n_lo).any() and (c["x"] > n_hi).any()
+    assert any(not np.array_equal(a["x"], b["x"]) for a, b in zip(cases, draw_cases(get_spec("fake_quant/value"), True, 5)))

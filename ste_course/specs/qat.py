@@ -7,9 +7,21 @@
     ``ste_utils.lsq_quantize``). The step is passed as one copy per element (so each element's
     step gradient is checked, and its message names x / s), or as one shared scalar (then its
     gradient is the sum over the elements).
+    At x / s = -Q_N and x / s = Q_P exactly, both conventions are accepted for x and for s:
+    autodiff's (dq/dx = 1, dq/ds = round(v) - v = 0) and the paper's printed eq. (3), whose
+    strict inequalities give dq/dx = 0 and dq/ds = -Q_N or Q_P there (:func:`_lsq_compare`).
 ``pact/quantize``
     ``pact_quantize(x, alpha, bits)``, PACT (Choi et al., 2018): the value, dy/dx = 1{0 <= x < alpha}
     and dy/dalpha = 1{x >= alpha}, alpha one copy per element.
+``fake_quant/value``, ``fake_quant/gradients``
+    ``fake_quant(x, min_value, max_value, bits, narrow_range)``, the student's own
+    ``tf.quantization.fake_quant_with_min_max_vars``: the range nudged so that 0 is a level
+    (zero point rounded half away from zero), levels rounded half up; dy/dx = 1 inside the
+    nudged range (bounds included), dmin and dmax the sums of the upstream gradient below and
+    above it. The reference is TensorFlow's op itself, run by the grader; ranges are drawn per
+    student with a power-of-two step, so every formula written in float32 gives the same bits.
+    A function whose graph holds TensorFlow's fake-quantization ops (or a py_function hiding
+    them) is refused.
 
 Every step, clip level, grad scale and upstream gradient is a power of two, so x / s, its
 products and autodiff's u * level - u * v are exact: a correct answer written with
@@ -23,9 +35,12 @@ kernel; ``cases``, ``reference`` and the messages in the grader or the student's
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from ste_course.specs.base import Spec, register
+from ste_course.evidence import encode_array
+from ste_course.specs.base import Spec, compare, get_spec, register, tolerance
 from ste_course.specs.common import distinct, to_array
 from ste_course.specs.elementwise import HIDDEN_DTYPES, HIDDEN_SHAPES, unambiguous_levels
 
@@ -186,7 +201,10 @@ def _lsq_explain(case, output, index, expected, got):
     if output == "value":
         return f"The value at {where} should be {e}: {_level_rule(v, q_n, q_p)}, times s; yours is {g}."
     if output == "x_gradient":
-        if -q_n <= v <= q_p:
+        if v in (-q_n, q_p):
+            why = (f"x/s = {v:g} is on a clip bound, where either the upstream gradient (both bounds included, "
+                   f"autodiff's convention) or 0 (the paper's strict inequalities) is accepted")
+        elif -q_n <= v <= q_p:
             why = ("x/s lies inside [-Q_N, Q_P] (both bounds included), where the STE passes the "
                    "upstream gradient through the rounding")
         else:
@@ -197,8 +215,9 @@ def _lsq_explain(case, output, index, expected, got):
     elif v < -q_n:
         why = f"x is clipped (x/s < -Q_N): q = -Q_N * s, so dq/ds = -Q_N = {-q_n}"
     elif v in (-q_n, q_p):
-        why = (f"x/s = {v:g} is on the clip bound, which is inside the range (tf.clip_by_value keeps its "
-               f"bounds, as autodiff of s * ste_round(clip(x/s, -Q_N, Q_P)) does): dq/ds = round(v) - v = 0")
+        why = (f"x/s = {v:g} is on the clip bound: either round(v) - v = 0 (the bound inside the range, as "
+               f"autodiff of s * ste_round(clip(x/s, -Q_N, Q_P)) gives) or {v:g} (the paper's strict "
+               f"inequalities) is accepted")
     else:
         k = float(np.round(v))
         tie = " (tf.round rounds half to even)" if v - np.floor(v) == 0.5 else ""
@@ -206,12 +225,54 @@ def _lsq_explain(case, output, index, expected, got):
     return f"The step-size gradient at {where} should be {e} because {why}{_factors(case, index, output)}; yours is {g}."
 
 
+def _paper_convention(case, output, expected) -> np.ndarray | None:
+    """The expected ``output`` under the paper's printed eq. (3) (strict inequalities: on the
+    bounds v = -Q_N and v = Q_P, dq/dx = 0 and dq/ds = -Q_N or Q_P), or None where it cannot
+    differ from autodiff's (the value, or no input on a bound)."""
+    if output == "value":
+        return None
+    x = np.asarray(case["x"])
+    step = np.asarray(case["step"])
+    v = (x / step).astype(np.float64)  # exact: power-of-two steps
+    q_n, q_p = levels(case["bits"], case["signed"])
+    bound = (v == -q_n) | (v == q_p)
+    if not bound.any():
+        return None
+    u = np.asarray(case["upstream"]).astype(np.float64)
+    exp = np.asarray(expected).astype(np.float64)
+    if output == "x_gradient":
+        return np.where(bound, 0.0, exp)
+    paper = case["grad_scale"] * u * np.where(v == q_p, q_p, -q_n)
+    if step.shape == ():  # one shared step: autodiff's sum has 0 for these elements
+        return np.asarray(exp + paper[bound].sum())
+    return np.where(bound, paper, exp)
+
+
+def _lsq_compare(output):
+    """Compare as :func:`ste_course.specs.base.compare` does, where an element on a clip bound may
+    follow either convention (each element for itself; a shared step's sum follows one)."""
+    def _compare(case, expected, got):
+        spec = dataclasses.replace(get_spec(f"lsq/{output}"), compare=None)
+        exp = expected[output]
+        paper = _paper_convention(case, output, exp)
+        if paper is not None and output in got and got[output][0].shape == paper.shape:
+            dtype = np.asarray(exp).dtype
+            rtol, atol = tolerance(dtype.name)
+            take = np.isclose(got[output][0], paper, rtol=rtol, atol=atol)
+            exp = np.where(take, paper.astype(dtype), np.asarray(exp)).astype(dtype)
+        evidence = {"outputs": {k: encode_array(values, dtype) for k, (values, dtype) in got.items()}}
+        return compare(spec, case, {output: exp}, evidence)
+
+    return _compare
+
+
 for _output, _summary in (("value", "forward values of your lsq_quantize"),
                           ("x_gradient", "gradients of your lsq_quantize with respect to x"),
                           ("step_gradient", "gradients of your lsq_quantize with respect to the step size (LSQ eq. 3)")):
     register(Spec(name=f"lsq/{_output}", summary=_summary, cases=_lsq_cases,
                   run=lambda fn, case, _o=_output: _lsq_run(fn, case, _o), reference=_lsq_reference(_output),
-                  describe=_lsq_describe, explain=_lsq_explain))
+                  describe=_lsq_describe, explain=_lsq_explain,
+                  compare=None if _output == "value" else _lsq_compare(_output)))
 
 
 # ----------------------------------------------------------------------------- PACT
@@ -311,3 +372,183 @@ def _pact_explain(case, output, index, expected, got):
 register(Spec(name="pact/quantize", summary="values and both gradients (x, alpha) of your pact_quantize",
               cases=_pact_cases, run=_pact_run, reference=_pact_reference, describe=_pact_describe,
               explain=_pact_explain))
+
+
+# ----------------------------------------------------------------------------- fake quantization
+FQ_BITS = (2, 3, 4, 8)
+FQ_DELTAS = (0.5, 0.25, 0.125, 0.0625, 0.03125)
+# Ops that would answer the part for the student: TensorFlow's fake quantization and its
+# relatives, and Python functions run inside the graph (they could hide an eager call).
+FQ_REFUSED_OPS = frozenset({
+    "FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsGradient", "FakeQuantWithMinMaxArgs",
+    "FakeQuantWithMinMaxArgsGradient", "FakeQuantWithMinMaxVarsPerChannel",
+    "FakeQuantWithMinMaxVarsPerChannelGradient", "QuantizeAndDequantize", "QuantizeAndDequantizeV2",
+    "QuantizeAndDequantizeV3", "QuantizeAndDequantizeV4", "QuantizeAndDequantizeV4Grad",
+    "PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+
+def fq_nudge(lo: float, hi: float, bits: int, narrow_range: bool) -> tuple:
+    """TensorFlow's nudged range, in float32 as its kernel computes it: (nudged min, nudged max,
+    step, zero point before rounding, nudged zero point)."""
+    f = np.float32
+    q_min, q_max = (1 if narrow_range else 0), 2 ** bits - 1
+    scale = (f(hi) - f(lo)) / f(q_max - q_min)
+    zero_from_min = f(q_min) - f(lo) / scale
+    zero = q_min if zero_from_min < q_min else q_max if zero_from_min > q_max else float(
+        np.sign(zero_from_min) * np.floor(abs(zero_from_min) + 0.5))
+    return (float(f(q_min - zero) * scale), float(f(q_max - zero) * scale), float(scale),
+            float(zero_from_min), zero)
+
+
+def _fq_range(rng, bits: int, narrow_range: bool, kind: int) -> tuple:
+    """(min, max) with a power-of-two step Delta, so the nudge is exact in float32. kind 0: the
+    zero point a quarter off an integer; 1: exactly half-way (rounds away from zero); 2: min > 0
+    (the zero point clamps to the lowest level); 3: max < 0 (to the highest)."""
+    q_min, q_max = (1 if narrow_range else 0), 2 ** bits - 1
+    n = q_max - q_min
+    delta = FQ_DELTAS[int(rng.integers(len(FQ_DELTAS)))]
+    if kind in (0, 1):
+        z = int(rng.integers(0, n)) if n > 1 else 0
+        f = 0.5 if kind == 1 else float(rng.choice([0.25, 0.75]))
+        lo = -(z + f) * delta
+    elif kind == 2:
+        lo = float(rng.choice([0.25, 0.5, 1.5])) * delta
+    else:
+        lo = -(n + float(rng.choice([0.25, 0.5, 1.5]))) * delta
+    return lo, lo + n * delta
+
+
+def _fq_x(rng, lo, hi, bits, narrow_range, size) -> np.ndarray:
+    """The nudged bounds, the given min and max, 0, half-way points (TensorFlow rounds them up),
+    points beyond the range, then random points of the grid and between its levels."""
+    n_lo, n_hi, delta, _, _ = fq_nudge(lo, hi, bits, narrow_range)
+    levels_n = int(round((n_hi - n_lo) / delta))
+    first = [n_lo, n_hi, lo, hi, 0.0, n_lo + 0.5 * delta, n_lo + 1.5 * delta, n_hi - 0.5 * delta,
+             n_lo - delta, n_hi + 0.75 * delta, n_lo - 0.25 * delta, n_hi + 3 * delta]
+    k = rng.integers(-3, levels_n + 4, size=max(size, 1))
+    r = rng.choice([0.0, 0.25, 0.5, 0.75], size=k.size)
+    x = np.concatenate([first, n_lo + (k + r) * delta])[:size] if size >= len(first) else np.asarray(first[:size])
+    return np.asarray(x, np.float32)
+
+
+def _fq_case(x, lo, hi, bits, narrow_range, upstream) -> dict:
+    return {"x": x, "min": np.asarray(lo, np.float32), "max": np.asarray(hi, np.float32), "bits": int(bits),
+            "narrow_range": bool(narrow_range), "upstream": upstream.astype(np.float32)}
+
+
+def _fq_cases(rng, hidden):
+    if not hidden:
+        # 4 bits: [-0.9375, 0.9375] nudges to [-1, 0.875] (zero point 7.5 rounds away from 0, to 8);
+        # narrow_range: [-0.78125, 0.96875] nudges to [-0.75, 1] (zero point 7.25 -> 7)
+        out = []
+        for lo, hi, narrow, plain in ((-0.9375, 0.9375, False, True), (-0.78125, 0.96875, True, False)):
+            x = _fq_x(np.random.default_rng(0), lo, hi, 4, narrow, 24)
+            out.append(_fq_case(x, lo, hi, 4, narrow, _upstream(rng, x.shape, plain, np.float32)))
+        return out
+    out = []
+    kinds = rng.permutation([0, 1, 2, 3, 0, 1])
+    shapes = ((40,), (6, 7), (2, 5, 4), (33,), (8, 5), (3, 3, 4))
+    for i, (kind, shape) in enumerate(zip(kinds, shapes)):
+        bits = FQ_BITS[(i + int(rng.integers(len(FQ_BITS)))) % len(FQ_BITS)]
+        narrow = bool(i % 2)
+        lo, hi = _fq_range(rng, bits, narrow, int(kind))
+        x = rng.permutation(_fq_x(rng, lo, hi, bits, narrow, int(np.prod(shape)))).reshape(shape)
+        out.append(_fq_case(x, lo, hi, bits, narrow, _upstream(rng, shape, i % 3 == 0, np.float32)))
+    return out
+
+
+def _graph_ops(concrete) -> set:
+    graph = concrete.graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    return ops
+
+
+FQ_GRADIENTS = ("x_gradient", "min_gradient", "max_gradient")
+
+
+def _fq_run(fn, case, outputs, refuse=True):
+    """Values and the three gradients of ``fn(x, min, max, bits, narrow_range)``, computed in one
+    ``tf.function`` whose graph is searched for the refused ops first."""
+    import tensorflow as tf
+
+    x, lo, hi, up = (tf.constant(case[k]) for k in ("x", "min", "max", "upstream"))
+
+    def body(x, lo, hi, up):
+        with tf.GradientTape() as tape:
+            tape.watch([x, lo, hi])
+            y = fn(x, lo, hi, case["bits"], case["narrow_range"])
+        grads = tape.gradient(y, [x, lo, hi], output_gradients=up)
+        return [y] + [tf.zeros_like(t) if g is None else g for g, t in zip(grads, (x, lo, hi))]
+
+    concrete = tf.function(body, autograph=False).get_concrete_function(x, lo, hi, up)
+    if refuse:
+        found = sorted(_graph_ops(concrete) & FQ_REFUSED_OPS)
+        if found:
+            raise RuntimeError(f"fake_quant runs TensorFlow's {', '.join(found)} op: this part must be your "
+                               "own implementation of the nudge, the rounding and the gradients")
+    y, d_x, d_lo, d_hi = concrete(x, lo, hi, up)
+    result = {"value": to_array(y, "fake_quant(...)"), "x_gradient": d_x, "min_gradient": d_lo,
+              "max_gradient": d_hi}
+    return {k: result[k] for k in outputs}
+
+
+def _fq_reference(outputs):
+    def reference(case):
+        import tensorflow as tf
+
+        def op(x, lo, hi, bits, narrow_range):
+            return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=bits, narrow_range=narrow_range)
+
+        return _fq_run(op, case, outputs, refuse=False)
+
+    return reference
+
+
+def _fq_describe(case) -> str:
+    x = np.asarray(case["x"])
+    return (f"x of shape {x.shape} (min = {float(case['min']):g}, max = {float(case['max']):g}, "
+            f"{case['bits']} bits, narrow_range={case['narrow_range']})")
+
+
+def _fq_explain(case, output, index, expected, got):
+    e, g = distinct(expected, got)
+    lo, hi, bits, narrow = float(case["min"]), float(case["max"]), case["bits"], case["narrow_range"]
+    n_lo, n_hi, delta, zero_from_min, zero = fq_nudge(lo, hi, bits, narrow)
+    q_min = 1 if narrow else 0
+    nudge = (f"the range [{lo:g}, {hi:g}] is nudged to [{n_lo:g}, {n_hi:g}] (step {delta:g}, levels "
+             f"{q_min}..{2 ** bits - 1}{' with narrow_range' if narrow else ''}; zero point {q_min} - min/step = "
+             f"{zero_from_min:g}, rounded half away from zero and kept in range: {zero:g})")
+    x_all = np.asarray(case["x"]).astype(np.float64).ravel()
+    u_all = np.asarray(case["upstream"]).astype(np.float64).ravel()
+    if output == "min_gradient":
+        below = x_all < n_lo
+        return (f"The gradient with respect to min on {_fq_describe(case)} should be {e}, the sum of the upstream "
+                f"gradients of the {int(below.sum())} inputs below the nudged minimum: {nudge}; yours is {g}.")
+    if output == "max_gradient":
+        above = x_all > n_hi
+        return (f"The gradient with respect to max on {_fq_describe(case)} should be {e}, the sum of the upstream "
+                f"gradients of the {int(above.sum())} inputs above the nudged maximum: {nudge}; yours is {g}.")
+    x = float(x_all[index])
+    where = f"x = {x:.6g} ({_fq_describe(case)})"
+    if output == "value":
+        c = min(max(x, n_lo), n_hi)
+        t = (c - n_lo) / delta
+        half = " (a half-way point: the op rounds half up, floor(t + 1/2), not to even)" if t - np.floor(t) == 0.5 else ""
+        return (f"The value at {where} should be {e}: {nudge}; x clipped to it is {c:.6g}, "
+                f"(x - nudged min) / step = {t:.6g} rounds to level {np.floor(t + 0.5):g}{half}; yours is {g}.")
+    inside = n_lo <= x <= n_hi
+    why = ("x lies inside the nudged range (both bounds included), where the gradient passes straight through"
+           if inside else "x lies outside the nudged range, where the output is a constant level")
+    u = float(u_all[index])
+    times = f", times the upstream gradient {u:g}" if u != 1 else ""
+    return f"The gradient with respect to x at {where} should be {e} because {why}: {nudge}{times}; yours is {g}."
+
+
+register(Spec(name="fake_quant/value", summary="forward values of your fake_quant (the nudged range, half-up rounding)",
+              cases=_fq_cases, run=lambda fn, case: _fq_run(fn, case, ("value",)),
+              reference=_fq_reference(("value",)), describe=_fq_describe, explain=_fq_explain))
+register(Spec(name="fake_quant/gradients", summary="gradients of your fake_quant with respect to x, min and max",
+              cases=_fq_cases, run=lambda fn, case: _fq_run(fn, case, FQ_GRADIENTS),
+              reference=_fq_reference(FQ_GRADIENTS), describe=_fq_describe, explain=_fq_explain))
