@@ -2,7 +2,7 @@
 
 Builds a synthetic class from ``--solutions`` (students alternate between the model answer and
 the blank release, every assignment; ``tests/classroom.py``), then grades it, sandboxed, in
-this process with ``ste_course.grade.grade``:
+this process with ``ste_course.grading.run.grade``:
 
 * ``serial``: the local executor with one worker (``--jobs 1``);
 * ``cluster``: ``--cluster local`` with ``--workers`` worker processes (one thread each).
@@ -39,10 +39,12 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ste_course import sandbox  # noqa: E402
+from ste_course.authoring.source import load_assignments  # noqa: E402
 import ste_course.cli  # noqa: E402,F401 - puts this environment's bin/ on PATH (nbgrader runs alembic)
-import ste_course.grade as grading  # noqa: E402
-from ste_course import distributed, judging, record, sandbox  # noqa: E402
-from ste_course.source import load_assignments  # noqa: E402
+from ste_course.grading import distributed, executors, jobs, judges, steps  # noqa: E402
+import ste_course.grading.run as grading  # noqa: E402
+from ste_course.record import recorder as record  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("classroom", ROOT / "tests" / "classroom.py")
 classroom = importlib.util.module_from_spec(_spec)
@@ -82,8 +84,8 @@ class Timers:
 
 
 def timed_task(run, sandbox_on, limits):
-    """The Dask task of ``ste_course.distributed`` with the fork server's boot timed on the worker."""
-    from ste_course import distributed as d
+    """The Dask task of ``ste_course.grading.distributed`` with the fork server's boot timed on the worker."""
+    from ste_course.grading import distributed as d
 
     slot = d._slot_for_this_thread(sandbox_on)
     boot = 0.0
@@ -125,14 +127,14 @@ class Boots:
 # ---------------------------------------------------------------- one grading run
 def grade_once(mode, klass, out, sources, workers, db_url):
     timers = Timers()
-    undo = [timers.wrap(grading, "preflight", "preflight"), timers.wrap(grading, "conclude", "judging"),
+    undo = [timers.wrap(judges, "preflight", "preflight"), timers.wrap(judges, "conclude", "judging"),
             timers.wrap(record.Recorder, "_gradebook", "database"),
             timers.wrap(record.Recorder, "_feedback", "feedback"),
             timers.wrap(record.Recorder, "record", "record (all)"),
             timers.wrap(record.Recorder, "__init__", "gradebook open")]
     if mode == "serial":
         undo.append(timers.wrap(sandbox.Worker, "start", "sandbox start"))
-        executor = Boots(grading.LocalExecutor(1, True, sandbox.Limits()), timers)
+        executor = Boots(executors.LocalExecutor(1, True, sandbox.Limits()), timers)
     else:
         executor = Boots(distributed.DaskExecutor("local", n_workers=workers, sandbox=True, task=timed_task), timers)
     start = time.perf_counter()
@@ -150,8 +152,8 @@ def grade_once(mode, klass, out, sources, workers, db_url):
 
 def dask_overhead(klass, sources, workers):
     """Per-task cost of Dask alone: the class's run dicts through ``noop_task`` on a warm cluster."""
-    jobs = grading.collect(klass, sources)
-    runs = [p.run for p in (grading.preflight(j, SECRET) for j in jobs) if isinstance(p, grading.Pending)]
+    found = jobs.collect(klass, sources)
+    runs = [p.run for p in (steps.preflight(j, SECRET) for j in found) if isinstance(p, steps.Pending)]
     size = statistics.mean(len(json.dumps(r)) for r in runs) / 1024
     executor = distributed.DaskExecutor("local", n_workers=workers, sandbox=True, task=noop_task)
     executor.connect()
@@ -199,14 +201,14 @@ class StubJudges:
         self.templates, self.plan_of = templates, plan
 
     def plan(self, job, reply):
-        from ste_course.judging import Ticket
+        from ste_course.grading.judges import Ticket
 
         reply(("run", {"id": "/".join(job.key)}, Ticket("", "")))
 
     def judge(self, job, ticket, payload, reply):
         import copy
 
-        from ste_course.judging import Judged
+        from ste_course.grading.judges import Judged
 
         kind = self.plan_of[job.student]
         template, page = self.templates[(job.source.assignment, job.source.name, kind)]
@@ -241,7 +243,7 @@ def templates(solutions, sources, work):
     for r in results:
         r.student, kind = STUDENT, r.student
         source = next(nb for nb in sources[r.assignment] if nb.name == r.notebook)
-        out[(r.assignment, r.notebook, kind)] = (r, judging.with_page(r, source).page)
+        out[(r.assignment, r.notebook, kind)] = (r, judges.with_page(r, source).page)
     return out
 
 
@@ -265,14 +267,14 @@ def ceiling_child(n_students, db_url, solutions, tmpl, out_queue):
             return recorded
 
         grading._record_batch = spy
-        pool = judging.InlineJudges
-        judging.InlineJudges = lambda *a: StubJudges(tmpl, plan)
+        pool = grading.InlineJudges
+        grading.InlineJudges = lambda *a: StubJudges(tmpl, plan)
         start = time.perf_counter()
         try:
             done = grading.grade(klass, Path(tmp) / "out", sources, SECRET, sandbox=False, db_url=db_url,
                                  progress=False, executor=InstantExecutor(), keep_results=False)
         finally:
-            judging.InlineJudges, grading._record_batch = pool, original
+            grading.InlineJudges, grading._record_batch = pool, original
             for restore in undo:
                 restore()
         wall = time.perf_counter() - start

@@ -50,7 +50,7 @@ def make_class(dest: Path, cells: int) -> None:
 def time_once(dest: Path, code: Path) -> float:
     """Seconds for one report, in a fresh interpreter importing ``ste_course`` from ``code``."""
     script = ("import sys, time\nfrom pathlib import Path\n"
-              "from ste_course.similarity import similarity_report\n"
+              "from ste_course.grading.similarity import similarity_report\n"
               "d = Path(sys.argv[1])\nt = time.perf_counter()\n"
               f"similarity_report(d / 'submitted', Path({str(SOURCE)!r}), d / 'none', d / 'report', "
               f"library=Path({str(ROOT / 'ste_utils')!r}))\n"

@@ -1,5 +1,5 @@
 """JupyterHub's configuration for the course (one server): read by the hub that
-`ste-course hub --students roster.csv` starts (ste_course/hub.py), which copies this file into
+`ste-course hub --students roster.csv` starts (ste_course/classroom/hub.py), which copies this file into
 its state folder and passes its settings as JSON in STE_HUB_SETTINGS.
 
 - Authentication: PAM, i.e. the system users `ste-course hub` created (passwords in
@@ -49,7 +49,7 @@ c.Spawner.environment = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_ENABLE_ONEDNN_OPTS": "0",
 }
-if s.get("checks"):  # the course's own checks (ste_course.hub.install_checks), for Validate in every kernel
+if s.get("checks"):  # the course's own checks (ste_course.classroom.hub.install_checks), for Validate in every kernel
     c.Spawner.environment["STE_COURSE_CHECKS"] = s["checks"]
 
 

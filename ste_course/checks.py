@@ -14,7 +14,7 @@ The code lives on the side of the sandbox that runs it:
   :mod:`ste_course.inside.forbid`: the "own implementation" rule;
 * :mod:`ste_course.specs.base` (shared data and maths): specs, drawing cases, comparing with the
   references;
-* :mod:`ste_course.judge` (parent only): the per-student cases and the verdicts.
+* :mod:`ste_course.grading.judge` (parent only): the per-student cases and the verdicts.
 
 This module only re-exports, so it is safe to import inside the sandbox.
 """

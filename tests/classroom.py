@@ -16,8 +16,8 @@ import copy
 import json
 from pathlib import Path
 
-from ste_course.release import blank_solution
-from ste_course.source import strip_hidden
+from ste_course.authoring.release import blank_solution
+from ste_course.authoring.source import strip_hidden
 
 SLOW_SECONDS = 3.0
 KINDS = ("complete", "blank", "slow")

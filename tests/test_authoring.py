@@ -147,8 +147,8 @@ def test_a_bad_declaration_is_one_line_naming_it(table, message):
 def test_a_written_answer_waits_for_a_hand_grade_that_reaches_grades_csv(tmp_path):
     from nbgrader.api import Gradebook
 
-    from ste_course.grade import grade
-    from ste_course.source import load_assignments
+    from ste_course.authoring.source import load_assignments
+    from ste_course.grading.run import grade
 
     nb = json.loads((ROOT / "tests" / "adversarial" / "source" / "adv" / "adv.ipynb").read_text())
     answer = ("### BEGIN SOLUTION\n**Model answer.** The window.\n\n**Rubric (2 points).** 2: says why.\n"
@@ -196,8 +196,8 @@ BYO_ANSWERS = {
 
 
 def test_an_nbgrader_assignment_with_assert_cells_is_graded_in_the_sandbox(tmp_path):
-    from ste_course.grade import grade
-    from ste_course.source import load_assignments, strip_hidden
+    from ste_course.authoring.source import load_assignments, strip_hidden
+    from ste_course.grading.run import grade
 
     source = json.loads((BYO / "ps1" / "ps1.ipynb").read_text())
     for student, answers in BYO_ANSWERS.items():

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ste_course.authoring.source import load_assignments
 from ste_course.checks import decode_case
-from ste_course.judge import answers_digest, harness_events, plan
-from ste_course.preflight import prepare
-from ste_course.source import load_assignments
+from ste_course.grading.judge import answers_digest, harness_events, plan
+from ste_course.grading.preflight import prepare
 
 ROOT = Path(__file__).resolve().parent
 SOURCE = load_assignments(ROOT / "adversarial" / "source")["adv"][0]

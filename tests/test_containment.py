@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import ste_course.grade as grading
-from ste_course.grade import grade
-from ste_course.late import LatePolicy
-from ste_course.source import load_assignments
+from ste_course.authoring.source import load_assignments
+from ste_course.grading.late import LatePolicy
+from ste_course.grading.run import grade
+import ste_course.grading.steps as steps
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "adversarial" / "source"
@@ -208,7 +208,7 @@ def test_grades_csv_neutralises_formulas_and_keeps_scores_numeric(klass):
     assert {"'=HYPERLINK(\"x\")", "'+cmd", "'@SUM(A1)", "'-minus", "''quoted", "o'neil"} <= ids
     assert not any(i.startswith(("=", "+", "-", "@", "\t", "\r")) for i in ids)
     assert all(r[3] == "0" and r[4] == "5" for r in rows[1:])
-    from ste_course.export import export
+    from ste_course.record.export import export
 
     text, _ = export(klass["out"], "csv")
     exported = {r[0] for r in csv.reader(text.splitlines())}
@@ -216,7 +216,7 @@ def test_grades_csv_neutralises_formulas_and_keeps_scores_numeric(klass):
 
 
 def test_the_summary_on_the_terminal_is_escaped(klass, capsys):
-    from ste_course.cli import _summary
+    from ste_course.cli.commands import _summary
 
     _summary(klass["out"] / "grades.csv", 0)
     shown = capsys.readouterr().out
@@ -228,21 +228,21 @@ def test_a_failure_in_the_parent_is_that_notebooks_error_row_and_a_rerun_grades_
     subs, out = tmp_path / "subs", tmp_path / "out"
     for student in ("ann", "bob", "cat"):
         _submit(subs, student)
-    real_judge = grading.judge
+    real_judge = steps.judge
 
     def judge(source, plan, events, reason):
         if any("bob" in str(e.get("stdout")) for e in events):
             raise RuntimeError("the judge broke on bob")
         return real_judge(source, plan, events, reason)
 
-    monkeypatch.setattr(grading, "judge", judge)
+    monkeypatch.setattr(steps, "judge", judge)
     replay = Replay(lambda run: _ended(run, run["id"]))
     _grade(subs, out, replay)
     rows = _rows(out)
     assert set(rows) == {"ann", "bob", "cat"}
     assert rows["bob"]["status"] == "error" and "the judge broke on bob" in rows["bob"]["reason"]
     assert rows["ann"]["status"] == rows["cat"]["status"] == "ok"
-    monkeypatch.setattr(grading, "judge", real_judge)
+    monkeypatch.setattr(steps, "judge", real_judge)
     replay = Replay()
     _grade(subs, out, replay)  # no --force: only the error row is graded again
     assert [run["id"].split("/")[0] for run in replay.runs] == ["bob"]
@@ -253,7 +253,7 @@ def test_a_failure_while_recording_is_that_notebooks_error_row(tmp_path, monkeyp
     subs, out = tmp_path / "subs", tmp_path / "out"
     for student in ("ann", "bob"):
         _submit(subs, student)
-    from ste_course import record
+    from ste_course.record import recorder as record
 
     real = record._atomic_write
     failed = []
@@ -298,7 +298,7 @@ def test_nbgrader_timestamps_are_read(tmp_path, text):
     (lambda p: open(p, "wb").truncate(2**40), "bytes"),
 ])
 def test_unreadable_timestamps_never_block_and_are_reported(tmp_path, make, problem):
-    from ste_course.late import LateError
+    from ste_course.grading.late import LateError
 
     make(tmp_path / "timestamp.txt")
     with pytest.raises(LateError, match=problem):

@@ -24,11 +24,11 @@ import cloudpickle
 import psutil
 import pytest
 
+from ste_course.authoring.source import load_assignments
 import ste_course.cli as cli  # noqa: F401 - puts this environment's bin/ on PATH (nbgrader runs alembic)
-from ste_course.distributed import DaskExecutor, claim_slot
-from ste_course.grade import grade
+from ste_course.grading.distributed import DaskExecutor, claim_slot
+from ste_course.grading.run import grade
 from ste_course.sandbox import Limits, bwrap_path
-from ste_course.source import load_assignments
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -235,7 +235,7 @@ def test_a_task_that_keeps_killing_workers_is_an_error():
 
 def test_worker_slots_are_exclusive_across_processes(tmp_path):
     mine, fd = claim_slot(tmp_path)
-    probe = [sys.executable, "-c", "import sys; from pathlib import Path; from ste_course.distributed import "
+    probe = [sys.executable, "-c", "import sys; from pathlib import Path; from ste_course.grading.distributed import "
              "claim_slot; print(claim_slot(Path(sys.argv[1]))[0])", str(tmp_path)]
     try:
         other = int(subprocess.run(probe, capture_output=True, text=True, check=True).stdout)

@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
+from ste_course.grading.judge import harness_events
 from ste_course.inside.server import MAX_EVENT_DEPTH, _read_events, decode_event
-from ste_course.judge import harness_events
 from ste_course.sandbox import Limits, Worker
 
 LIMITS = {"notebook_seconds": 30.0, "cell_seconds": 30.0}

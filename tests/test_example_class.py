@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ste_course.grade import grade
+from ste_course.authoring.source import hidden_lines, load_assignments
+from ste_course.grading.run import grade
 from ste_course.sandbox import Limits, bwrap_path
-from ste_course.source import hidden_lines, load_assignments
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))

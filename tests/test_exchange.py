@@ -1,4 +1,4 @@
-"""The exchange between the hub's students and the grader (ste_course/exchange.py), without a
+"""The exchange between the hub's students and the grader (ste_course/classroom/exchange.py), without a
 hub: nbgrader's real ``submit`` against a temporary exchange, and ``collect`` on hostile
 inbound folders. (tests/e2e/test_hub.py checks the same as real users, in a browser.)"""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ste_course.exchange import collect, prepare, publish
+from ste_course.classroom.exchange import collect, prepare, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "03_ste"
@@ -60,7 +60,7 @@ def test_nbgraders_own_submit_leaves_the_submission_to_everyone(layout, tmp_path
 
 
 def test_private_submit_leaves_nothing_to_other_students(layout, tmp_path):
-    folder = submit(layout, tmp_path, "ste_course.exchange.PrivateSubmit")
+    folder = submit(layout, tmp_path, "ste_course.classroom.exchange.PrivateSubmit")
     assert others_can_read(folder) == []
     assert stat.S_IMODE(os.stat(folder).st_mode) & 0o777 == 0o750
     assert stat.S_IMODE(os.stat(layout.inbound).st_mode) == 0o2773  # write, never list

@@ -1,6 +1,6 @@
 """LMS export layouts and the late-submission rule, on a small gradebook (no grading run).
 
-The gradebook is written the way ``ste-course grade`` writes it (:class:`ste_course.record.Recorder`)
+The gradebook is written the way ``ste-course grade`` writes it (:class:`ste_course.record.recorder.Recorder`)
 for a scratch course of two one-cell assignments; a hand edit goes in through nbgrader's API, as
 formgrader makes it, and must reach ``grades.csv`` and every export.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ste_course.export import export
-from ste_course.late import LateConfigError, LatePolicy
-from ste_course.record import NotebookResult, Recorder
-from ste_course.source import load_assignments
+from ste_course.authoring.source import load_assignments
+from ste_course.grading.late import LateConfigError, LatePolicy
+from ste_course.record.export import export
+from ste_course.record.recorder import NotebookResult, Recorder
 
 # ann: 10/10 on 01, 6/10 on 03 late by a day (2 points off: 4); bo: 01 missing
 RESULTS = [("ann", "01_backprop", 10.0, "ok", "", "no", 0.0), ("ann", "03_ste", 6.0, "ok", "", "yes", 2.0),

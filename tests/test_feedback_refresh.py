@@ -23,12 +23,14 @@ import pytest
 from nbgrader.api import Gradebook
 from nbgrader.utils import notebook_hash
 
-import ste_course.grade as grading
-from ste_course.cli import _summary, main
-from ste_course.exchange import Layout, return_feedback
-from ste_course.grade import grade
-from ste_course.hub import Settings, install_checks
-from ste_course.source import load_assignments
+from ste_course.authoring.source import load_assignments
+from ste_course.classroom.exchange import Layout, return_feedback
+from ste_course.classroom.hub import Settings, install_checks
+from ste_course.cli import main
+from ste_course.cli.commands import _summary
+import ste_course.grading.fingerprint as fingerprint
+import ste_course.grading.run as run
+from ste_course.grading.run import grade
 from ste_course.specs.declarative import CHECKS_ENV
 
 HERE = Path(__file__).resolve().parent
@@ -51,8 +53,8 @@ def _alembic_on_path(monkeypatch):
 def _checks_held_still(monkeypatch):
     """The package's checking code as it is when the test starts (others may edit the tree while
     the tests run); the course's checks folder is fingerprinted for real."""
-    frozen = grading.code_fingerprint()
-    monkeypatch.setattr(grading, "code_fingerprint", lambda root=None: frozen)
+    frozen = fingerprint.code_fingerprint()
+    monkeypatch.setattr(run, "code_fingerprint", lambda root=None: frozen)
 
 
 def _csv(out: Path) -> dict:
@@ -141,7 +143,7 @@ def test_a_page_without_its_stored_evidence_still_shows_the_gradebook(tmp_path):
         gb.find_grade("test_gradient", "adv", "adv", "ann").manual_score = 2
         gb.find_comment("answer", "adv", "adv", "ann").manual_comment = "<b onclick=x()>see me</b>"
         gb.db.commit()
-    from ste_course.record import refresh_feedback
+    from ste_course.record.recorder import refresh_feedback
 
     done = refresh_feedback(out)
     assert done.rendered == [("ann", "adv", "adv")]
@@ -190,7 +192,7 @@ def test_editing_a_course_check_grades_again_without_force(tmp_path):
     (tmp_path / "moved" / "other" / "refs.py").write_text("def levels():\n    return 16\n")
     (tmp_path / "moved" / "ste_course.toml").write_text('[course]\nchecks = "other"\n')  # the folder it names
     assert run() == ["ann", "bob"]
-    assert grading.course_checks(load_assignments(solutions)) == (tmp_path / "moved" / "other").resolve()
+    assert fingerprint.course_checks(load_assignments(solutions)) == (tmp_path / "moved" / "other").resolve()
 
 
 # ------------------------------------------------------------------ the hub's kernels

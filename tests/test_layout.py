@@ -102,7 +102,7 @@ def test_the_rule_catches_a_parent_import(tmp_path):
     (fake / "judge.py").write_text("")
     closure = inside_closure(fake)
     assert closure.get("ste_course.judge") == "ste_course.inside.server"
-    assert not _allowed("ste_course.judge") and _allowed("ste_course.specs.backprop")
+    assert not _allowed("ste_course.grading.judge") and _allowed("ste_course.specs.backprop")
 
 
 def test_parent_modules_live_outside_the_inside_package():
@@ -110,4 +110,4 @@ def test_parent_modules_live_outside_the_inside_package():
     for old in ("runner.py", "harness.py", "check.py"):
         assert not (PACKAGE / old).exists(), f"ste_course/{old} should have moved"
     assert (INSIDE / "server.py").is_file() and (INSIDE / "harness.py").is_file()
-    assert (PACKAGE / "selfcheck.py").is_file()
+    assert (PACKAGE / "authoring" / "selfcheck.py").is_file()

@@ -1,4 +1,4 @@
-"""The streaming window (``ste_course.pipeline``), with made-up judges and executors: bounded,
+"""The streaming window (``ste_course.grading.pipeline``), with made-up judges and executors: bounded,
 lazy, every notebook recorded exactly once, failures are rows, threaded and synchronous
 executors alike, results that queue up are flushed in batches; and the recording path: the page
 a judge renders is byte for byte the recorder's, a batch is one transaction."""
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ste_course import gradebook
-from ste_course.judging import with_page
-from ste_course.pipeline import MIN_WINDOW, Pipeline
-from ste_course.record import NotebookResult, Recorder, feedback_file
-from ste_course.source import load_assignments
+from ste_course.authoring.source import load_assignments
+from ste_course.grading.judges import with_page
+from ste_course.grading.pipeline import MIN_WINDOW, Pipeline
+from ste_course.record import gradebook
+from ste_course.record.recorder import NotebookResult, Recorder, feedback_file
 
 
 class Judges:
@@ -182,7 +182,8 @@ def test_fresh_parts_are_the_gradebooks_after_a_write(recorder):
 
 
 def test_a_batch_is_one_transaction_and_a_failing_one_is_recorded_one_by_one(recorder):
-    from ste_course.grade import Job, _record_batch
+    from ste_course.grading.jobs import Job
+    from ste_course.grading.run import _record_batch
 
     rec, source = recorder
     bad = _result("eve")

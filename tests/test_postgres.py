@@ -8,7 +8,7 @@ fail, never skip, when it cannot start.
 A small class is graded into SQLite and into PostgreSQL (same grades), then again into
 PostgreSQL (same grades, no duplicate rows), and by two grading runs into one fresh database at
 once (nothing lost, nothing doubled). Notebooks run on one sandboxed fork server booted once for
-the module, shared by the runs (the executor interface of ``ste_course.grade``).
+the module, shared by the runs (the executor interface of ``ste_course.grading.executors``).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from pathlib import Path
 
 import pytest
 
+from ste_course.authoring.source import load_assignments
 import ste_course.cli  # noqa: F401 - puts this environment's bin/ on PATH (nbgrader runs alembic)
-from ste_course.distributed import SLOT_OFFSET, claim_slot
-from ste_course.grade import grade
-from ste_course.record import gradebook_url
+from ste_course.grading.distributed import SLOT_OFFSET, claim_slot
+from ste_course.grading.run import grade
+from ste_course.record.recorder import gradebook_url
 from ste_course.sandbox import Limits, Worker, bwrap_path
-from ste_course.source import load_assignments
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -343,7 +343,7 @@ def test_dropped_connections_mid_run_lose_nothing_and_double_nothing(postgres, w
 def test_writer_lock_times_out_and_never_hides_the_original_error(postgres):
     import psycopg
 
-    from ste_course.dblock import LockTimeout, WriterLock
+    from ste_course.record.writelock import LockTimeout, WriterLock
 
     url = gradebook_url(postgres.create_database("locks"))
     holder = psycopg.connect(postgres.url("locks"), autocommit=True)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from ste_course.preflight import PreflightError, prepare, read_submission
-from ste_course.release import blank_solution
-from ste_course.source import SourceError, load_notebook, parse_checks, strip_hidden
+from ste_course.authoring.release import blank_solution
+from ste_course.authoring.source import SourceError, load_notebook, parse_checks, strip_hidden
+from ste_course.grading.preflight import PreflightError, prepare, read_submission
 
 
 def _cell(cell_type, source, **nbgrader):

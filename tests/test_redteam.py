@@ -21,7 +21,7 @@ import csv
 
 import pytest
 
-from ste_course.late import LateError, parse_time
+from ste_course.grading.late import LateError, parse_time
 from ste_course.untrusted import clean
 from test_containment import (ASSIGNMENT, Replay, _alembic_on_path, _ended, _grade, _notebook,  # noqa: F401
                               _policy, _submit)

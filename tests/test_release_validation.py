@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ste_course.authoring.source import load_assignments
 from ste_course.cli import main
-from ste_course.grade import grade
-from ste_course.source import load_assignments
+from ste_course.grading.run import grade
 
 ROOT = Path(__file__).resolve().parent
 ADV = ROOT / "adversarial" / "source" / "adv" / "adv.ipynb"  # a valid one-answer, two-test assignment

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ste_course.release import blank_solution
-from ste_course.similarity import MIN_OVERLAP, THRESHOLD, default_library, highlight, similarity_report
+from ste_course.authoring.release import blank_solution
+from ste_course.grading.similarity import MIN_OVERLAP, THRESHOLD, default_library, highlight, similarity_report
 
 ASSIGNMENT, NOTEBOOK = "01_sign", "sign"
 

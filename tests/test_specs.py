@@ -15,8 +15,8 @@ import tensorflow as tf
 
 import ste_utils
 from ste_course import checks
+from ste_course.authoring.source import HIDDEN_BEGIN, HIDDEN_END, load_assignments
 from ste_course.checks import check, draw_cases, encode_case, get_spec, student_case
-from ste_course.source import HIDDEN_BEGIN, HIDDEN_END, load_assignments
 from spec_testing import assert_fails_with, grade_as_sandbox
 
 tf.get_logger().setLevel("ERROR")

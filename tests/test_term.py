@@ -20,13 +20,15 @@ from pathlib import Path
 import pytest
 from nbgrader.api import Gradebook
 
-import ste_course.grade as grading
-from ste_course.distributed import SLOT_OFFSET, claim_slot
-from ste_course.export import export
-from ste_course.grade import GradeError, grade
-from ste_course.late import LatePolicy
+from ste_course.authoring.source import load_assignments
+from ste_course.grading.distributed import SLOT_OFFSET, claim_slot
+import ste_course.grading.fingerprint as fingerprint
+from ste_course.grading.jobs import GradeError
+from ste_course.grading.late import LatePolicy
+import ste_course.grading.run as run
+from ste_course.grading.run import grade
+from ste_course.record.export import export
 from ste_course.sandbox import Limits, Worker
-from ste_course.source import load_assignments
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -51,8 +53,8 @@ def _checks_held_still(monkeypatch):
     """The checking code's fingerprint as it is when the test starts (the tree may be edited while
     the tests run); ``test_the_code_fingerprint_follows_the_checks_and_the_library`` tests the
     real one."""
-    frozen = grading.code_fingerprint()
-    monkeypatch.setattr(grading, "code_fingerprint", lambda root=None: frozen)
+    frozen = fingerprint.code_fingerprint()
+    monkeypatch.setattr(run, "code_fingerprint", lambda root=None: frozen)
 
 
 class OneWorker:
@@ -193,8 +195,8 @@ def test_a_changed_secret_check_or_late_policy_grades_again(tmp_path, monkeypatc
     assert _replay_grade(subs, out, Replay(), late=policy) == ["ann", "bob"]
     assert _replay_grade(subs, out, Replay(), late=policy) == []
     assert _replay_grade(subs, out, Replay(), late=policy, secret="s2") == ["ann", "bob"]
-    real = grading.code_fingerprint()
-    monkeypatch.setattr(grading, "code_fingerprint", lambda: real + "-a check changed")
+    real = fingerprint.code_fingerprint()
+    monkeypatch.setattr(run, "code_fingerprint", lambda: real + "-a check changed")
     assert _replay_grade(subs, out, Replay(), late=policy, secret="s2") == ["ann", "bob"]
     policy.penalty_per_day = 0.2
     assert _replay_grade(subs, out, Replay(), late=policy, secret="s2") == ["ann", "bob"]
@@ -205,16 +207,17 @@ def test_a_changed_secret_check_or_late_policy_grades_again(tmp_path, monkeypatc
 
 def test_the_code_fingerprint_follows_the_checks_and_the_library(tmp_path, monkeypatch):
     monkeypatch.undo()  # the real fingerprint
-    root = Path(grading.__file__).resolve().parent.parent
-    for entry in grading.CHECKING_CODE:
+    root = Path(fingerprint.__file__).resolve().parents[2]
+    for entry in fingerprint.CHECKING_CODE:
+        (tmp_path / entry).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (root / entry).is_dir() else shutil.copyfile)(root / entry, tmp_path / entry)
-    first = grading.code_fingerprint(tmp_path)
-    assert first == grading.code_fingerprint(tmp_path)
+    first = fingerprint.code_fingerprint(tmp_path)
+    assert first == fingerprint.code_fingerprint(tmp_path)
     spec = tmp_path / "ste_course" / "specs" / "elementwise.py"
     spec.write_text(spec.read_text() + "\n# a changed tolerance\n")
-    second = grading.code_fingerprint(tmp_path)
+    second = fingerprint.code_fingerprint(tmp_path)
     (tmp_path / "ste_utils" / "quantizers.py").write_text("# changed\n")
-    assert len({first, second, grading.code_fingerprint(tmp_path)}) == 3
+    assert len({first, second, fingerprint.code_fingerprint(tmp_path)}) == 3
 
 
 def test_a_lost_worker_is_graded_again_on_the_next_run(tmp_path):

@@ -5,7 +5,7 @@ A :class:`Spec` says how to draw cases, how to run the student's code on a case 
 mismatch. Which side runs what:
 
 * **the grader (parent)**: :func:`draw_cases` (with a seed made of the instructor's secret),
-  ``Spec.reference``, :func:`compare` and the messages (:mod:`ste_course.judge`);
+  ``Spec.reference``, :func:`compare` and the messages (:mod:`ste_course.grading.judge`);
 * **the sandbox (the student's kernel while grading)**: only ``Spec.run`` on cases decoded with
   :func:`decode_case` (:mod:`ste_course.inside.kernel`);
 * **the student's own kernel** (Jupyter, Validate, ``ste-course check``): everything, on the
@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ste_course.evidence import EvidenceError, decode_array, encode_array
+from ste_course.specs.registry import SPECS, lookup, register
 
 MAX_MESSAGES = 4
 VISIBLE_SEED = 20240607
@@ -62,28 +63,11 @@ class Spec:
     hidden_inputs: tuple = ()
 
 
-SPECS: dict[str, Spec] = {}
-
-
-def register(spec: Spec) -> Spec:
-    """Add ``spec`` to the registry; names are unique."""
-    if spec.name in SPECS:
-        raise ValueError(f"a spec named {spec.name!r} is already registered")
-    SPECS[spec.name] = spec
-    return spec
-
-
 def get_spec(name: str) -> Spec:
-    import ste_course.specs  # noqa: F401  (registers every spec)
-
-    if name not in SPECS:  # a course's own checks (checks/*.toml), outside this package
-        from ste_course.specs.declarative import discover
-
-        discover()
-    try:
-        return SPECS[name]
-    except KeyError:
-        raise KeyError(f"unknown check {name!r}; known: {', '.join(sorted(SPECS))}") from None
+    """The spec registered as ``name`` (importing any ``ste_course.specs`` module registers the
+    built-in ones; a course's own checks, ``checks/*.toml``, are declared on demand): see
+    :func:`ste_course.specs.registry.lookup`."""
+    return lookup(name)
 
 
 # ------------------------------------------------------------------------------ cases

@@ -203,8 +203,7 @@ def declare(name: str, table: dict, where: str, folder: Path) -> list:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ChecksError(f"{where}: unknown key {unknown[0]!r}{hint}; a {kind} check takes "
                           f"{', '.join(sorted(KEYS[kind]))}")
-    import ste_course.specs  # noqa: F401  (the built-in names are taken first)
-
+    # the built-in names are taken first: importing this module ran ste_course/specs/__init__.py
     made = KINDS[kind](name, table, where, folder)
     for spec, _ in made:
         if spec.name in base.SPECS:
@@ -250,7 +249,7 @@ def checks_folder(root: Path) -> Path:
         try:
             named = tomllib.loads(config.read_text(encoding="utf-8")).get("course", {}).get("checks")
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            named = None  # reported where the configuration is read (ste_course.late)
+            named = None  # reported where the configuration is read (ste_course.grading.late)
         if isinstance(named, str):
             return (root / named).resolve()
     return (root / "checks").resolve()

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ste_course.release import blank_solution
-from ste_course.source import strip_hidden
+from ste_course.authoring.release import blank_solution
+from ste_course.authoring.source import strip_hidden
 
 ASSIGNMENT = "adv"
 FULL = 5.0

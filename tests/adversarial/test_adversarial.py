@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ste_course.grade import grade
+from ste_course.authoring.source import hidden_lines, load_assignments
+from ste_course.grading.run import grade
 from ste_course.sandbox import UID_BASE, Limits, bwrap_path
-from ste_course.source import hidden_lines, load_assignments
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("adversarial_cases", HERE / "cases.py")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ste_course.grade import grade
+from ste_course.authoring.source import load_assignments
+from ste_course.grading.run import grade
 from ste_course.sandbox import Limits, bwrap_path
-from ste_course.source import load_assignments
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

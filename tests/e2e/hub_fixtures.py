@@ -123,7 +123,7 @@ def hub(request) -> Hub:
     request.addfinalizer(lambda: _teardown(process, students + [instructor], f"{course}-graders", base))
     roster = base / "roster.csv"
     roster.write_text("student_id,name\n" + "".join(f"{s},Student {s}\n" for s in students))
-    from ste_course.hub import free_port
+    from ste_course.classroom.hub import free_port
 
     port = free_port()
     log = base / "hub.log"

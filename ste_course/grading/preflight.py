@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ste_course.source import SourceNotebook
+from ste_course.authoring.source import SourceNotebook
 from ste_course.untrusted import NotOwnFile, clean, read_own, shown
 
 MAX_NOTEBOOK_BYTES = 5 * 2**20
@@ -151,6 +151,6 @@ def _summarised(notes: list) -> list:
 
 def _blank(original) -> str:
     """What the released notebook holds in a solution cell."""
-    from ste_course.release import blank_solution
+    from ste_course.authoring.release import blank_solution
 
     return blank_solution(original.source)

@@ -3,7 +3,7 @@ by the parent only.
 
 Graded notebooks are recorded as they are judged: alone, or with those judged meanwhile (at
 most ``grade.RECORD_BATCH``) in one gradebook transaction (:meth:`Recorder.record_batch`,
-:func:`ste_course.gradebook.write_batch`), so an interrupted run keeps everything already
+:func:`ste_course.record.gradebook.write_batch`), so an interrupted run keeps everything already
 committed and a re-run picks up where it stopped (the batch cut off is graded again).
 ``results/`` keeps each run's evidence (what the feedback shows of the student's cells);
 grades are read from the gradebook only. The SQLite gradebook is backed up before a run. A
@@ -25,10 +25,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from ste_course import gradebook
-from ste_course.dblock import WriterLock, ping_on_checkout, retrying
-from ste_course.feedback import render_feedback
-from ste_course.source import SourceNotebook
+from ste_course.authoring.source import SourceNotebook
+from ste_course.record import gradebook
+from ste_course.record.feedback import render_feedback
+from ste_course.record.writelock import WriterLock, ping_on_checkout, retrying
 from ste_course.untrusted import cell, clean
 
 # grades.csv: ``score`` is the grade (after the late penalty, hand edits included), ``raw_score``
@@ -57,7 +57,7 @@ class NotebookResult:
     penalty: float = 0.0  # points taken off ``score`` already (nbgrader's late_submission_penalty)
     hours_late: float | None = None
     submitted_at: str = ""  # timestamp.txt as naive UTC ISO (nbgrader's SubmittedAssignment.timestamp)
-    inputs: str = ""  # fingerprint of everything the grade depends on (ste_course.grade.inputs)
+    inputs: str = ""  # fingerprint of everything the grade depends on (ste_course.grading.fingerprint.inputs)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -83,7 +83,7 @@ def gradebook_url(url: str) -> str:
 
 
 class Recorder:
-    """The one writer of a grading run: the gradebook (:mod:`ste_course.gradebook`), then the
+    """The one writer of a grading run: the gradebook (:mod:`ste_course.record.gradebook`), then the
     files derived from it (feedback, ``autograded/``, the run's evidence in ``results/``,
     ``grades.csv``)."""
 
@@ -139,7 +139,7 @@ class Recorder:
         return result_path(self.out, student, assignment, notebook)
 
     def previous(self, student: str, assignment: str, notebook: str):
-        """What the gradebook holds for this notebook (:data:`ste_course.gradebook.STATUS`)."""
+        """What the gradebook holds for this notebook (:data:`ste_course.record.gradebook.STATUS`)."""
         return gradebook.previous(self.gb, student, assignment, notebook)
 
     def record(self, result: NotebookResult, source: SourceNotebook | None, page: str | None = None) -> None:
@@ -150,10 +150,10 @@ class Recorder:
     def record_batch(self, items) -> None:
         """Write several notebooks' grades, ``items`` of ``(NotebookResult, SourceNotebook or
         None, page or None)``, to the gradebook in one writer-lock turn and one transaction
-        (:func:`ste_course.gradebook.write_batch`), then the files derived from each. Text is
+        (:func:`ste_course.record.gradebook.write_batch`), then the files derived from each. Text is
         cleaned first (lone surrogates from the sandbox or a notebook become U+FFFD), so writing
         UTF-8 cannot fail on it. ``page`` is the feedback page a judge rendered from
-        :func:`ste_course.gradebook.fresh_parts`; it is written only when the gradebook holds no
+        :func:`ste_course.record.gradebook.fresh_parts`; it is written only when the gradebook holds no
         hand edit of the notebook (then it is the page rendered here would be), else the page is
         rendered here from the gradebook. Raises when the batch's write failed: then none of its
         rows was committed (record the notebooks one by one to find the one that fails)."""
@@ -214,7 +214,7 @@ def write_feedback(gb, result: NotebookResult, folder: Path, row: dict | None = 
     ``folder/<student>/<assignment>/<notebook>.html`` (with ``folder`` the course folder's
     ``feedback/``, where nbgrader's ``generate_feedback`` puts it): each part's score, manual scores, the
     grader's comments and what waits for a hand grade as the gradebook holds them now; with
-    ``row`` (:func:`ste_course.gradebook.rows`), also its status, maximum and lateness. The
+    ``row`` (:func:`ste_course.record.gradebook.rows`), also its status, maximum and lateness. The
     run's evidence (``result.feedback_cells``, messages) is what the page shows of the cells."""
     if row is not None:
         result = replace(result, status=row["status"] or result.status, max_score=row["max_score"],
@@ -289,7 +289,7 @@ def refresh_feedback(graded: Path, db_url: str | None = None, folder: Path | Non
 
 
 def write_grades_csv(out: Path, rows: list) -> Path:
-    """``grades.csv`` (:data:`CSV_COLUMNS`) from :func:`ste_course.gradebook.rows`; text cells a
+    """``grades.csv`` (:data:`CSV_COLUMNS`) from :func:`ste_course.record.gradebook.rows`; text cells a
     spreadsheet would run as a formula get a leading ``'`` (:func:`ste_course.untrusted.cell`),
     scores stay numbers."""
     target = Path(out) / "grades.csv"

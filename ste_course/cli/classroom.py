@@ -20,14 +20,14 @@ DEFAULT_STATE = Path("/srv/ste-course/hub")
 
 
 def _layout(args):
-    from ste_course.exchange import Layout
+    from ste_course.classroom.exchange import Layout
 
     return Layout(args.exchange, args.course)
 
 
 def cmd_hub(args) -> int:
-    from ste_course.exchange import ExchangeError
-    from ste_course.hub import HubError, prepare, start
+    from ste_course.classroom.exchange import ExchangeError
+    from ste_course.classroom.hub import HubError, prepare, start
 
     try:
         settings = prepare(args.students, args.root, args.state, args.exchange, instructor=args.instructor,
@@ -42,7 +42,7 @@ def cmd_hub(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from ste_course.exchange import ExchangeError, publish
+    from ste_course.classroom.exchange import ExchangeError, publish
 
     try:
         names = publish(args.exercises, args.assignment, _layout(args))
@@ -54,7 +54,7 @@ def cmd_publish(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from ste_course.exchange import ExchangeError, collect
+    from ste_course.classroom.exchange import ExchangeError, collect
     from ste_course.untrusted import shown
 
     try:
@@ -72,7 +72,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_return_feedback(args) -> int:
-    from ste_course.exchange import ExchangeError, return_feedback
+    from ste_course.classroom.exchange import ExchangeError, return_feedback
     from ste_course.untrusted import shown
 
     try:

@@ -2,7 +2,7 @@
 
 For each assignment (a folder of ``solutions/``) every student's code becomes one document: the
 answers in the solution cells of each notebook (matched by ``grade_id`` with the instructor's
-source, as the grader does, see :func:`ste_course.preflight.prepare`) plus any code cells the
+source, as the grader does, see :func:`ste_course.grading.preflight.prepare`) plus any code cells the
 student added (copied code could hide there). Documents are compared
 
 * pairwise between students (``kind="students"``),
@@ -80,9 +80,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ste_course.preflight import PreflightError, prepare, read_submission
-from ste_course.release import blank_solution
-from ste_course.source import SourceError, load_notebook
+from ste_course.authoring.release import blank_solution
+from ste_course.authoring.source import SourceError, load_notebook
+from ste_course.grading.preflight import PreflightError, prepare, read_submission
 from ste_course.untrusted import cell, clean, shown, valid_id
 
 NOISE = 25  # k: the shortest run of normalised characters that counts as a match
@@ -151,7 +151,7 @@ def released_code(released: Path, source) -> tuple:
     The pieces are its code cells (stubs, signatures and provided code in solution cells, set-up
     and visible tests) and the fenced code blocks of its markdown. When the released notebook
     cannot be read, the same is derived from the instructor's ``source`` (a
-    :class:`~ste_course.source.SourceNotebook`) the way ``ste-course release`` blanks it, and the
+    :class:`~ste_course.authoring.source.SourceNotebook`) the way ``ste-course release`` blanks it, and the
     note says so.
     """
     try:

@@ -12,11 +12,11 @@ no ``<script>``, no ``<style>`` or ``style=`` from content, no event handlers, n
 Content-Security-Policy that forbids scripts. The header (student id, assignment, score, each
 part's score as the gradebook holds it, hand edits marked, written answers still waiting for a
 hand grade said so, lateness) and the grader's comments are escaped text. A page is a view of
-the gradebook: :func:`ste_course.record.refresh_feedback` renders it again whenever the
+the gradebook: :func:`ste_course.record.recorder.refresh_feedback` renders it again whenever the
 gradebook changed by hand (``ste-course feedback``, ``ste-course return-feedback``).
 
 Hidden tests never reach here: test cells arrive as their visible source and every output and
-message was scrubbed by the judge (:func:`ste_course.judge.scrubber`).
+message was scrubbed by the judge (:func:`ste_course.grading.judge.scrubber`).
 """
 
 from __future__ import annotations
@@ -179,8 +179,8 @@ def _header(result, parts: dict, score: float) -> str:
 
 
 def render_feedback(result, parts: dict | None = None) -> str:
-    """The feedback page of one graded notebook (:class:`~ste_course.record.NotebookResult`),
-    ``parts`` from :func:`ste_course.gradebook.part_scores` (hand edits included). Static HTML:
+    """The feedback page of one graded notebook (:class:`~ste_course.record.recorder.NotebookResult`),
+    ``parts`` from :func:`ste_course.record.gradebook.part_scores` (hand edits included). Static HTML:
     no script, every piece sanitised."""
     parts = parts or {}
     score = result.score

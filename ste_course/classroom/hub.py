@@ -11,7 +11,7 @@ One command (as root) sets up and starts the hub:
 - ``solutions/`` of the checkout made readable by root only (chmod 700);
 - the course's own checks folder, if it has one, in ``STATE/checks`` (:func:`install_checks`),
   named to every user's server in ``STE_COURSE_CHECKS``;
-- nbgrader's exchange (:mod:`ste_course.exchange`) owned by root and a graders' group holding
+- nbgrader's exchange (:mod:`ste_course.classroom.exchange`) owned by root and a graders' group holding
   the instructor, and the configuration every user's server reads
   (``STATE/config/student/nbgrader_config.py``; the instructor's also turns formgrader on);
 - then JupyterHub from the shared course venv (``/opt/ste-course/venv``, built by
@@ -38,7 +38,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ste_course import exchange
+from ste_course.classroom import exchange
 
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # useradd's portable names, no '+'
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -200,13 +200,13 @@ def write_user_config(state: Path, settings: Settings, repo: Path) -> None:
     student = Path(settings.student_config)
     student.mkdir(parents=True, exist_ok=True)
     (student / "nbgrader_config.py").write_text(
-        "# Written by `ste-course hub`: nbgrader's exchange for this course (ste_course/exchange.py).\n"
+        "# Written by `ste-course hub`: nbgrader's exchange for this course (ste_course/classroom/exchange.py).\n"
         "import os\n"
         "c = get_config()  # noqa: F821\n"
         f"c.CourseDirectory.course_id = {settings.course_id!r}\n"
         f"c.Exchange.root = {settings.exchange!r}\n"
         "c.Exchange.assignment_dir = os.path.expanduser('~/exercises')\n"
-        "c.ExchangeFactory.submit = 'ste_course.exchange.PrivateSubmit'\n", encoding="utf-8")
+        "c.ExchangeFactory.submit = 'ste_course.classroom.exchange.PrivateSubmit'\n", encoding="utf-8")
     if Path(settings.instructor_config).exists():
         shutil.rmtree(settings.instructor_config)
     shutil.copytree(repo / "jupyter-config" / "instructor", settings.instructor_config)

@@ -20,7 +20,7 @@ def _root() -> Path:
     here = Path.cwd()
     if (here / "solutions").is_dir():
         return here
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def _course_checks(args) -> list:
@@ -39,7 +39,7 @@ def _course_checks(args) -> list:
 
 def _source_problems(args) -> list:
     """The course's checks and every notebook of solutions/, validated (one line per problem)."""
-    from ste_course.source import SourceError, load_assignments, problems
+    from ste_course.authoring.source import SourceError, load_assignments, problems
 
     found = _course_checks(args)
     try:
@@ -49,7 +49,7 @@ def _source_problems(args) -> list:
 
 
 def cmd_release(args) -> int:
-    from ste_course.release import generate
+    from ste_course.authoring.release import generate
 
     problems = _source_problems(args)
     for p in problems:
@@ -64,9 +64,9 @@ def cmd_release(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from ste_course.selfcheck import run_checks
+    from ste_course.authoring.selfcheck import run_checks
 
-    from ste_course.source import SourceError
+    from ste_course.authoring.source import SourceError
 
     problems = _course_checks(args)
     try:
@@ -80,10 +80,10 @@ def cmd_check(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from ste_course.grade import GradeError, grade, load_secret
-    from ste_course.late import LateConfigError, LatePolicy
+    from ste_course.authoring.source import load_assignments
+    from ste_course.grading.late import LateConfigError, LatePolicy
+    from ste_course.grading.run import GradeError, grade, load_secret
     from ste_course.sandbox import Limits
-    from ste_course.source import load_assignments
 
     for p in _source_problems(args):  # those notebooks get status error; the rest is graded
         print(f"warning: {shown(p, 400)}", file=sys.stderr)
@@ -99,7 +99,7 @@ def cmd_grade(args) -> int:
                     output_chars=args.output_kb * 1024)
     executor = None
     if args.cluster:
-        from ste_course.distributed import DaskExecutor
+        from ste_course.grading.distributed import DaskExecutor
 
         executor = DaskExecutor(args.cluster, n_workers=args.jobs, sandbox=not args.no_sandbox, limits=limits)
     try:
@@ -119,7 +119,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ste_course.export import export
+    from ste_course.record.export import export
 
     try:
         text, warnings = export(args.graded, args.format, args.roster, args.db)
@@ -137,7 +137,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_feedback(args) -> int:
-    from ste_course.record import refresh_feedback
+    from ste_course.record.recorder import refresh_feedback
 
     try:
         done = refresh_feedback(args.graded, args.db, args.out, students=args.student, assignments=args.assignment)
@@ -152,7 +152,7 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_similarity(args) -> int:
-    from ste_course.similarity import THRESHOLD, similarity_report
+    from ste_course.grading.similarity import THRESHOLD, similarity_report
 
     threshold = THRESHOLD if args.threshold is None else args.threshold
     try:
@@ -173,7 +173,7 @@ def _summary(csv_path: Path, graded_now: int, db_url: str | None = None) -> None
     late and the penalty, or ``?`` (timestamp unreadable, said in the reason); ``*`` marks a
     score with a hand edit in it, ``!`` one with parts still waiting for a hand grade (written
     answers: grade them in formgrader)."""
-    from ste_course.export import gradebook_rows
+    from ste_course.record.export import gradebook_rows
 
     rows = gradebook_rows(csv_path.parent, db_url)
     print(f"{'student':<12} {'assignment':<18} {'score':>12} {'late':<14} {'status':<8} reason")
@@ -297,9 +297,9 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
     m.add_argument("submissions", type=Path, help="SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb (required)")
     m.add_argument("--out", type=Path, default=Path("similarity"), help="report folder (default: similarity/)")
     m.add_argument("--threshold", type=float, default=None,
-                   help="flag pairs whose score reaches this, 0..1 (default: ste_course.similarity.THRESHOLD)")
+                   help="flag pairs whose score reaches this, 0..1 (default: ste_course.grading.similarity.THRESHOLD)")
     m.set_defaults(func=cmd_similarity)
-    from ste_course.classroom import add_commands  # hub, publish, collect, return-feedback
+    from ste_course.cli.classroom import add_commands  # hub, publish, collect, return-feedback
 
     add_commands(sub, root)
     for action in sub._choices_actions:  # a subcommand's --help starts with what it does

@@ -13,7 +13,7 @@ A class flows through the parent one notebook at a time, never as a whole::
   recorded as soon as the first notebook has run.
 * **Judging off the critical path**: planning (preflight, drawing the cases) and judging
   (references, comparing evidence, the late rule) are trusted work on plain data done by
-  ``judges`` (:mod:`ste_course.judging`: a pool of processes, or this process for small runs);
+  ``judges`` (:mod:`ste_course.grading.judges`: a pool of processes, or this process for small runs);
   this thread only decides what to skip and records, so its own cost per notebook is the
   gradebook write and the files derived from it.
 * **One thread touches the gradebook**: every decision that reads it (already graded?) and
@@ -90,7 +90,7 @@ class Pipeline:
     Args:
         jobs: an iterator of jobs (consumed lazily).
         judges: ``plan(job, reply)`` and ``judge(job, ticket, payload, reply)``, each calling
-            ``reply(value)`` once, from any thread (:mod:`ste_course.judging`).
+            ``reply(value)`` once, from any thread (:mod:`ste_course.grading.judges`).
         executor: runs the notebooks (see the module's contract); started on the first run.
         wanted: ``wanted(job, planned) -> bool`` in this thread: False skips a planned notebook
             (already graded from the same inputs).

@@ -1,6 +1,6 @@
 """``ste-course check``: the source is valid, the release is in sync and every notebook behaves.
 
-0. Every graded cell of ``solutions/`` is valid (:func:`ste_course.source.validate`): a notebook
+0. Every graded cell of ``solutions/`` is valid (:func:`ste_course.authoring.source.validate`): a notebook
    with problems is reported, one line each, and not run.
 1. A fresh release of ``solutions/`` equals the committed ``exercises/``.
 2. Every solution notebook runs with no error in any cell (so every automatic test passes: full
@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ste_course.release import drift
+from ste_course.authoring.release import drift
+from ste_course.authoring.source import load_assignments, load_notebook
+from ste_course.authoring.source import problems as source_problems
 from ste_course.sandbox import Limits, Worker
-from ste_course.source import load_assignments, load_notebook
-from ste_course.source import problems as source_problems
 
 ALLOWED_IN_RELEASE = ("NotImplementedError", "AssertionError", "CheckFailed", "NameError")
 

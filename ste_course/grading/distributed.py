@@ -1,6 +1,6 @@
 """Grading on a Dask ``distributed`` cluster: ``ste-course grade --cluster ADDRESS``.
 
-The parent (``ste_course.grade``) stays the single judge and writer; this module only moves run
+The parent (:mod:`ste_course.grading.run`) stays the single judge and writer; this module only moves run
 dicts to Dask workers and plain result dicts back:
 
 * parent side, :class:`DaskExecutor`: one task per notebook, keyed by (student, assignment,
@@ -195,7 +195,7 @@ class DaskExecutor:
         import dask
         from distributed import Client, LocalCluster
 
-        from ste_course.grade import GradeError
+        from ste_course.grading.jobs import GradeError
 
         # The scheduler reads these: in this process for "local", from its own config for a
         # remote one (DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=2,
@@ -236,7 +236,7 @@ class DaskExecutor:
 
     def run_all(self, runs, on_result) -> None:
         """Submit one task per run of ``runs`` (any iterable, possibly lazy and blocking:
-        :mod:`ste_course.pipeline`); ``on_result(index, result)`` is called from a collector
+        :mod:`ste_course.grading.pipeline`); ``on_result(index, result)`` is called from a collector
         thread, exactly once per run.
 
         A feeder thread takes the runs as they come; at most ``WINDOW_PER_THREAD`` tasks per

@@ -221,8 +221,8 @@ def load_notebook(path: Path, assignment: str, known=None) -> SourceNotebook:
 
 # ------------------------------------------------------------------------------ validation
 def _known_checks() -> set:
-    from ste_course.specs.base import SPECS
     import ste_course.specs  # noqa: F401  (registers the built-in checks)
+    from ste_course.specs.base import SPECS
 
     return set(SPECS)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from ste_course.authoring.source import SourceNotebook, hidden_lines
 from ste_course.checks import compare, draw_cases, encode_case, get_spec, stable_seed, student_case
-from ste_course.source import SourceNotebook, hidden_lines
 from ste_course.specs.declarative import DECLARED
 
 

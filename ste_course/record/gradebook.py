@@ -165,7 +165,7 @@ def previous(gb, student: str, assignment: str, notebook: str):
 
 
 def write(gb, result, drop_manual: bool = False) -> list:
-    """Record one notebook's grade (``result``: a :class:`~ste_course.record.NotebookResult`)
+    """Record one notebook's grade (``result``: a :class:`~ste_course.record.recorder.NotebookResult`)
     in one transaction (:func:`write_batch`). Returns what was dropped, one line per cell (for the
     reason)."""
     return write_batch(gb, [result], drop_manual)[0].dropped

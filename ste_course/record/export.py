@@ -42,7 +42,7 @@ ROSTER_COLUMNS = ("name", "lms_id", "sis_user_id", "sis_login_id", "section", "e
 def read_grades(graded: Path, db_url: str | None = None) -> tuple:
     """``({student: {assignment: score}}, {assignment: max_score}, {student: [late assignments]})``
     from the gradebook of ``graded`` (or ``db_url``): scores after the late penalty, hand edits
-    in formgrader included (:func:`ste_course.gradebook.rows`)."""
+    in formgrader included (:func:`ste_course.record.gradebook.rows`)."""
     scores, maxima, late = defaultdict(dict), defaultdict(float), defaultdict(set)
     per_notebook_max = {}
     for row in gradebook_rows(graded, db_url):
@@ -57,10 +57,10 @@ def read_grades(graded: Path, db_url: str | None = None) -> tuple:
 
 
 def gradebook_rows(graded: Path, db_url: str | None = None) -> list:
-    """:func:`ste_course.gradebook.rows` of the gradebook ``ste-course grade`` wrote in ``graded``
+    """:func:`ste_course.record.gradebook.rows` of the gradebook ``ste-course grade`` wrote in ``graded``
     (its ``nbgrader_config.py`` names it), or of ``db_url``."""
-    from ste_course.gradebook import db_url_of, open_gradebook, rows
-    from ste_course.record import gradebook_url
+    from ste_course.record.gradebook import db_url_of, open_gradebook, rows
+    from ste_course.record.recorder import gradebook_url
 
     gb = open_gradebook(gradebook_url(db_url or db_url_of(graded)))
     try:

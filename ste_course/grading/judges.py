@@ -31,6 +31,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from ste_course.grading.fingerprint import inputs
+from ste_course.grading.jobs import Job
+from ste_course.grading.steps import Pending, apply_late, conclude, error_result, guarded, preflight
 from ste_course.untrusted import clean
 
 
@@ -39,14 +42,12 @@ class Ticket:
     """What the parent keeps of a notebook while it runs."""
 
     sha256: str  # of the submission's bytes the run was planned from
-    inputs: str  # fingerprint of everything its grade depends on (ste_course.grade.inputs)
+    inputs: str  # fingerprint of everything its grade depends on (ste_course.grading.fingerprint.inputs)
 
 
 def plan_job(job, secret: str, context: str, late):
     """``("run", run dict, Ticket)`` for a notebook to run, else ``("result", NotebookResult)``
     (missing, invalid, unreadable: graded without running)."""
-    from ste_course.grade import Pending, apply_late, guarded, inputs, preflight
-
     item = guarded(job, "reading the submission", preflight, job, secret)
     raw = item.raw if isinstance(item, Pending) else None
     fingerprint = guarded(job, "reading the submission", inputs, job, raw, context, late)
@@ -61,8 +62,6 @@ def plan_job(job, secret: str, context: str, late):
 
 def judge_job(job, ticket: Ticket, payload, secret: str, late):
     """The worker's ``payload`` judged: the notebook's ``NotebookResult``."""
-    from ste_course.grade import Pending, apply_late, conclude, error_result, guarded, preflight
-
     item = guarded(job, "reading the submission", preflight, job, secret)
     if not isinstance(item, Pending) or hashlib.sha256(item.raw).hexdigest() != ticket.sha256:
         result = error_result(job, "judging", RuntimeError(
@@ -80,20 +79,20 @@ class Judged:
     """A judge's answer: the notebook's result (cleaned) and its feedback page rendered for a
     gradebook that holds no hand edit of it (``None``: the recorder renders it)."""
 
-    result: object  # ste_course.record.NotebookResult
+    result: object  # ste_course.record.recorder.NotebookResult
     page: str | None
 
 
 def with_page(result, source) -> Judged:
-    """``result`` with its page rendered from :func:`ste_course.gradebook.fresh_parts`: the bytes
+    """``result`` with its page rendered from :func:`ste_course.record.gradebook.fresh_parts`: the bytes
     the recorder would render after writing it to a gradebook without hand edits (the recorder
     checks that before it uses the page). A page that cannot be rendered here is left to the
     recorder, which then says why in the notebook's row."""
     from dataclasses import asdict
 
-    from ste_course.feedback import render_feedback
-    from ste_course.gradebook import fresh_parts
-    from ste_course.record import NotebookResult
+    from ste_course.record.feedback import render_feedback
+    from ste_course.record.gradebook import fresh_parts
+    from ste_course.record.recorder import NotebookResult
 
     result = NotebookResult(**clean(asdict(result)))
     if source is None:
@@ -138,9 +137,7 @@ def _start_judge(sources, secret, context, late):
 
 
 def _job(key):
-    """The :class:`~ste_course.grade.Job` of ``key`` (a job travels as its plain fields)."""
-    from ste_course.grade import Job
-
+    """The :class:`~ste_course.grading.jobs.Job` of ``key`` (a job travels as its plain fields)."""
     student, assignment, name, root, folder, problem = key
     source = next(nb for nb in _STATE["sources"][assignment] if nb.name == name)
     return Job(student, source, root, folder, problem)

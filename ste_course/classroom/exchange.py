@@ -1,0 +1,353 @@
+"""nbgrader's filesystem exchange, between the students' servers and ``ste-course grade``.
+
+The exchange is one folder on the hub's machine, in nbgrader's layout::
+
+    EXCHANGE/                     1777  nbgrader requires the root writable by every user
+      COURSE/                     0755  root:GRADERS
+        outbound/ASSIGNMENT/      0755  released notebooks (``publish``), read by everyone
+        inbound/                  2773  students create their submission here but cannot list it
+          STUDENT+ASSIGNMENT+TIMESTAMP+RANDOM/   2750 / files 0640: the student and GRADERS only
+        feedback/                 0711  HASH.html, HASH from the submission's own secret
+
+nbgrader's own ``submit`` leaves each submission folder 0777 with 0644 files and relies on its
+random suffix; :class:`PrivateSubmit` (configured as ``ExchangeFactory.submit`` on the hub)
+takes the "other" bits away as soon as nbgrader has written it, and the setgid ``inbound``
+gives the folder the graders' group. The submission secret nbgrader writes beside the
+notebooks names the feedback file, so a student who cannot read another's submission cannot
+name their feedback either; when run as root, ``return_feedback`` also gives each feedback file
+to its student (0600).
+
+The instructor's side runs as root (grading's sandbox needs it): :func:`publish` copies
+``exercises/ASSIGNMENT`` to ``outbound``; :func:`collect` copies the latest submission of each
+student into ``SUBMISSIONS/<student>/<assignment>/`` (what ``ste-course grade`` reads), with
+nbgrader's ``timestamp.txt`` kept for late work, and only when the folder belongs to the user
+it names (nbgrader's ``submit --student`` lets anyone submit under another name);
+:func:`return_feedback` puts ``graded/feedback/<student>/<assignment>/<notebook>.html`` where
+that student's Assignment List fetches it, rendered again from the gradebook first (so what
+was graded by hand in formgrader since is in it). Everything in ``inbound`` is hostile: never follow a
+link, open without blocking, bound every size.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from nbgrader.exchange.default.submit import ExchangeSubmit
+
+from ste_course.untrusted import shown, valid_id
+
+# modes of the exchange's folders and of a submission once locked down
+ROOT_MODE = 0o1777
+COURSE_MODE = 0o755
+OUTBOUND_MODE = 0o755
+INBOUND_MODE = 0o2773
+FEEDBACK_MODE = 0o711
+SUBMISSION_DIR_MODE = 0o2750
+SUBMISSION_FILE_MODE = 0o640
+
+MAX_FILE_BYTES = 20 * 2**20  # one file of a submission
+MAX_SUBMISSION_BYTES = 100 * 2**20  # one submission folder
+MAX_FILES = 200
+SECRET_BYTES = 1024
+
+# nbgrader's submission folder: STUDENT+ASSIGNMENT+TIMESTAMP[+RANDOM]
+SUBMISSION_NAME = re.compile(r"^([^+/]+)\+([^+/]+)\+([^+/]+)(?:\+[^+/]*)?$")
+
+
+class ExchangeError(Exception):
+    """A problem with the exchange or its arguments, said in one line."""
+
+
+def lock_down(folder: str | os.PathLike) -> None:
+    """Folders 2750 and files 0640 under ``folder`` (links are left alone, never followed)."""
+    for dirpath, _dirs, files in os.walk(folder, topdown=False, followlinks=False):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, SUBMISSION_FILE_MODE)
+        os.chmod(dirpath, SUBMISSION_DIR_MODE)
+
+
+class PrivateSubmit(ExchangeSubmit):
+    """nbgrader's submit, then the submission made unreadable to other students."""
+
+    def copy_files(self):
+        super().copy_files()
+        lock_down(os.path.join(self.inbound_path, self.assignment_filename))
+
+
+@dataclass
+class Layout:
+    """The folders of one course in an exchange."""
+
+    root: Path
+    course_id: str
+
+    @property
+    def course(self) -> Path:
+        return self.root / self.course_id
+
+    @property
+    def outbound(self) -> Path:
+        return self.course / "outbound"
+
+    @property
+    def inbound(self) -> Path:
+        return self.course / "inbound"
+
+    @property
+    def feedback(self) -> Path:
+        return self.course / "feedback"
+
+
+def prepare(root: Path, course_id: str, graders_group: str) -> Layout:
+    """Create (or repair) the exchange's folders with the modes above; run as root."""
+    if not valid_id(course_id) or "+" in course_id:
+        raise ExchangeError(f"course id must be a plain folder name without '+'. Received: {course_id!r}")
+    gid = grp.getgrnam(graders_group).gr_gid
+    layout = Layout(Path(root), course_id)
+    for path, mode, group in ((layout.root, ROOT_MODE, 0), (layout.course, COURSE_MODE, gid),
+                              (layout.outbound, OUTBOUND_MODE, gid), (layout.inbound, INBOUND_MODE, gid),
+                              (layout.feedback, FEEDBACK_MODE, gid)):
+        path.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            raise ExchangeError(f"{path} is a link; the exchange's folders must be real folders")
+        os.chown(path, 0, group)
+        os.chmod(path, mode)
+    return layout
+
+
+def publish(exercises: Path, assignments: list[str], layout: Layout) -> list[str]:
+    """Copy each ``exercises/ASSIGNMENT`` to the exchange's outbound (replacing an older copy)."""
+    done = []
+    for name in assignments:
+        source = Path(exercises) / name
+        if not valid_id(name) or "+" in name or not source.is_dir():
+            raise ExchangeError(f"no released assignment {name!r} in {exercises} (run `ste-course release`)")
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=layout.outbound))
+        shutil.copytree(source, staging / name,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc"))
+        for dirpath, _dirs, files in os.walk(staging):
+            os.chmod(dirpath, 0o755)
+            for f in files:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        target = layout.outbound / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+        staging.rmdir()
+        done.append(name)
+    return done
+
+
+@dataclass
+class Collected:
+    """What :func:`collect` did: copied or unchanged submissions, and what it refused."""
+
+    copied: list[tuple[str, str, str]] = field(default_factory=list)  # student, assignment, timestamp
+    unchanged: list[tuple[str, str, str]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def _parse_time(text: str) -> datetime | None:
+    from nbgrader.utils import parse_utc
+
+    try:
+        return parse_utc(text)
+    except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def _owner(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _read_regular(path: str, limit: int) -> bytes | None:
+    """A regular file's bytes (at most ``limit``), or None: no link followed, no FIFO waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+        return data if len(data) <= limit else None
+    finally:
+        os.close(fd)
+
+
+def _files_of(folder: str) -> dict[str, bytes] | str:
+    """relative path -> bytes of every regular file under ``folder``, or why it was refused."""
+    files, total = {}, 0
+    for dirpath, dirs, names in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))
+                   and not d.startswith(".")]
+        for name in names:
+            if name.startswith(".") or len(files) >= MAX_FILES:
+                continue
+            data = _read_regular(os.path.join(dirpath, name), MAX_FILE_BYTES)
+            if data is None:
+                continue  # a link, a device, a FIFO or too large: not part of the submission
+            total += len(data)
+            if total > MAX_SUBMISSION_BYTES:
+                return f"larger than {MAX_SUBMISSION_BYTES // 2**20} MB"
+            files[os.path.relpath(os.path.join(dirpath, name), folder)] = data
+    return files
+
+
+def _candidates(layout: Layout, students, assignments, result: Collected) -> dict:
+    """(student, assignment) -> (time, timestamp text, folder) of the latest owned submission."""
+    latest = {}
+    try:
+        entries = sorted(os.scandir(layout.inbound), key=lambda e: e.name)
+    except FileNotFoundError:
+        raise ExchangeError(f"no inbound folder at {layout.inbound} (run `ste-course hub` to create the exchange)")
+    for entry in entries:
+        match = SUBMISSION_NAME.match(entry.name)
+        label = shown(entry.name, 100)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            result.refused.append(f"{label}: not a submission folder (STUDENT+ASSIGNMENT+TIMESTAMP)")
+            continue
+        student, assignment, stamp = match.groups()
+        if not valid_id(student) or not valid_id(assignment):
+            result.refused.append(f"{label}: not a usable student or assignment id")
+            continue
+        if (students and student not in students) or (assignments and assignment not in assignments):
+            continue
+        owner = _owner(entry.stat(follow_symlinks=False).st_uid)
+        if owner != student:
+            result.refused.append(f"{label}: submitted under the name {student!r} by the user "
+                                  f"{owner!r}; only a student's own submissions are collected")
+            continue
+        when = _parse_time(stamp)
+        if when is None:
+            result.refused.append(f"{label}: unreadable timestamp")
+            continue
+        key = (student, assignment)
+        if key not in latest or when > latest[key][0]:
+            latest[key] = (when, stamp, entry.path)
+    return latest
+
+
+def collect(layout: Layout, out: Path, students=None, assignments=None) -> Collected:
+    """Copy the latest submission of each student and assignment into
+    ``out/<student>/<assignment>/`` (notebooks, ``timestamp.txt``, ``submission_secret.txt``).
+
+    A folder already holding that submission (same timestamp) is left as it is, so grading
+    does not redo it; a newer one replaces it whole (written beside it, then swapped in).
+    """
+    result = Collected()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for (student, assignment), (_when, stamp, folder) in sorted(
+            _candidates(layout, students, assignments, result).items()):
+        target = out / student / assignment
+        previous = target / "timestamp.txt"
+        if previous.is_file() and not previous.is_symlink() and \
+                previous.read_text(encoding="utf-8", errors="replace").strip() == stamp:
+            result.unchanged.append((student, assignment, stamp))
+            continue
+        files = _files_of(folder)
+        if isinstance(files, str):
+            result.refused.append(f"{shown(os.path.basename(folder), 100)}: {files}")
+            continue
+        files["timestamp.txt"] = stamp.encode()  # the one in the folder name, which nbgrader also wrote
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        staging = Path(tempfile.mkdtemp(prefix=f".{assignment}-", dir=target.parent))
+        for rel, data in files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_bytes(data)
+            path.chmod(0o600)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{assignment}-old-", dir=target.parent))
+            os.replace(target, old / assignment)
+            os.replace(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, target)
+        result.copied.append((student, assignment, stamp))
+    return result
+
+
+@dataclass
+class Returned:
+    """What :func:`return_feedback` did."""
+
+    returned: list[tuple[str, str, str]] = field(default_factory=list)  # student, assignment, notebook
+    problems: list[str] = field(default_factory=list)  # pages not returned
+    rendered: int = 0  # pages rendered again from the gradebook first
+    notes: list[str] = field(default_factory=list)  # returned, but rendered from the scores alone
+
+
+def return_feedback(graded: Path, submissions: Path, layout: Layout, students=None,
+                    assignments=None, db_url: str | None = None, refresh: bool = True) -> Returned:
+    """Put each ``graded/feedback/<student>/<assignment>/<notebook>.html`` into the exchange's
+    ``feedback/`` under nbgrader's name for it (a hash of the submission's secret and the
+    notebook), where that student's Assignment List finds it. With ``refresh`` the pages are
+    first rendered again from the gradebook as it is now
+    (:func:`ste_course.record.recorder.refresh_feedback`: scores and comments entered in formgrader since
+    grading included). A page replaces the earlier file (written beside it, then renamed)."""
+    from nbgrader.utils import notebook_hash
+
+    result = Returned()
+    if refresh:
+        from ste_course.record.recorder import refresh_feedback
+
+        try:
+            rendered = refresh_feedback(graded, db_url, students=students, assignments=assignments)
+        except FileNotFoundError as err:
+            raise ExchangeError(str(err)) from None
+        result.rendered, result.notes = len(rendered.rendered), rendered.problems
+    feedback = Path(graded) / "feedback"
+    if not feedback.is_dir():
+        raise ExchangeError(f"no feedback folder at {feedback} (run `ste-course grade ... --out {graded}` first)")
+    if not layout.feedback.is_dir():
+        raise ExchangeError(f"no feedback folder in the exchange at {layout.feedback}")
+    as_root = os.geteuid() == 0
+    for html in sorted(feedback.glob("*/*/*.html")):
+        notebook, assignment, student = html.stem, html.parent.name, html.parent.parent.name
+        if (students and student not in students) or (assignments and assignment not in assignments):
+            continue
+        secret_file = Path(submissions) / student / assignment / "submission_secret.txt"
+        secret = _read_regular(str(secret_file), SECRET_BYTES)
+        if secret is None:
+            result.problems.append(f"{student}/{assignment}: no submission_secret.txt in {secret_file.parent} "
+                                   "(collect it with `ste-course collect`)")
+            continue
+        name = notebook_hash(secret=secret.decode("utf-8", "replace"), notebook_id=notebook)
+        fd, tmp = tempfile.mkstemp(prefix=".feedback-", dir=layout.feedback)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(html.read_bytes())
+        owner = pwd.getpwnam(student).pw_uid if as_root and _user_exists(student) else None
+        if owner is not None:
+            os.chown(tmp, owner, -1)
+            os.chmod(tmp, 0o600)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, layout.feedback / f"{name}.html")
+        result.returned.append((student, assignment, notebook))
+    return result
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
