@@ -132,6 +132,21 @@ def _vq(z_e, codebook, mode="good"):
     return z_q, indices, codebook_loss, commitment_loss
 
 
+
+def _reinforce(f, b, p, c, mode="right"):
+    """The score-function estimate per sample, written the ways students write it."""
+    c = tf.cast(c, f.dtype)
+    f = f[:, None]
+    if mode == "no_division":
+        return (f - c) * (b - p)
+    if mode == "sign":
+        return (f - c) * (p - b) / (p * (1 - p))
+    if mode == "after":
+        return f * (b - p) / (p * (1 - p)) - c
+    if mode == "no_baseline":
+        return f * (b - p) / (p * (1 - p))
+    return (f - c) * (b - p) / (p * (1 - p))
+
 GOOD = {
     "lsq/value": ste_utils.lsq_quantize,
     "lsq/x_gradient": ste_utils.lsq_quantize,
@@ -143,6 +158,8 @@ GOOD = {
     "gumbel_st/gradient": _gumbel,
     "vq/forward": ste_utils.vector_quantize,
     "vq/gradients": ste_utils.vector_quantize,
+    "reinforce/bias": _reinforce,
+    "reinforce/variance": _reinforce,
 }
 # Correct answers written differently from the reference: they must pass too.
 ALSO_GOOD = {
@@ -152,6 +169,9 @@ ALSO_GOOD = {
     "gumbel_st/value": [lambda l, n, t: tf.one_hot(tf.argmax(l + n, -1), l.shape[-1], dtype=l.dtype)],
     "gumbel_st/gradient": [lambda l, n, t: tf.nn.softmax((l + n) / t)],
     "vq/forward": [_vq], "vq/gradients": [_vq],
+    # the library's estimator, with f as a column
+    **{name: [lambda f, b, p, c: ste_utils.reinforce_gradient(f[:, None], b, p, baseline=c)]
+       for name in ("reinforce/bias", "reinforce/variance")},
 }
 
 
@@ -190,6 +210,11 @@ WRONG = {  # spec -> [(implementation, a phrase its message must contain)]
     "vq/gradients": [(_variant(_vq, mode="no_stop"), "z_q passes its gradient straight through to z_e"),
                      (_variant(_vq, mode="losses_without_stop"), "has z_e inside stop_gradient"),
                      (_variant(_vq, mode="swapped"), "pulls each chosen code towards its vectors")],
+    "reinforce/bias": [(_variant(_reinforce, mode="no_division"), "yours lacks the division"),
+                       (_variant(_reinforce, mode="sign"), "the wrong sign"),
+                       (_variant(_reinforce, mode="after"), "off by the baseline")],
+    "reinforce/variance": [(_variant(_reinforce, mode="no_baseline"), "the variance without a baseline"),
+                           (_variant(_reinforce, mode="after"), "the variance without a baseline")],
 }
 
 
@@ -318,3 +343,24 @@ def test_fake_quant_refuses_tensorflows_own_op_and_hidden_ranges_cover_the_nudge
         n_lo, n_hi = fq_nudge(float(c["min"]), float(c["max"]), c["bits"], c["narrow_range"])[:2]
         assert n_lo in c["x"] and n_hi in c["x"] and (c["x"] < n_lo).any() and (c["x"] > n_hi).any()
     assert any(not np.array_equal(a["x"], b["x"]) for a, b in zip(cases, draw_cases(get_spec("fake_quant/value"), True, 5)))
+
+
+def test_reinforce_cases_closed_form_and_per_student_draws():
+    """The judge's exact gradient is the closed form of d E[||W b - t||^2] / dp; its exact
+    variance matches a large Monte-Carlo run; the students' hidden problems differ, and W, t
+    (the judge's closed form) are not handed to the student's code."""
+    from ste_course.specs.discrete import _reinforce_exact, _reinforce_formula, _reinforce_loss
+
+    spec = get_spec("reinforce/bias")
+    case = draw_cases(spec, hidden=True, seed=5)[1]
+    w, t, p = (np.asarray(case[k], np.float64) for k in ("W", "t", "p"))
+    m = w.T @ w
+    closed = 2 * m @ p + np.diag(m) * (1 - 2 * p) - 2 * w.T @ t
+    gradient, variance = _reinforce_exact(case)
+    np.testing.assert_allclose(gradient, closed, rtol=1e-10)
+    b = (np.random.default_rng(0).uniform(size=(100_000, len(p))) < p).astype(np.float64)
+    est = _reinforce_formula(_reinforce_loss(case, b), b, p, np.asarray(case["baseline"], np.float64))
+    np.testing.assert_allclose(est.var(axis=0), variance, rtol=0.05)
+    other = draw_cases(spec, hidden=True, seed=6)[1]
+    assert not np.array_equal(case["p"], other["p"])
+    assert spec.hidden_inputs == ("W", "t")

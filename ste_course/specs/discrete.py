@@ -1,4 +1,5 @@
-"""Specs for assignment 08 (the STE for discrete choices: Gumbel-softmax and vector quantization).
+"""Specs for assignment 08 (the STE for discrete choices: Gumbel-softmax, vector quantization and
+the score-function estimator with a baseline).
 
 ``gumbel_st/value``, ``gumbel_st/gradient``
     ``gumbel_softmax_st(logits, noise, temperature)`` with the Gumbel noise passed in (so the
@@ -11,6 +12,13 @@
     to the lowest index), z_q straight through to z_e and no gradient to the codebook, the
     codebook loss mean((sg(z_e) - e)^2) moving the codes only and the commitment loss
     mean((z_e - sg(e))^2) moving z_e only.
+``reinforce/bias``, ``reinforce/variance``
+    ``reinforce_gradient(f_values, samples, p, baseline) -> [K, n]`` per-sample score-function
+    estimates (f(b) - c)(b - p) / (p (1 - p)) of d E[f] / dp, judged as an estimator on samples
+    the grader draws per student (f(b) = ||W b - t||^2 with W, t kept from the student's code):
+    per unit, the average within five standard errors of the exact gradient and the sample
+    variance within 15 % of the exact variance with the given baseline (E[f], or Bengio et al.'s
+    optimal baseline per unit), both computed by enumerating the 2^n outcomes.
 
 Temperatures are powers of two and the cases keep clear of near-ties (a gap of at least 1e-3
 between the best and the next candidate) except for exact ties built from small dyadic numbers,
@@ -394,3 +402,188 @@ register(Spec(name="vq/gradients",
               summary="gradients of your vector_quantize: z_q straight through to z_e, each loss to its own side",
               cases=_vq_cases, run=_vq_gradients, reference=_vq_reference(_vq_gradients), describe=_vq_describe,
               explain=_vq_gradient_explain))
+
+
+# ----------------------------------------------------------------------------- REINFORCE with a baseline
+# A score-function estimator is judged as an estimator: on samples the grader draws (a problem
+# per student), the average of the student's per-sample estimates must lie within
+# REINFORCE_SIGMAS standard errors of the closed-form gradient (bias), and their sample variance
+# within REINFORCE_VARIANCE_TOL of the exact variance for the given baseline (both per unit,
+# computed exactly by enumerating the 2^n outcomes). A case is kept only if the exact formula
+# passes both checks with room to spare and the usual mistakes miss them (see _usable).
+REINFORCE_SAMPLES = 4000
+REINFORCE_SIGMAS = 5.0
+REINFORCE_VARIANCE_TOL = 0.15
+
+
+def _outcomes(n: int) -> np.ndarray:
+    return np.array([[(k >> i) & 1 for i in range(n)] for k in range(2 ** n)], np.float64)
+
+
+def _reinforce_loss(case, b: np.ndarray) -> np.ndarray:
+    """f(b) = ||W b - t||^2 for each row of b (float64)."""
+    w, t = np.asarray(case["W"], np.float64), np.asarray(case["t"], np.float64)
+    return ((b @ w.T - t) ** 2).sum(axis=-1)
+
+
+def _reinforce_formula(f: np.ndarray, b: np.ndarray, p: np.ndarray, c) -> np.ndarray:
+    return (f[:, None] - c) * (b - p) / (p * (1 - p))
+
+
+def _reinforce_exact(case, baseline=None) -> tuple:
+    """(gradient, variance) per unit of the estimator with ``baseline`` (the case's by default),
+    exactly: every outcome of the n units, weighted by its probability (float64)."""
+    p = np.asarray(case["p"], np.float64)
+    c = np.asarray(case["baseline"] if baseline is None else baseline, np.float64)
+    s = _outcomes(len(p))
+    prob = np.prod(np.where(s == 1, p, 1 - p), axis=1)
+    estimates = _reinforce_formula(_reinforce_loss(case, s), s, p, c)
+    mean = prob @ estimates
+    return mean, prob @ (estimates - mean) ** 2
+
+
+def _reinforce_checks(case, estimates: np.ndarray) -> tuple:
+    """(mean, its tolerance, sample variance, exact gradient, exact variance) per unit."""
+    gradient, variance = _reinforce_exact(case)
+    n = estimates.shape[0]
+    return (estimates.mean(axis=0), REINFORCE_SIGMAS * np.sqrt(variance / n), estimates.var(axis=0),
+            gradient, variance)
+
+
+def _usable(case) -> bool:
+    """The exact formula passes with room to spare (4 standard errors, 2/3 of the variance
+    tolerance); a missing 1/(p(1-p)), a flipped sign, the baseline subtracted after the
+    product and a baseline left out each fail."""
+    p, b = np.asarray(case["p"], np.float64), np.asarray(case["samples"], np.float64)
+    f, c = np.asarray(case["f_values"], np.float64), np.asarray(case["baseline"], np.float64)
+    right = _reinforce_formula(f, b, p, c)
+    mean, tol, var, gradient, exact = _reinforce_checks(case, right)
+    if np.any(np.abs(mean - gradient) > 0.8 * tol) or np.any(np.abs(var / exact - 1) > REINFORCE_VARIANCE_TOL * 2 / 3):
+        return False
+    wrong_means = [mean * p * (1 - p), -mean, (f[:, None] * (b - p) / (p * (1 - p)) - c).mean(axis=0)]
+    if not all(np.any(np.abs(m - gradient) > 3 * tol) for m in wrong_means):
+        return False
+    _, without = _reinforce_exact(case, 0.0)
+    return bool(np.any(np.abs(without / exact - 1) > 3 * REINFORCE_VARIANCE_TOL))
+
+
+def _reinforce_case(rng, n: int, dtype: str, per_unit: bool) -> dict:
+    for _ in range(200):
+        case = {"W": rng.normal(0.0, 1.0, (3, n)), "t": rng.normal(0.0, 1.0, 3),
+                "p": np.round(rng.uniform(0.2, 0.8, n), 2)}
+        s = _outcomes(n)
+        prob = np.prod(np.where(s == 1, case["p"], 1 - case["p"]), axis=1)
+        f_all = _reinforce_loss(case, s)
+        if per_unit:  # Bengio et al.'s optimal baseline per unit, rounded
+            weights = prob[:, None] * (s - case["p"]) ** 2
+            case["baseline"] = np.round((weights * f_all[:, None]).sum(0) / weights.sum(0), 2)
+        else:          # E[f], rounded
+            case["baseline"] = float(np.round(prob @ f_all, 2))
+        b = (rng.uniform(size=(REINFORCE_SAMPLES, n)) < case["p"]).astype(np.float64)
+        case["samples"] = b
+        case["f_values"] = _reinforce_loss(case, b)
+        if _usable(case):
+            return {"f_values": case["f_values"].astype(dtype), "samples": b.astype(dtype),
+                    "p": case["p"].astype(dtype),
+                    "baseline": case["baseline"].astype(dtype) if per_unit else case["baseline"],
+                    "W": case["W"], "t": case["t"]}
+    raise RuntimeError("could not draw a usable REINFORCE case")  # pragma: no cover
+
+
+def _reinforce_cases(rng, hidden):
+    if not hidden:
+        return [_reinforce_case(rng, 4, "float32", per_unit=False)]
+    return [_reinforce_case(rng, 3, "float32", per_unit=False), _reinforce_case(rng, 5, "float64", per_unit=True),
+            _reinforce_case(rng, 4, "float32", per_unit=True)]
+
+
+def _reinforce_run(fn, case):
+    import tensorflow as tf
+
+    baseline = case["baseline"]
+    baseline = tf.constant(baseline) if isinstance(baseline, np.ndarray) else baseline
+    out = fn(tf.constant(case["f_values"]), tf.constant(case["samples"]), tf.constant(case["p"]), baseline)
+    return {"estimates": to_array(out, "reinforce_gradient(...)")}
+
+
+def _reinforce_reference(case):
+    p = np.asarray(case["p"])
+    return {"estimates": _reinforce_formula(np.asarray(case["f_values"], np.float64),
+                                            np.asarray(case["samples"], np.float64), p.astype(np.float64),
+                                            np.asarray(case["baseline"], np.float64)).astype(p.dtype)}
+
+
+def _reinforce_describe(case) -> str:
+    p = np.asarray(case["p"])
+    c = np.asarray(case["baseline"])
+    baseline = f"{float(c):g}" if c.ndim == 0 else _fmt_row(c)
+    return (f"{len(case['f_values'])} samples of {len(p)} units of dtype {p.dtype.name} "
+            f"(p = {_fmt_row(p)}, baseline {baseline})")
+
+
+def _reinforce_shape(case, got) -> tuple:
+    values, _ = got["estimates"]
+    want = np.asarray(case["samples"]).shape
+    if tuple(values.shape) != want:
+        return None, [f"On {_reinforce_describe(case)} your estimates should have shape {want} (one per "
+                      f"sample and unit); yours have shape {tuple(values.shape)}."]
+    if not np.all(np.isfinite(values)):
+        return None, [f"On {_reinforce_describe(case)} some of your estimates are not finite."]
+    return values.astype(np.float64), []
+
+
+def _compare_reinforce_bias(case, expected, got):
+    """Per unit: the average of the estimates within five standard errors of the true gradient."""
+    values, messages = _reinforce_shape(case, got)
+    if values is None:
+        return messages
+    mean, tol, _, gradient, _ = _reinforce_checks(case, values)
+    bad = np.flatnonzero(np.abs(mean - gradient) > tol)
+    if not len(bad):
+        return []
+    i = int(bad[0])
+    p = np.asarray(case["p"], np.float64)
+    c = np.asarray(case["baseline"], np.float64)
+    hint = ""
+    if np.allclose(mean, gradient * p * (1 - p), rtol=0.05, atol=tol.max() / 5):
+        hint = " Hint: the score of Bernoulli(p) is d log P(b; p) / dp = (b - p) / (p (1 - p)); yours lacks the division."
+    elif np.allclose(mean, -gradient, rtol=0.05, atol=tol.max() / 5):
+        hint = " Hint: your average has the wrong sign: the score is (b - p) / (p (1 - p)), not (p - b) / ..."
+    elif np.allclose(mean, gradient - c, rtol=0.05, atol=tol.max()):
+        hint = (" Hint: your average is off by the baseline: subtract it from f(b) before multiplying by the "
+                "score, (f(b) - c) (b - p) / (p (1 - p)).")
+    return [f"On {_reinforce_describe(case)} the average of your estimates for unit {i} is {mean[i]:.6g}; "
+            f"the true gradient d E[f] / dp_{i} is {gradient[i]:.6g} (computed exactly), and the average of an "
+            f"unbiased estimator over these samples lies within {tol[i]:.3g} of it (five standard errors)."
+            f"{f' ({len(bad)} of {len(mean)} units are off.)' if len(bad) > 1 else ''}{hint}"]
+
+
+def _compare_reinforce_variance(case, expected, got):
+    """Per unit: the sample variance within 15 % of the exact variance with the given baseline."""
+    values, messages = _reinforce_shape(case, got)
+    if values is None:
+        return messages
+    _, _, var, _, exact = _reinforce_checks(case, values)
+    bad = np.flatnonzero(np.abs(var / exact - 1) > REINFORCE_VARIANCE_TOL)
+    if not len(bad):
+        return []
+    i = int(bad[0])
+    _, without = _reinforce_exact(case, 0.0)
+    hint = ""
+    if np.all(np.abs(var / without - 1) <= REINFORCE_VARIANCE_TOL):
+        hint = (" Hint: that is the variance without a baseline: use the baseline you are given, "
+                "(f(b) - c) (b - p) / (p (1 - p)).")
+    return [f"On {_reinforce_describe(case)} your estimates for unit {i} have variance {var[i]:.6g}; the "
+            f"score-function estimator with this baseline has variance {exact[i]:.6g} (computed exactly over all "
+            f"{2 ** len(exact)} outcomes), and the variance of its {values.shape[0]} samples lies within "
+            f"{REINFORCE_VARIANCE_TOL:.0%} of that.{hint}"]
+
+
+register(Spec(name="reinforce/bias",
+              summary="the average of your reinforce_gradient estimates against the exact gradient (bias)",
+              cases=_reinforce_cases, run=_reinforce_run, reference=_reinforce_reference,
+              describe=_reinforce_describe, compare=_compare_reinforce_bias, hidden_inputs=("W", "t")))
+register(Spec(name="reinforce/variance",
+              summary="the variance of your reinforce_gradient estimates against the exact variance with the baseline",
+              cases=_reinforce_cases, run=_reinforce_run, reference=_reinforce_reference,
+              describe=_reinforce_describe, compare=_compare_reinforce_variance, hidden_inputs=("W", "t")))
