@@ -415,7 +415,7 @@ def pact_quantize(x, alpha, bits: int):
               computed as ``quantize(x / alpha, bits) * alpha``: level i = round(clip(x / alpha,
               0, 1) * n) (half to even, in x's dtype), y_q = (i / n correctly rounded) * alpha,
               so x >= alpha gives alpha exactly.
-    Backward: dy_q/dx     := 1{0 <= x < alpha}   (the STE; the paper's eq. 4, x = alpha excluded)
+    Backward: dy_q/dx     := 1{0 <= x < alpha}   (the STE on the paper's eq. (1), x = alpha excluded)
               dy_q/dalpha := 1{x >= alpha}       (the paper's eq. 3), summed over the axes along
                                                   which ``alpha`` was broadcast.
               Both are selects (an infinite or NaN upstream where they are 0 gives 0).
@@ -424,7 +424,8 @@ def pact_quantize(x, alpha, bits: int):
     LSQ-style construction ``alpha / n * ste_round(clip(x, 0, alpha) * n / alpha)`` would also
     give alpha the quantization error (round(u) - u) / n, u = x n / alpha, for 0 <= x < alpha,
     and, since ``tf.clip_by_value`` passes its bound's gradient only strictly above it, at
-    x = alpha exactly it would give dx = 1 and dalpha = 0 instead of 0 and 1.
+    x = alpha exactly it would give dx = 1 and dalpha = 0 instead of 0 and 1. Autodiff of the
+    paper's eq. (1), y = (|x| - |x - alpha| + alpha) / 2, with sign(0) = 0 splits it: 1/2 each.
 
     A constant alpha inside ``tf.function`` has the caveat of :func:`lsq_quantize` (x / alpha
     may become x * (1 / alpha)); pass a tensor or variable. The paper's L2 penalty on alpha is

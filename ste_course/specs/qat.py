@@ -356,12 +356,12 @@ def _pact_explain(case, output, index, expected, got):
                 f"alpha) = {k:g} (half to even), times alpha / {n}; yours is {g}.")
     if output == "x_gradient":
         if x == a:
-            why = ("x = alpha itself is excluded from PACT's window 1{0 <= x < alpha} (eq. 4): there the "
+            why = ("x = alpha itself is excluded from PACT's window 1{0 <= x < alpha} (the STE on its eq. (1)): there the "
                    "gradient goes to alpha")
         elif 0 <= x < a:
-            why = "0 <= x < alpha: PACT's STE passes the gradient there (eq. 4)"
+            why = "0 <= x < alpha: PACT's STE passes the gradient there"
         else:
-            why = "x is outside [0, alpha), where the output is clipped (eq. 4: 1{0 <= x < alpha})"
+            why = "x is outside [0, alpha), where the output is clipped (PACT's window is 1{0 <= x < alpha})"
         return f"The gradient with respect to x at {where} should be {e} because {why}{times}; yours is {g}."
     why = ("x >= alpha: the output is alpha itself, so dy/dalpha = 1 (eq. 3, x = alpha included)" if x >= a else
            "x < alpha: PACT treats the quantized output as clip(x, 0, alpha), which does not depend on "
