@@ -10,6 +10,8 @@ Output: ``book/_build/html/index.html``. What this adds to a plain ``jupyter-boo
   code changes, not when ``ste_utils`` (or a pin) does; the cache is therefore kept in a folder
   named after a hash of ``ste_utils/`` and ``requirements.txt``, and older ones are removed.
 - **A references page** generated from the chapters' own "References" sections (one source).
+- **Pages without console errors** (``book/page_assets.py``, a Sphinx extension): each inline
+  script once, MathJax on every page.
 - **The Binder repository** of the launch buttons can be set for one build (``--repository``);
   otherwise it is ``repository.url`` in ``book/_config.yml``.
 
@@ -57,6 +59,11 @@ def exercises() -> list[Path]:
     return sorted(p for p in (ROOT / "exercises").glob("*/*.ipynb")
                   if re.fullmatch(r"[0-9][0-9]_.*", p.parent.name)
                   and ".ipynb_checkpoints" not in p.parts)
+
+
+def guides() -> list[Path]:
+    """docs/*.md: the guides, published beside the chapters."""
+    return sorted((ROOT / "docs").glob("*.md"))
 
 
 def cache_key(root: Path = ROOT) -> str:
@@ -152,6 +159,9 @@ def book_config(repository: str | None, cache: Path) -> Path:
     """book/_config.yml with this build's execution cache (and repository, if given)."""
     config = yaml.safe_load((BOOK / "_config.yml").read_text(encoding="utf-8"))
     config["execute"]["cache"] = str(cache)
+    extensions = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, folder in extensions.items():  # relative to the repository, not to this copy
+        extensions[name] = str(ROOT / folder)
     if repository:
         config["repository"]["url"] = repository.rstrip("/")
     path = BUILD / "_config.yml"

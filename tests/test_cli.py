@@ -1,9 +1,9 @@
 """The command line: every subcommand and argument described with its default, options after the
-subcommand, the README's commands as printed, and `make grade` needing only bubblewrap."""
+subcommand, and `make grade` needing only bubblewrap. (The commands printed in the README and
+docs/ are parsed by tests/test_docs.py.)"""
 
 import argparse
 import re
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -56,28 +56,6 @@ def test_course_options_before_or_after_the_subcommand(argv):
 def test_course_options_default_to_the_course_root():
     args = PARSER.parse_args(["check"])
     assert (args.solutions, args.exercises) == (ROOT / "solutions", ROOT / "exercises")
-
-
-def _readme_commands() -> list:
-    lines, inside = [], False
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
-        if line.startswith("```"):
-            inside = not inside
-        elif inside:
-            lines.append(line.split("#")[0].strip())
-    return [l for l in lines if l.startswith(("ste-course ", "make "))]
-
-
-def test_the_readmes_commands_parse_and_its_make_targets_exist():
-    commands = _readme_commands()
-    assert any(c.startswith("ste-course grade") for c in commands)
-    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
-    for command in commands:
-        words = shlex.split(command)
-        if words[0] == "make":
-            assert words[1] in targets, command
-        else:
-            PARSER.parse_args(words[1:])  # SystemExit (exit 2) on anything it does not accept
 
 
 def test_make_grade_installs_only_bubblewrap():

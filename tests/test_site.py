@@ -4,7 +4,8 @@ The build is incremental: after a first build only changed chapters are executed
 this module costs a few seconds when the site is up to date (and a full build, about the time
 of running every chapter once, on a fresh clone). Checked on the HTML a reader gets:
 
-- every chapter and every exercise has its page, and the navigation lists them all;
+- every chapter, every exercise and every guide of docs/ has its page, and the navigation
+  lists them all;
 - every figure a chapter draws is on its page (an <img> whose file exists and is not empty);
 - no internal link or anchor is broken;
 - maths is left for MathJax, which is served from the site itself (no CDN), and no LaTeX is
@@ -116,9 +117,9 @@ def executed(notebook: Path) -> dict:
     return merged
 
 
-def test_every_chapter_and_exercise_has_a_page_in_the_navigation(html):
-    expected = site.chapters() + site.exercises()
-    assert len(site.chapters()) >= 7 and len(site.exercises()) >= 6, expected
+def test_every_chapter_exercise_and_guide_has_a_page_in_the_navigation(html):
+    expected = site.chapters() + site.exercises() + site.guides()
+    assert len(site.chapters()) >= 7 and len(site.exercises()) >= 6 and len(site.guides()) >= 5, expected
     landing = Page(page_of(html, site.chapters()[0]))
     for notebook in expected + [ROOT / "book/generated/references.md"]:
         target = page_of(html, notebook)

@@ -1,13 +1,17 @@
 """The course website in a real browser: the landing page and a chapter as a reader sees them,
 served from 127.0.0.1 with every other address blocked (the site must need no network),
 MathJax typesetting the maths, every figure loaded, a working search and a Binder button that
-opens the page in JupyterLab. Screenshots: docs/screenshots/site-*.png (the README shows one).
+opens the page in JupyterLab; and every page of the site (chapters, exercises, the guides of
+docs/, references, index, search) opened in turn: any uncaught exception, console error or
+failed request on any of them fails. Screenshots: docs/screenshots/site-*.png (the README shows
+one).
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import re
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,9 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHAPTER = "course/03_straight_through_estimator"
 VIEWPORT = {"width": 1280, "height": 800}
-# jupyter-book 1.0.4 puts sphinx-thebe's inline configuration script on every page twice; the
-# second copy throws (the constants exist) and changes nothing: Thebe is not used by the site.
-KNOWN_ERRORS = {"Identifier 'THEBE_JS_URL' has already been declared"}
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -66,7 +67,9 @@ def reader(browser, served):
     page = context.new_page()
     page.on("requestfailed", lambda r: failed.append(r.url) if r.url.startswith(served) else None)
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    page.on("pageerror", lambda exc: None if str(exc) in KNOWN_ERRORS else errors.append(str(exc)))
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.on("console", lambda message: errors.append(f"console.{message.type}: {message.text}")
+            if message.type in ("error", "assert") else None)
     try:
         yield page, outside, failed, errors
     finally:
@@ -127,3 +130,35 @@ def test_search_finds_a_chapter(reader, served):
     found = page.locator("#search-results").inner_text()
     assert "stop" in found.lower(), found[:500]
     assert outside == [] and failed == [] and errors == [], (outside, failed, errors)
+
+
+REFRESH = re.compile(r'<meta http-equiv="refresh" content="\d+;\s*url=([^"]+)"', re.I)
+
+
+def _wait_until_settled(page, file: Path) -> None:
+    """The page loaded (after its redirect, for index.html), its maths typeset if it has any
+    (MathJax runs after the load event)."""
+    redirect = REFRESH.search(file.read_text(encoding="utf-8"))
+    if redirect:
+        page.wait_for_url(f"**/{redirect.group(1)}")
+    page.wait_for_load_state("load")
+    if page.evaluate("() => Boolean(window.MathJax && window.MathJax.startup)"):
+        _typeset(page)
+
+
+def test_no_page_of_the_site_has_a_console_error(reader, served):
+    """Every HTML page a reader can reach (the theme's own files under _static aside)."""
+    page, outside, failed, errors = reader
+    html = site.HTML
+    found = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
+                   if "_static" not in p.parts)
+    assert len(found) >= len(site.chapters()) + len(site.exercises()), found
+    assert any(name.startswith("docs/") for name in found), f"no page of docs/ in the site: {found}"
+    problems = []
+    for name in found:
+        del outside[:], failed[:], errors[:]
+        page.goto(f"{served}/{name}")
+        _wait_until_settled(page, html / name)
+        problems += [f"{name}: {what}" for what in errors + failed
+                     + [f"asked the network for {url}" for url in outside]]
+    assert not problems, "\n".join(problems)
