@@ -9,6 +9,8 @@ Modules, one idea each:
     discrete    stochastic_binary, stochastic_sign, reinforce_gradient, gumbel_softmax_st,
                 vector_quantize: the STE for discrete choices
     layers      thin, serializable Keras 3 layers over the quantizers (LsqQuantize, VectorQuantizer)
+    integer     int8 dense-layer inference as TFLite computes it (NumPy): multiplier, requantization
+    deploy      freeze a QAT network's ranges, convert it to a full-integer LiteRT model, run it
     jacobian    Jacobians via tf.GradientTape.jacobian
     plotting    forward/backward plots; data: offline digits; training: small models and fit
 
@@ -30,6 +32,7 @@ from ste_utils.discrete import (
     VQResult, gumbel_noise, gumbel_softmax_st, hard_sigmoid, reinforce_gradient,
     stochastic_binary, stochastic_sign, vector_quantize,
 )
+from ste_utils.integer import int8_dense, multiply_by_quantized_multiplier, quantize_multiplier, requantize
 from ste_utils.layers import (
     BinaryDense, LatentClip, LsqQuantize, SteActivation, SteHeaviside, SteQuantize, SteRound,
     SteSign, VectorQuantizer,
@@ -48,4 +51,5 @@ __all__ = [
     "BinaryDense", "LsqQuantize", "VectorQuantizer",
     "stochastic_binary", "hard_sigmoid", "stochastic_sign", "reinforce_gradient",
     "gumbel_noise", "gumbel_softmax_st", "VQResult", "vector_quantize",
+    "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "int8_dense",
 ]

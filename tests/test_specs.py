@@ -290,7 +290,8 @@ WRONG = {  # spec -> [(implementation, a phrase its message must contain)]
 def test_every_spec_has_implementations():
     import ste_course.specs  # noqa: F401
 
-    elsewhere = ("ste_course.specs.qat", "ste_course.specs.discrete")  # tests/test_specs_qat_discrete.py
+    elsewhere = ("ste_course.specs.qat", "ste_course.specs.discrete",  # tests/test_specs_qat_discrete.py
+                 "ste_course.specs.deploy")  # tests/test_specs_deploy.py
     assert set(GOOD) == {n for n, s in checks.SPECS.items() if s.run.__module__ not in elsewhere} == set(WRONG)
 
 
@@ -494,9 +495,9 @@ def _assignments():
 
 def test_assignments_test_cells_have_the_course_shape():
     notebooks = [nb for nbs in _assignments().values() for nb in nbs]
-    assert len(notebooks) == 8
+    assert len(notebooks) == 9
     for nb in notebooks:
-        # 10 points, plus a 2-point written answer in 02, 04, 05 (07 and 08: 8 + 2)
+        # 10 points, plus a 2-point written answer in 02, 04, 05 (07, 08 and 09: 8 + 2)
         assert 3 <= len(nb.auto_cells) <= 5 and nb.max_score in (10, 12), nb.path
         assert all(c.cell_type == "markdown" and c.points == 2 for c in nb.grade_cells if c.manual), nb.path
         for cell in nb.auto_cells:

@@ -8,6 +8,7 @@ checks (:func:`ste_course.specs.declarative.discover`).
 from ste_course.specs import elementwise  # noqa: F401
 from ste_course.specs import backprop, jacobian, proxies, stop_gradient, zero_gradient  # noqa: F401,E402
 from ste_course.specs import discrete, qat  # noqa: F401,E402  (assignments 07 and 08)
+from ste_course.specs import deploy  # noqa: F401,E402  (assignment 09)
 from ste_course.specs import declarative, registry  # noqa: E402
 
 registry.add_finder(declarative.discover)
