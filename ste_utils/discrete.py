@@ -162,6 +162,24 @@ def stochastic_sign(x, seed):
     return _stochastic_sign(x)
 
 
+def _check_estimator_inputs(f_values, samples, p):
+    """(f_values, samples, p) as float tensors of one dtype; samples 0 or 1 and p in (0, 1)
+    (checked when eager)."""
+    f_values = as_float_tensor(f_values, "f_values")
+    samples = as_float_tensor(samples, "samples")
+    p = _check_probabilities(p, "p", open_interval=True)
+    for name, t in (("samples", samples), ("p", p)):
+        if t.dtype != f_values.dtype:
+            raise TypeError(f"{name} must have the dtype of f_values. "
+                            f"Received: {name}.dtype={t.dtype.name}, f_values.dtype={f_values.dtype.name}")
+    if tf.executing_eagerly():
+        values = samples.numpy()
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError("samples must be 0 or 1. Received: samples with entries "
+                             f"{np.array2string(values[~np.isin(values, (0, 1))].ravel()[:6], separator=', ')}")
+    return f_values, samples, p
+
+
 def reinforce_gradient(f_values, samples, p, baseline=0.0):
     """Per-sample score-function (REINFORCE) estimates of d E[f(b)] / dp for b ~ Bernoulli(p).
 
@@ -185,18 +203,7 @@ def reinforce_gradient(f_values, samples, p, baseline=0.0):
         >>> p = tf.constant(0.3); b = stochastic_binary(tf.fill([10000], p), seed=(0, 1))
         >>> tf.reduce_mean(reinforce_gradient((b - 0.45) ** 2, b, p))   # ~ d/dp E[(b - .45)^2] = 0.1
     """
-    f_values = as_float_tensor(f_values, "f_values")
-    samples = as_float_tensor(samples, "samples")
-    p = _check_probabilities(p, "p", open_interval=True)
-    for name, t in (("samples", samples), ("p", p)):
-        if t.dtype != f_values.dtype:
-            raise TypeError(f"{name} must have the dtype of f_values. "
-                            f"Received: {name}.dtype={t.dtype.name}, f_values.dtype={f_values.dtype.name}")
-    if tf.executing_eagerly():
-        values = samples.numpy()
-        if not np.isin(values, (0, 1)).all():
-            raise ValueError("samples must be 0 or 1. Received: samples with entries "
-                             f"{np.array2string(values[~np.isin(values, (0, 1))].ravel()[:6], separator=', ')}")
+    f_values, samples, p = _check_estimator_inputs(f_values, samples, p)
     baseline = tf.cast(baseline, f_values.dtype) if isinstance(baseline, numbers.Real) else baseline
     score = (samples - p) / (p * (1 - p))
     return tf.stop_gradient((f_values - baseline) * score)
@@ -230,13 +237,7 @@ def optimal_baseline(f_values, samples, p, axis=0):
         >>> c = optimal_baseline(f_other[:, None], b_other, p)       # an independent batch
         >>> g = reinforce_gradient(f[:, None], b, p, baseline=c)     # unbiased, lower variance
     """
-    f_values = as_float_tensor(f_values, "f_values")
-    samples = as_float_tensor(samples, "samples")
-    p = _check_probabilities(p, "p", open_interval=True)
-    for name, t in (("samples", samples), ("p", p)):
-        if t.dtype != f_values.dtype:
-            raise TypeError(f"{name} must have the dtype of f_values. "
-                            f"Received: {name}.dtype={t.dtype.name}, f_values.dtype={f_values.dtype.name}")
+    f_values, samples, p = _check_estimator_inputs(f_values, samples, p)
     axis = check_axis(axis, samples.shape.rank)
     weights = tf.square(samples - p)
     return tf.stop_gradient(tf.reduce_sum(weights * f_values, axis=axis) / tf.reduce_sum(weights, axis=axis))
@@ -372,6 +373,20 @@ class EMACodebook(NamedTuple):
         return self.embed_sum / self.cluster_size[:, None]
 
 
+def _flat_codebook_input(z_e, codes) -> tf.Tensor:
+    """``z_e`` [..., D] as a [N, D] float tensor without gradient, checked against the codebook
+    ``codes`` [K, D] (dtype and D)."""
+    z_e = as_float_tensor(z_e, "z_e")
+    if z_e.dtype != codes.dtype:
+        raise TypeError("z_e must have the codebook's dtype. "
+                        f"Received: z_e.dtype={z_e.dtype.name}, codebook dtype={codes.dtype.name}")
+    dim = z_e.shape[-1] if z_e.shape.rank else None
+    if z_e.shape.rank == 0 or (dim is not None and codes.shape[-1] is not None and dim != codes.shape[-1]):
+        raise ValueError(f"z_e must have shape [..., D] with the codebook's D = {codes.shape[-1]}. "
+                         f"Received: z_e.shape={z_e.shape}")
+    return tf.stop_gradient(tf.reshape(z_e, [-1, tf.shape(z_e)[-1]]))
+
+
 def ema_codebook(codebook) -> EMACodebook:
     """The moving-average state of ``codebook`` [K, D]: each code counts as one vector at itself
     (N = 1, m = e), so :attr:`EMACodebook.codebook` is ``codebook`` and no code divides by 0."""
@@ -411,16 +426,8 @@ def ema_codebook_update(state: EMACodebook, z_e, indices, decay=0.99) -> EMACode
         The :class:`EMACodebook` after the step.
     """
     decay = _check_decay(decay)
-    z_e = as_float_tensor(z_e, "z_e")
     size, total = state.cluster_size, state.embed_sum
-    if z_e.dtype != total.dtype:
-        raise TypeError("z_e must have the codebook's dtype. "
-                        f"Received: z_e.dtype={z_e.dtype.name}, codebook dtype={total.dtype.name}")
-    dim = z_e.shape[-1]
-    if dim is not None and total.shape[-1] is not None and dim != total.shape[-1]:
-        raise ValueError(f"z_e must have shape [..., D] with the codebook's D = {total.shape[-1]}. "
-                         f"Received: z_e.shape={z_e.shape}")
-    flat = tf.stop_gradient(tf.reshape(z_e, [-1, tf.shape(z_e)[-1]]))
+    flat = _flat_codebook_input(z_e, total)
     one_hot = tf.one_hot(tf.reshape(indices, [-1]), tf.shape(size)[0], dtype=flat.dtype)
     d = tf.constant(decay, flat.dtype)
     return EMACodebook(d * size + (1 - d) * tf.reduce_sum(one_hot, axis=0),
@@ -449,12 +456,8 @@ def restart_dead_codes(state: EMACodebook, z_e, seed, threshold=0.01):
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
         raise ValueError(f"threshold must be a number >= 0. Received: threshold={threshold!r}")
     seed = _check_seed(seed)
-    z_e = as_float_tensor(z_e, "z_e")
     size, total = state.cluster_size, state.embed_sum
-    if z_e.dtype != total.dtype:
-        raise TypeError("z_e must have the codebook's dtype. "
-                        f"Received: z_e.dtype={z_e.dtype.name}, codebook dtype={total.dtype.name}")
-    flat = tf.stop_gradient(tf.reshape(z_e, [-1, tf.shape(z_e)[-1]]))
+    flat = _flat_codebook_input(z_e, total)
     dead = size < tf.constant(threshold, size.dtype)
     picks = tf.random.stateless_uniform(tf.shape(size), seed=seed, minval=0,
                                         maxval=tf.shape(flat)[0], dtype=tf.int32)

@@ -464,3 +464,13 @@ def test_fsq_indices_enumerate_the_implicit_codebook():
 def test_fsq_bad_levels(levels, message):
     with pytest.raises(ValueError, match=message):
         ste_utils.discrete.fsq_quantize(tf.zeros([4, 2]), levels)
+
+
+def test_codebook_updates_refuse_a_wrong_code_dimension():
+    state = ste_utils.discrete.ema_codebook(np.zeros((3, 2), np.float32))
+    for call in (lambda z: ste_utils.discrete.ema_codebook_update(state, z, tf.zeros([4], tf.int32)),
+                 lambda z: ste_utils.discrete.restart_dead_codes(state, z, (1, 2))):
+        with pytest.raises(ValueError, match=r"codebook's D = 2\. Received: z_e\.shape=\(4, 3\)"):
+            call(tf.zeros([4, 3]))
+    with pytest.raises(ValueError, match=r"samples must be 0 or 1\. Received: samples with entries \[0\.5\]"):
+        ste_utils.discrete.optimal_baseline([1.0], [0.5], [0.5])
