@@ -8,7 +8,8 @@ Modules, one idea each:
                 clipping level), dorefa_weight_quantize
     discrete    stochastic_binary, stochastic_sign, reinforce_gradient, gumbel_softmax_st,
                 vector_quantize: the STE for discrete choices
-    layers      thin, serializable Keras 3 layers over the quantizers (LsqQuantize, VectorQuantizer)
+    layers      thin, serializable Keras 3 layers over the quantizers (LsqQuantize, LsqPlusQuantize,
+                VectorQuantizer)
     integer     int8 dense-layer inference as TFLite computes it (NumPy): multiplier, requantization
     deploy      freeze a QAT network's ranges, convert it to a full-integer LiteRT model, run it
     jacobian    Jacobians via tf.GradientTape.jacobian
@@ -34,7 +35,8 @@ from ste_utils.discrete import (
 )
 from ste_utils.integer import int8_dense, multiply_by_quantized_multiplier, quantize_multiplier, requantize
 from ste_utils.layers import (
-    BinaryDense, LatentClip, LsqQuantize, SteActivation, SteHeaviside, SteQuantize, SteRound,
+    BinaryDense, LatentClip, LsqPlusQuantize, LsqQuantize, SteActivation, SteHeaviside, SteQuantize,
+    SteRound,
     SteSign, VectorQuantizer,
 )
 
@@ -48,7 +50,7 @@ __all__ = [
     "dorefa_weight_quantize",
     "jacobian", "straight_through_jacobian",
     "SteSign", "SteHeaviside", "SteRound", "SteQuantize", "SteActivation", "LatentClip",
-    "BinaryDense", "LsqQuantize", "VectorQuantizer",
+    "BinaryDense", "LsqQuantize", "LsqPlusQuantize", "VectorQuantizer",
     "stochastic_binary", "hard_sigmoid", "stochastic_sign", "reinforce_gradient",
     "gumbel_noise", "gumbel_softmax_st", "VQResult", "vector_quantize",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "int8_dense",

@@ -18,8 +18,8 @@ from ste_utils.discrete import vector_quantize
 from ste_utils.estimators import ste
 from ste_utils.proxies import get_proxy
 from ste_utils.quantizers import (
-    lsq_grad_scale, lsq_levels, lsq_quantize, quantize, ste_heaviside, ste_quantize, ste_round,
-    ste_sign,
+    lsq_grad_scale, lsq_levels, lsq_plus_quantize, lsq_quantize, quantize, ste_heaviside,
+    ste_quantize, ste_round, ste_sign,
 )
 
 PACKAGE = "ste_utils"
@@ -253,6 +253,63 @@ class LsqQuantize(_TensorFlowLayer):
     def get_config(self):
         return {**super().get_config(), "bits": self.bits, "signed": self.signed,
                 "init_step": self.init_step, "grad_scale": self.grad_scale}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LsqPlusQuantize(LsqQuantize):
+    """An activation quantizer with a learned step and a learned offset: :func:`lsq_plus_quantize`
+    (LSQ+, Bhalgat et al., 2020, arXiv:2004.09576).
+
+    Forward:  clip(round((x - beta) / s), -Q_N, Q_P) * s + beta, with the layer's trainable
+              ``step`` s and ``offset`` beta (unsigned levels by default)
+    Backward: as :func:`lsq_plus_quantize`; both parameters' gradients are scaled by
+              g = 1 / sqrt(N * Q_P) (N the features per example) unless ``grad_scale`` is given.
+    Init:     ``init_step`` and ``init_offset`` if given; otherwise, on the first call, a min-max
+              start over that first batch: beta = min(x), s = (max(x) - min(x)) / (Q_N + Q_P)
+              (a simple start, not the paper's MSE-based initialisation). Both are given or
+              neither. The ``initialized`` flag is saved with the model, as in
+              :class:`LsqQuantize`.
+
+    Args:
+        bits: bit width (2..16 signed, 1..16 unsigned).
+        signed: levels -Q_N..Q_P (True) or 0..Q_P (False, the default).
+        init_step: initial step > 0, or None.
+        init_offset: initial offset (any finite number), or None.
+        grad_scale: g > 0, or None for 1 / sqrt(N * Q_P).
+    """
+
+    def __init__(self, bits, signed=False, init_step=None, init_offset=None, grad_scale=None, **kwargs):
+        super().__init__(bits, signed=signed, init_step=init_step, grad_scale=grad_scale, **kwargs)
+        if (init_step is None) != (init_offset is None):
+            raise ValueError("init_step and init_offset are given together or not at all. "
+                             f"Received: init_step={init_step!r}, init_offset={init_offset!r}")
+        if init_offset is not None:
+            if isinstance(init_offset, bool) or not isinstance(init_offset, numbers.Real) or not math.isfinite(
+                    init_offset):
+                raise ValueError(f"init_offset must be a finite number or None. Received: init_offset={init_offset!r}")
+            init_offset = float(init_offset)
+        self.init_offset = init_offset
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.offset = self.add_weight(
+            name="offset", shape=(), initializer=keras.initializers.Constant(self.init_offset or 0.0),
+            trainable=True)
+
+    def call(self, inputs):
+        if self.init_step is None:
+            x = tf.cast(inputs, self.step.dtype)
+            low, high = tf.reduce_min(x), tf.reduce_max(x)
+            first_step = (high - low) / float(self.q_n + self.q_p)
+            first_step = tf.where(first_step > 0, first_step, tf.ones_like(first_step))  # constant batch
+            self.step.assign(tf.where(self.initialized, self.step, first_step))
+            self.offset.assign(tf.where(self.initialized, self.offset, low))
+            self.initialized.assign(True)
+        step, offset = tf.cast(self.step, inputs.dtype), tf.cast(self.offset, inputs.dtype)
+        return lsq_plus_quantize(inputs, step, offset, self.bits, signed=self.signed, grad_scale=self._scale)
+
+    def get_config(self):
+        return {**super().get_config(), "init_offset": self.init_offset}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

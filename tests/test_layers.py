@@ -27,6 +27,9 @@ LAYERS += [
     (ste_utils.LsqQuantize, {"bits": 4}),
     (ste_utils.LsqQuantize, {"bits": 3, "signed": False, "init_step": 0.25, "grad_scale": 0.5}),
     (ste_utils.VectorQuantizer, {"num_codes": 5, "dim": 6, "beta": 0.5}),
+    (ste_utils.LsqPlusQuantize, {"bits": 4}),
+    (ste_utils.LsqPlusQuantize, {"bits": 3, "signed": True, "init_step": 0.25, "init_offset": -0.5,
+                                 "grad_scale": 0.5}),
 ]
 if hasattr(ste_utils, "SteActivation"):  # the proxy-choosing activation, where present
     LAYERS.append((ste_utils.SteActivation, {"bits": 2, "proxy": "relu"}))
@@ -215,3 +218,32 @@ def test_lsq_quantize_keeps_its_learned_step_after_loading(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "lsq.keras")
     loaded.predict(100 * x, verbose=0)
     assert loaded.layers[2].step.numpy() == step != 1.0
+
+
+def test_lsq_plus_layer_min_max_start_values_gradients_and_loading(tmp_path):
+    """First call: offset = min(x), step = (max - min) / (Q_N + Q_P); the output is
+    lsq_plus_quantize's; both parameters get gradients; a loaded model keeps them."""
+    model = _model_around(ste_utils.LsqPlusQuantize(2))
+    x = np.random.default_rng(2).normal(size=(16, 6)).astype(np.float32)
+    model.predict(x, verbose=0)
+    layer = model.layers[2]
+    hidden = model.layers[1](x).numpy()
+    assert layer.offset.numpy() == hidden.min() and np.isclose(layer.step.numpy(), (hidden.max() - hidden.min()) / 3)
+    wider = 2 * hidden                                   # beyond the first batch's range: clipped
+    with tf.GradientTape() as tape:
+        y = layer(wider)
+        total = tf.reduce_sum(y)
+    d_step, d_offset = tape.gradient(total, [layer.step, layer.offset])
+    expected = ste_utils.lsq_plus_quantize(wider, layer.step.numpy(), layer.offset.numpy(), 2,
+                                           grad_scale=ste_utils.lsq_grad_scale(hidden.shape[1], 2, signed=False))
+    np.testing.assert_array_equal(y.numpy(), expected.numpy())
+    assert float(d_step) != 0.0 and float(d_offset) != 0.0       # clipped inputs reach the offset
+    model.save(tmp_path / "lsq_plus.keras")
+    loaded = keras.saving.load_model(tmp_path / "lsq_plus.keras")
+    loaded.predict(100 * x, verbose=0)
+    assert loaded.layers[2].offset.numpy() == layer.offset.numpy()
+    assert loaded.layers[2].step.numpy() == layer.step.numpy()
+    with pytest.raises(ValueError, match="init_step and init_offset are given together"):
+        ste_utils.LsqPlusQuantize(2, init_step=0.5)
+    with pytest.raises(ValueError, match="init_offset must be a finite number or None. Received: init_offset=nan"):
+        ste_utils.LsqPlusQuantize(2, init_step=0.5, init_offset=float("nan"))
