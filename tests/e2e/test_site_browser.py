@@ -3,8 +3,8 @@ served from 127.0.0.1 with every other address blocked (the site must need no ne
 MathJax typesetting the maths, every figure loaded, a working search and a Binder button that
 opens the page in JupyterLab; and every page of the site (chapters, exercises, the guides of
 docs/, references, index, search) opened in turn: any uncaught exception, console error or
-failed request on any of them fails. Screenshots: docs/screenshots/site-*.png (the README shows
-one).
+failed request on any of them fails. Screenshots: docs/screenshots/site-*.png (docs/website.md
+shows one).
 """
 
 from __future__ import annotations
