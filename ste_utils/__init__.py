@@ -36,8 +36,7 @@ from ste_utils.discrete import (
 from ste_utils.integer import int8_dense, multiply_by_quantized_multiplier, quantize_multiplier, requantize
 from ste_utils.layers import (
     BinaryDense, LatentClip, LsqPlusQuantize, LsqQuantize, SteActivation, SteHeaviside, SteQuantize,
-    SteRound,
-    SteSign, VectorQuantizer,
+    SteRound, SteSign, VectorQuantizer,
 )
 
 __version__ = "0.1.0"
