@@ -4,22 +4,30 @@ inside bubblewrap unless the instructor passed ``--no-sandbox``.
 What the sandbox sees (everything else does not exist in it):
 * read-only: ``/usr`` (and the ``/lib``, ``/bin`` links), the dynamic linker cache, the Python
   installation, the virtual environment, and the ``ste_utils`` and ``ste_course`` packages;
-* a private ``/tmp`` (tmpfs) in which each notebook gets its own scratch folder;
 * fresh ``/proc`` and ``/dev``, and new network, PID, IPC and UTS namespaces: no network at all
   (not even the host's loopback), and nothing started inside survives the sandbox.
 
 Not visible: the submissions, ``solutions/``, the gradebook and output folder, the instructor's
-home. As root, the server keeps only :data:`ste_course.inside.server.KEPT_CAPABILITIES` (to give each notebook the
-worker's uid); as another user bubblewrap runs unprivileged (a user namespace) and a fresh
-sandbox is started per notebook, so that whatever a notebook leaves running dies with its
-sandbox. Either way each notebook then runs in a user and IPC namespace of its own, with its
-process limit counted there and no capability (:func:`ste_course.inside.server._isolate`).
+home. As root, the server keeps only :data:`ste_course.inside.server.KEPT_CAPABILITIES` (to give
+each notebook the worker's uid), and each worker leases a uid of its own for as long as it lives
+(:func:`lease_uid`: an ``flock`` per uid, so concurrent grading runs on one machine never share
+one); as another user bubblewrap runs unprivileged (a user namespace) and a fresh sandbox is
+started per notebook. Either way each notebook is then sealed (:func:`ste_course.inside.server._seal`):
+PID 1 of a PID namespace of its own (when it exits the kernel ends everything it started), with
+its own user, mount, network and IPC namespaces, a private size-bounded ``/tmp`` (its scratch)
+and ``/dev/shm``, its process limit counted in its own user namespace and no capability.
 When the kernel refuses those namespaces (to bubblewrap or to a notebook), grading refuses to
-start (:func:`sandbox_problem`) rather than run notebooks without their limits.
+start (:func:`sandbox_problem`) rather than run notebooks unsealed.
+
+Limits that hold without cgroups (none are delegated here): processes per notebook as a whole
+(``RLIMIT_NPROC`` in its user namespace), address space per process (``RLIMIT_AS``), bytes per
+file, and the tmpfs sizes (scratch and ``/dev/shm``); memory is not bounded for the notebook as
+a whole (``tests/adversarial/test_sealed.py`` measures what holds).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import selectors
@@ -34,11 +42,14 @@ from pathlib import Path
 
 import importlib.util
 
-from ste_course.inside.server import KEPT_CAPABILITIES
+from ste_course.inside.server import KEPT_CAPABILITIES, MAX_EVENT_BYTES, MAX_EVENT_VALUES, decode_bounded
 from ste_course.untrusted import shown
 
 UID_BASE = 61000
+UID_COUNT = 4096  # uids UID_BASE .. UID_BASE + UID_COUNT - 1 are the grading workers'
 READY_TIMEOUT = 180.0
+REPLY_VALUES = MAX_EVENT_VALUES + 1000  # the server's reply: the notebook's events and a few fields
+REPLY_BYTES = 8 * MAX_EVENT_BYTES  # its events re-encoded (escapes may grow a string sixfold)
 
 
 @dataclass
@@ -52,9 +63,37 @@ class Limits:
     processes: int = 64
     output_chars: int = 2**20
     file_bytes: int = 64 * 2**20
+    scratch_bytes: int = 256 * 2**20  # the notebook's /tmp (tmpfs: memory, on top of memory_bytes)
+    shm_bytes: int = 64 * 2**20  # its /dev/shm (tmpfs)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def uid_lock_dir() -> Path:
+    """Where the per-uid lease locks live (shared by every grading run of the machine)."""
+    base = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
+    path = base / "ste-course-uids"
+    path.mkdir(mode=0o755, exist_ok=True)
+    return path
+
+
+def lease_uid(folder: Path | None = None, first: int = UID_BASE, count: int = UID_COUNT):
+    """``(uid, fd)``: the lowest grading uid no live process holds; keep ``fd`` open to keep it.
+
+    ``flock`` is per open file description and dropped by the kernel when its holder dies (even
+    by SIGKILL), so two workers, of one run or of two runs on the machine, never get one uid.
+    """
+    folder = folder or uid_lock_dir()
+    for uid in range(first, first + count):
+        fd = os.open(folder / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return uid, fd
+    raise WorkerError(f"all {count} grading uids from {first} are leased (lock files in {folder})")
 
 
 def bwrap_path():
@@ -137,7 +176,7 @@ class Worker:
     def __init__(self, index: int, sandbox: bool, limits: Limits):
         self.index, self.sandbox, self.limits = index, sandbox, limits
         self.privileged = os.geteuid() == 0
-        self.uid = UID_BASE + index if (self.privileged and sandbox) else None
+        self.uid, self.lease = None, None  # leased while the server lives (root, sandboxed)
         self.proc = None
         self.restart_each_job = sandbox and not self.privileged
 
@@ -150,14 +189,16 @@ class Worker:
     def start(self, probe=False):
         """Start the server (``probe``: only its isolation check); ``WorkerError`` says why not."""
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", MPLBACKEND="Agg")
+        if self.privileged and self.sandbox and self.lease is None:
+            self.uid, self.lease = lease_uid()
         errors = tempfile.TemporaryFile()  # a file, not a pipe: the server never blocks on it
         try:
             self.proc = subprocess.Popen(self._command(probe), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=errors, env=env, cwd="/tmp" if self.sandbox else None)
             line = self._readline(READY_TIMEOUT)
             try:
-                answer = json.loads(line) if line else {}
-            except (ValueError, RecursionError):
+                answer = decode_bounded(line, 100) if line else {}
+            except ValueError:
                 answer = {}
             if not isinstance(answer, dict) or not answer.get("ready"):
                 self.stop()
@@ -192,8 +233,11 @@ class Worker:
                 sel.close()
                 return None
             buf += chunk
+            if len(buf) > REPLY_BYTES and b"\n" not in chunk:
+                sel.close()
+                return None
         sel.close()
-        return buf.decode("utf-8", "replace")
+        return buf.split(b"\n", 1)[0]
 
     def run(self, job: dict) -> dict:
         job = dict(job, limits=self.limits.as_dict())
@@ -209,9 +253,9 @@ class Worker:
             self.stop()
             return {"id": job["id"], "status": "error", "reason": "the grading worker stopped unexpectedly",
                     "events": [], "seconds": None}
-        try:
-            result = json.loads(line)
-        except (ValueError, RecursionError):  # never a stray line's error in the parent
+        try:  # counted before decoding: never more values than a notebook may send
+            result = decode_bounded(line, REPLY_VALUES)
+        except ValueError:  # never a stray line's error in the parent
             result = None
         if not isinstance(result, dict) or result.get("id") != job["id"]:  # never trust a stray line
             self.stop()
@@ -229,3 +273,6 @@ class Worker:
             except Exception:  # noqa: BLE001
                 pass
             self.proc = None
+        if self.lease is not None:  # the sandbox and every notebook in it are gone
+            os.close(self.lease)
+            self.uid, self.lease = None, None

@@ -6,23 +6,33 @@ cases the grader drew, limits) and answers one result per line on stdout.
 
 Right after importing TensorFlow, before reading any job, the server forks a *zygote*: a
 process that never holds any job data (it closes the server's stdin and reply channel). For
-each job the server makes two pipes, hands their ends to the zygote, which forks the notebook's
-child; the child reads its own job from its own pipe. So a notebook's memory holds TensorFlow
-and its own job, never an earlier notebook's source, output or evidence. For each job:
+each job the server makes pipes, hands their ends to the zygote, which forks the notebook's
+*keeper*; the keeper reads its own job from its own pipe. So a notebook's memory holds TensorFlow
+and its own job, never an earlier notebook's source, output or evidence.
 
-1. the child, before any student code: detaches stdin/stdout/stderr, makes the private scratch
-   folder its working directory, ``HOME`` and ``TMPDIR``, sets resource limits (address space,
-   file size, core dumps), drops to the worker's own uid when running as root, then
-   (:func:`_isolate`) enters a user namespace and an IPC namespace of its own, sets the process
-   limit there (since Linux 5.14 it counts this notebook's processes only, whoever the
-   instructor is), and drops every capability, bounding set included (no-new-privs);
-2. the server streams the child's per-cell events from a pipe, enforcing the per-cell and
-   per-notebook time limits and a cap on the bytes read; only the harness's sequence (``start``
-   of the next cell after the ``end`` of the previous one, in the job's order) resets the cell
-   timer;
-3. the server kills the child, then every process of the worker's uid (a process group would
-   not do: ``setsid`` escapes it), deletes the scratch folder and any IPC object left in its
-   own namespace (none when the child had its own).
+A notebook is a sealed unit (:func:`_seal`): the keeper drops to the worker's uid (root only),
+enters a user namespace of its own and with it new PID, mount, network and IPC namespaces,
+mounts a private size-bounded tmpfs on ``/tmp`` (its scratch, ``HOME`` and working directory)
+and ``/dev/shm``, then forks the notebook's process, which is PID 1 of the new PID namespace:
+when it exits, the kernel kills every process left in it (zombie thread-group leaders and their
+threads included), so nothing a notebook starts outlives it, and with it go its mounts, its
+abstract unix sockets and its SysV objects. No other process can address it or be addressed by it.
+The keeper stays outside, waits for the notebook's process and reports how it ended.
+
+1. the notebook's process, before any student code: mounts its own ``/proc``, sets the process
+   limit (counted in its own user namespace since Linux 5.14) and drops every capability,
+   bounding set included (no-new-privs); SIGINT is blocked and read from a signalfd
+   (:class:`ste_course.inside.harness.OutsideInterrupts`): one sent from outside the namespace
+   (its sender's pid reads 0) ends the row as an infrastructure error after the cell;
+2. the server streams the notebook's per-cell events from a pipe, enforcing the per-cell and
+   per-notebook time limits and a budget in bytes and in JSON values (:func:`json_values`,
+   counted before anything is decoded); only the harness's sequence (``start`` of the next cell
+   after the ``end`` of the previous one, in the job's order) resets the cell timer;
+3. the server asks the keeper to end the notebook (SIGTERM: it kills the PID 1 and waits for
+   it) and waits for the keeper: when the keeper has exited, nothing of the notebook is alive.
+   A notebook killed by a signal that is not a fault of its own code (anything but SIGSEGV,
+   SIGBUS, SIGILL, SIGFPE, SIGSYS, SIGTRAP, SIGABRT), when the server did not send it, was
+   ended from outside: status ``error`` (an infrastructure failure, graded again by the next run).
 """
 
 from __future__ import annotations
@@ -30,27 +40,37 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import resource
 import select
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 
 MAX_EVENT_BYTES = 8 * 2**20
+# JSON values (containers, keys, scalars) a notebook may send in all: the harness's events for a
+# whole notebook are a few thousand (arrays travel as base64 text); see json_values.
+MAX_EVENT_VALUES = 100_000
 MAX_JOB_BYTES = 256 * 2**20
 MAX_EVENT_DEPTH = 32  # an event nested deeper is not the harness's (see decode_event)
-CLONE_NEWUSER, CLONE_NEWIPC = 0x10000000, 0x08000000
-PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 24, 38, 47, 4
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 36, 38, 47, 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 # What the server keeps when it runs as root: give each notebook the worker's uid (SETUID,
-# SETGID), hand it its scratch folder (CHOWN), kill it whatever its uid at that moment (KILL).
-# bubblewrap also grants CAP_SETPCAP, which the server needs to empty its bounding set and then
-# drops (:func:`keep_only`). Notebooks hold no capability at all (:func:`_isolate`).
+# SETGID), end it whatever its uid (KILL). bubblewrap also grants CAP_SETPCAP, which the server
+# needs to empty its bounding set and then drops (:func:`keep_only`). Notebooks hold no
+# capability at all (:func:`_enter`).
 TF_THREADS = 2  # TensorFlow intra-op and inter-op threads per notebook (see _preload)
-KEPT_CAPABILITIES = {"CAP_CHOWN": 0, "CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7}
+KEPT_CAPABILITIES = {"CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7}
+SCRATCH = "/tmp"  # the notebook's own tmpfs: working directory, HOME, TMPDIR
+# Signals a process's own code raises (faults, abort): a notebook they end crashed by itself.
+OWN_FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGSYS,
+                        signal.SIGTRAP, signal.SIGABRT})
+KEEPER_GRACE = 10.0  # seconds the keeper gets to end its notebook before it is killed
 _SERVER_FDS: list = []  # the server's reply channel: a forked child must not inherit it
 
 
@@ -64,7 +84,7 @@ def _preload():
     import numpy  # noqa: F401
     import tensorflow
 
-    # Threads count against RLIMIT_NPROC (see _isolate), and TensorFlow sizes its pools by the
+    # Threads count against RLIMIT_NPROC (see _enter), and TensorFlow sizes its pools by the
     # machine's cores: on a 64-core machine its pools alone would exceed the default limit of 64.
     # Two of each, whatever the machine, also makes a notebook's arithmetic the same everywhere.
     tensorflow.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
@@ -147,25 +167,58 @@ def keep_only(names) -> None:
     _prctl_capset(sum(1 << KEPT_CAPABILITIES[name] for name in names))
 
 
-def _isolate(processes: int) -> None:
-    """Enter a user and an IPC namespace of this notebook's own, limit its processes there and
-    drop every capability (bounding set included).
+def _mount(source: str, target: str, fstype, flags: int, data) -> None:
+    _libc_call("mount", source.encode(), target.encode(), fstype.encode() if fstype else None,
+               ctypes.c_ulong(flags), data.encode() if data else None)
 
-    The new user namespace maps only the current uid and gid (to themselves): files keep their
-    owners and permissions. ``RLIMIT_NPROC`` is counted per user namespace since Linux 5.14, so
-    the limit counts this notebook's processes only, also when every notebook of a non-root
-    instructor shares one uid. Raises ``OSError`` when the kernel refuses a step.
-    """
+
+def _seal(scratch_bytes: int, shm_bytes: int) -> None:
+    """The keeper's half of a notebook's seal: a user namespace of its own (the current uid and
+    gid mapped to themselves: files keep their owners) and, owned by it, new PID, mount, network
+    and IPC namespaces; every mount private, and a fresh tmpfs of at most ``scratch_bytes`` on
+    :data:`SCRATCH` and of ``shm_bytes`` on ``/dev/shm``, mode 0700, owned by the notebook.
+    The keeper's next child is PID 1 of the new PID namespace. Raises ``OSError`` when the
+    kernel refuses a step."""
     uid, gid = os.geteuid(), os.getegid()
-    _libc_call("unshare", CLONE_NEWUSER | CLONE_NEWIPC)
+    _libc_call("unshare", CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
     _libc_call("prctl", PR_SET_DUMPABLE, 1, 0, 0, 0)  # after setuid /proc/self/*_map belong to root
     for name, text in (("uid_map", f"{uid} {uid} 1"), ("setgroups", "deny"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
     _libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
-    _limit(resource.RLIMIT_NPROC, processes)
-    _prctl_capset(0)  # all of them: in its own user namespace it holds CAP_SETPCAP to do so
+    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    for target, size in ((SCRATCH, scratch_bytes), ("/dev/shm", shm_bytes)):
+        if os.path.isdir(target):
+            _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
+                   f"size={int(size)},nr_inodes=65536,mode=0700,uid={uid},gid={gid}")
+
+
+def _drop_all() -> None:
+    """Every capability gone, bounding set included, and no way to gain one (no-new-privs)."""
+    _prctl_capset(0)  # in its own user namespace it holds CAP_SETPCAP to do so
     _libc_call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def _enter(processes: int, keeper_alive: int) -> None:
+    """The notebook's process (PID 1 of its namespace), before any student code: its own
+    ``/proc``, its process limit (counted in its own user namespace), no capability, and death
+    with its keeper. ``keeper_alive``: the read end of a pipe only the keeper writes to."""
+    try:
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    except OSError:  # a kernel that refuses: the old /proc shows the sandbox's pids, none addressable
+        pass
+    _limit(resource.RLIMIT_NPROC, processes)
+    _drop_all()
+    _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after the last credential change
+    if _hung_up(keeper_alive):
+        os._exit(1)  # the keeper died before the death signal was armed
+    os.close(keeper_alive)
+
+
+def _hung_up(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def _become(uid) -> None:
@@ -175,13 +228,120 @@ def _become(uid) -> None:
     os.setuid(uid)
 
 
-def isolation_problem(uid) -> str | None:
-    """What the kernel refuses of a notebook's isolation here, or None when nothing.
+def _report(fd: int, report: dict) -> None:
+    try:
+        os.write(fd, json.dumps(report).encode())
+    except OSError:
+        pass
 
-    A forked child does what each notebook's child does before any student code (drop to
-    ``uid`` when root, then :func:`_isolate`) and exits. Run before the server says it is
-    ready, so a kernel without (nested) user namespaces stops grading with its reason instead
-    of running notebooks without their own process limit and IPC namespace.
+
+class Keeper:
+    """A notebook's keeper: seals the notebook (:func:`_seal`), forks its process (PID 1 of
+    the new namespace), waits for it and writes how it ended to ``status_fd`` (``{"code": n}``,
+    ``{"signal": n}`` or ``{"fatal": True}``). SIGTERM asks it to kill the notebook first.
+    Outside the notebook's PID namespace, nothing the notebook runs can address it."""
+
+    def __init__(self, status_fd: int):
+        self.status_fd, self.pid = status_fd, None
+        signal.signal(signal.SIGTERM, self._end)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it (auto-reaping)
+
+    def _end(self, signum, frame):
+        if self.pid is None:
+            _report(self.status_fd, {"fatal": True})
+            os._exit(1)
+        try:
+            os.kill(self.pid, signal.SIGKILL)  # PID 1: the kernel ends its whole namespace
+        except OSError:
+            pass
+
+    def run(self, job_fd, event_fd, shell, genuine, uid) -> None:
+        job = _read_job(job_fd)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for target in (0, 1, 2):
+            os.dup2(devnull, target)
+        os.setsid()
+        limits = job["limits"]
+        _limit(resource.RLIMIT_CORE, 0)
+        _limit(resource.RLIMIT_FSIZE, int(limits["file_bytes"]))
+        # The warm server already maps ~1.3 GB (TensorFlow, mostly shared and copy-on-write):
+        # the notebook may allocate memory_bytes on top of that footprint.
+        _limit(resource.RLIMIT_AS, _address_space() + int(limits["memory_bytes"]))
+        if uid is not None:
+            _limit(resource.RLIMIT_NPROC, int(limits["processes"]))
+            _become(uid)
+        _seal(int(limits["scratch_bytes"]), int(limits["shm_bytes"]))
+        alive_read, alive_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(alive_write)
+            os.close(self.status_fd)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _notebook(job, event_fd, shell, genuine, int(limits["processes"]), alive_read)
+        self.pid = pid
+        os.close(alive_read)
+        os.close(event_fd)
+        _drop_all()
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                status = 0
+                break
+        if os.WIFSIGNALED(status):
+            _report(self.status_fd, {"signal": os.WTERMSIG(status)})
+        else:
+            _report(self.status_fd, {"code": os.waitstatus_to_exitcode(status)})
+
+
+def _notebook(job, fd, shell, genuine, processes, keeper_alive):
+    """The notebook's process, PID 1 of its own namespace; never returns."""
+    try:
+        _enter(processes, keeper_alive)
+        os.chdir(SCRATCH)
+        for var in ("HOME", "TMPDIR", "TMP", "TEMP", "MPLCONFIGDIR"):
+            os.environ[var] = SCRATCH
+        os.environ["PYTHONHASHSEED"] = "0"
+        import random
+
+        import numpy as np
+        import tensorflow as tf
+
+        seed = int(job.get("seed", 0))
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        tf.random.set_seed(seed % 2**31)
+        sys.path[:] = [p for p in sys.path if p not in ("", ".", SCRATCH)]
+        from ste_course.checks import GradingSession
+        from ste_course.inside.harness import Notebook, OutsideInterrupts
+
+        limits = job["limits"]
+        session = GradingSession(calls=job.get("calls", {}), reference_codes=genuine["reference_codes"])
+        notebook = Notebook(shell, genuine, session, fd, int(limits["output_chars"]),
+                            float(limits["cell_seconds"]), OutsideInterrupts())
+        notebook.run(job["cells"])
+    except BaseException as exc:  # noqa: BLE001 - the child must never fall back into the server loop
+        _fatal(fd, exc)
+    finally:
+        os._exit(0)
+
+
+def _fatal(fd, exc) -> None:
+    try:
+        os.write(fd, (json.dumps({"event": "fatal", "error": f"{type(exc).__name__}: {exc}"[:300]}) + "\n").encode())
+    except BaseException:  # noqa: BLE001
+        pass
+
+
+def isolation_problem(uid) -> str | None:
+    """What the kernel refuses of a notebook's seal here, or None when nothing.
+
+    A forked keeper does what each notebook's keeper does before any student code (drop to
+    ``uid`` when root, then :func:`_seal`), and its child what the notebook's process does
+    (:func:`_enter`), then both exit. Run before the server says it is ready, so a kernel
+    without (nested) user namespaces stops grading with its reason instead of running notebooks
+    unsealed.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -190,10 +350,23 @@ def isolation_problem(uid) -> str | None:
             os.close(read_fd)
             if uid is not None:
                 _become(uid)
-            _isolate(1)
-            if resource.getrlimit(resource.RLIMIT_NPROC)[0] != 1:
-                raise OSError("RLIMIT_NPROC could not be set in the notebook's user namespace")
-            os._exit(0)
+            _seal(2**20, 2**20)
+            alive_read, alive_write = os.pipe()
+            child = os.fork()
+            if child == 0:
+                try:
+                    os.close(alive_write)
+                    _enter(1, alive_read)
+                    if resource.getrlimit(resource.RLIMIT_NPROC)[0] != 1:
+                        raise OSError("RLIMIT_NPROC could not be set in the notebook's user namespace")
+                    if os.getpid() != 1:
+                        raise OSError(f"the notebook's process is pid {os.getpid()}, not 1 of its own namespace")
+                    os._exit(0)
+                except BaseException as exc:  # noqa: BLE001
+                    os.write(write_fd, f"{type(exc).__name__}: {exc}"[:500].encode(errors="replace"))
+                    os._exit(1)
+            _, status = os.waitpid(child, 0)
+            os._exit(0 if status == 0 else 1)
         except BaseException as exc:  # noqa: BLE001 - report, never fall into the server
             try:
                 os.write(write_fd, f"{type(exc).__name__}: {exc}"[:500].encode(errors="replace"))
@@ -220,52 +393,13 @@ def _read_job(fd) -> dict:
     return json.loads(data)
 
 
-def _child(job_fd, fd, shell, genuine, uid):
-    """Runs in a child forked from the zygote; never returns."""
+def _child(job_fd, fd, status_fd, shell, genuine, uid):
+    """Runs in a child forked from the zygote (the keeper); never returns."""
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it (auto-reaping)
-        job = _read_job(job_fd)
-        scratch = job["scratch"]
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for target in (0, 1, 2):
-            os.dup2(devnull, target)
-        os.setsid()
-        limits = job["limits"]
-        _limit(resource.RLIMIT_CORE, 0)
-        _limit(resource.RLIMIT_FSIZE, int(limits["file_bytes"]))
-        # The warm server already maps ~1.3 GB (TensorFlow, mostly shared and copy-on-write):
-        # the notebook may allocate memory_bytes on top of that footprint.
-        _limit(resource.RLIMIT_AS, _address_space() + int(limits["memory_bytes"]))
-        if uid is not None:
-            _limit(resource.RLIMIT_NPROC, int(limits["processes"]))
-            _become(uid)
-        _isolate(int(limits["processes"]))
-        os.chdir(scratch)
-        for var in ("HOME", "TMPDIR", "TMP", "TEMP", "MPLCONFIGDIR"):
-            os.environ[var] = scratch
-        os.environ["PYTHONHASHSEED"] = "0"
-        import random
-
-        import numpy as np
-        import tensorflow as tf
-
-        seed = int(job.get("seed", 0))
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        tf.random.set_seed(seed % 2**31)
-        sys.path[:] = [p for p in sys.path if p not in ("", ".", scratch)]
-        from ste_course.checks import GradingSession
-        from ste_course.inside.harness import Notebook
-
-        session = GradingSession(calls=job.get("calls", {}), reference_codes=genuine["reference_codes"])
-        notebook = Notebook(shell, genuine, session, fd, int(limits["output_chars"]),
-                            float(limits["cell_seconds"]))
-        notebook.run(job["cells"])
+        Keeper(status_fd).run(job_fd, fd, shell, genuine, uid)
     except BaseException as exc:  # noqa: BLE001 - the child must never fall back into the server loop
-        try:
-            os.write(fd, (json.dumps({"event": "fatal", "error": f"{type(exc).__name__}: {exc}"[:300]}) + "\n").encode())
-        except BaseException:  # noqa: BLE001
-            pass
+        _fatal(fd, exc)
+        _report(status_fd, {"fatal": True})
     finally:
         os._exit(0)
 
@@ -273,9 +407,10 @@ def _child(job_fd, fd, shell, genuine, uid):
 class Zygote:
     """A pristine process forked right after the preload, before the server reads any job.
 
-    ``spawn(job_fd, event_fd)`` asks it to fork a notebook's child, which reads its job from
-    ``job_fd`` and writes its events to ``event_fd``; the answer is a pidfd of the child (the
-    zygote ignores SIGCHLD, so the kernel reaps its children; the server waits on the pidfd).
+    ``spawn(job_fd, event_fd, status_fd)`` asks it to fork a notebook's keeper, which reads its
+    job from ``job_fd``, has the notebook write its events to ``event_fd`` and reports how the
+    notebook ended on ``status_fd``; the answer is a pidfd of the keeper (the zygote ignores
+    SIGCHLD, so the kernel reaps its children; the server waits on the pidfd).
     """
 
     def __init__(self, shell, genuine, uid):
@@ -297,17 +432,17 @@ class Zygote:
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)  # the job stream is the server's, never read here
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        _libc_call("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # a keeper's orphan comes back here
         while True:
-            msg, fds, _, _ = socket.recv_fds(sock, 16, 2)
-            if not msg or len(fds) != 2:
+            msg, fds, _, _ = socket.recv_fds(sock, 16, 3)
+            if not msg or len(fds) != 3:
                 return
-            job_fd, event_fd = fds
             pid = os.fork()
             if pid == 0:
                 sock.close()
-                _child(job_fd, event_fd, shell, genuine, uid)
-            os.close(job_fd)
-            os.close(event_fd)
+                _child(*fds, shell, genuine, uid)
+            for fd in fds:
+                os.close(fd)
             try:
                 pidfd = os.pidfd_open(pid)
             except OSError:  # already gone
@@ -316,9 +451,9 @@ class Zygote:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def spawn(self, job_fd, event_fd):
-        """A pidfd of the new child, or None if it is already gone."""
-        socket.send_fds(self.sock, [b"fork"], [job_fd, event_fd])
+    def spawn(self, job_fd, event_fd, status_fd):
+        """A pidfd of the new keeper, or None if it is already gone."""
+        socket.send_fds(self.sock, [b"fork"], [job_fd, event_fd, status_fd])
         msg, fds, _, _ = socket.recv_fds(self.sock, 16, 1)
         if not msg:
             raise RuntimeError("the zygote is gone")
@@ -326,99 +461,6 @@ class Zygote:
 
     def alive(self) -> bool:
         return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
-
-
-def _pids_of(uid):
-    """Live (non-zombie) processes owned by ``uid``."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid != uid:
-                    continue
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    state = f.read().rsplit(b")", 1)[1].split()[0]
-                if state not in (b"Z", b"X"):
-                    pids.append(int(name))
-            except (OSError, IndexError):
-                pass
-    return pids
-
-
-def _as_uid(uid, action) -> None:
-    """Run ``action()`` in a forked helper that has dropped to ``uid``."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _become(uid)
-            action()
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-
-
-def kill_uid(uid) -> None:
-    """SIGKILL every process of ``uid`` (repeat until none is left: forks race the kill)."""
-    for _ in range(100):
-        if not _pids_of(uid):
-            return
-        _as_uid(uid, lambda: os.kill(-1, signal.SIGKILL))
-        time.sleep(0.01)
-
-
-def _remove_ipc_objects() -> int:
-    """Remove every SysV IPC object this process may remove in its IPC namespace; how many."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    removed = 0
-    for table, remove in (("shm", lambda i: libc.shmctl(i, 0, None)), ("msg", lambda i: libc.msgctl(i, 0, None)),
-                          ("sem", lambda i: libc.semctl(i, 0, 0))):  # IPC_RMID = 0
-        try:
-            with open(f"/proc/sysvipc/{table}") as f:
-                ids = [int(line.split()[1]) for line in f.readlines()[1:] if len(line.split()) > 1]
-        except (OSError, ValueError):
-            continue
-        removed += sum(remove(i) == 0 for i in ids)
-    return removed
-
-
-def _empty(folder) -> None:
-    """Delete what is inside ``folder`` (making read-only subfolders writable first)."""
-    def unlock(func, path, exc_info):
-        try:
-            os.chmod(os.path.dirname(path), 0o700)
-            func(path)
-        except OSError:
-            pass
-
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
-            shutil.rmtree(path, onerror=unlock)
-        else:
-            os.unlink(path)
-
-
-def _clean_up(uid, scratch) -> None:
-    """After a notebook: its processes, files and IPC objects are gone."""
-    if uid is None:
-        _remove_ipc_objects()
-        shutil.rmtree(scratch, ignore_errors=True)
-        return
-    kill_uid(uid)
-
-    def as_notebook():
-        _remove_ipc_objects()
-        try:
-            _empty(scratch)
-        except OSError:
-            pass
-
-    _as_uid(uid, as_notebook)  # the server may not read the notebook's files (no CAP_DAC_OVERRIDE)
-    try:
-        os.rmdir(scratch)
-    except OSError:
-        pass
 
 
 class CellTimer:
@@ -460,12 +502,40 @@ def _depth(value) -> int:
     return deepest
 
 
+# A JSON string: its brackets, commas and colons are text, not values.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_values(data: bytes) -> int:
+    """An upper bound on the JSON values (containers, keys, scalars) ``data`` decodes to, counted
+    without decoding it (time and memory linear in its length): every container is a bracket,
+    every key a colon, and every element but a container's first follows a comma."""
+    bare = _STRING.sub(b"", data)
+    return 2 * (bare.count(b"[") + bare.count(b"{")) + bare.count(b",") + bare.count(b":") + 1
+
+
+class OverBudget(ValueError):
+    """JSON with more values than the reader's budget (counted before decoding)."""
+
+
+def decode_bounded(data: bytes, budget: int):
+    """``json.loads(data)`` when :func:`json_values` allows at most ``budget`` values, else
+    :class:`OverBudget`; raises ``ValueError`` (nothing else) for anything that is not JSON,
+    nested too deeply to decode included."""
+    if json_values(data) > budget:
+        raise OverBudget(f"more than {budget:,} JSON values")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to decode") from None
+
+
 def decode_event(line: bytes):
     """One line of the notebook's channel as an event (a dict), or None for text that is not
     JSON (output, not evidence). Never raises: JSON nested too deeply to decode, or deeper than
     :data:`MAX_EVENT_DEPTH`, is an ``unreadable`` event, which the judge takes for what it is,
     something other than the harness writing on the channel (the harness's own events nest a
-    few levels)."""
+    few levels). The reader has counted the line's values first (:func:`json_values`)."""
     try:
         event = json.loads(line)
     except RecursionError:
@@ -478,13 +548,14 @@ def decode_event(line: bytes):
 
 
 def _read_events(fd, pidfd, limits, started, order):
-    """Collect events until EOF, the notebook's process exits, or a limit.
+    """Collect events until EOF, the notebook's keeper exits, or a limit.
 
-    Returns ``(events, status, reason, exited)``. A process the notebook left running may keep
-    the pipe open, so the notebook counts as finished when its own process has exited (its pidfd
-    is readable) and the pipe has nothing more to read.
+    Returns ``(events, status, reason, exited)``. Every line's values are counted before it is
+    decoded (:func:`json_values`): past :data:`MAX_EVENT_BYTES` bytes or :data:`MAX_EVENT_VALUES`
+    values the notebook stops with status ``output``. The notebook counts as finished when its
+    keeper has exited (its pidfd is readable) and the pipe has nothing more to read.
     """
-    events, buf, total = [], b"", 0
+    events, buf, total, values = [], bytearray(), 0, 0
     exited = pidfd is None
     timer = CellTimer(order, time.monotonic())
     notebook_deadline = started + float(limits["notebook_seconds"])
@@ -509,29 +580,71 @@ def _read_events(fd, pidfd, limits, started, order):
         if total > MAX_EVENT_BYTES:
             return events, "output", f"more than {MAX_EVENT_BYTES // 2**20} MB of results and output", exited
         buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
+        if b"\n" not in chunk:
+            continue
+        *lines, rest = bytes(buf).split(b"\n")
+        buf = bytearray(rest)
+        for line in lines:
+            values += json_values(line)
+            if values > MAX_EVENT_VALUES:
+                return events, "output", (f"more than {MAX_EVENT_VALUES:,} JSON values of results and output "
+                                          "on the grader's channel"), exited
             event = decode_event(line)
+            if isinstance(event, dict) and event.get("event") == "interrupted":
+                return events, "error", ("the notebook was interrupted (SIGINT) from outside it, not by its code: "
+                                         "graded again next run"), exited
             if isinstance(event, dict):
                 events.append(event)
                 timer.see(event, time.monotonic())
 
 
-def run_job(job, zygote, uid):
-    scratch = tempfile.mkdtemp(prefix="job-", dir=job.get("scratch_root") or None)
-    os.chmod(scratch, 0o700)
-    if uid is not None:
-        os.chown(scratch, uid, uid)
+def _end(pidfd) -> None:
+    """Ask the keeper to end its notebook (SIGTERM: it kills the notebook's PID 1, which ends its
+    whole namespace) and wait until it has exited; if it has not within :data:`KEEPER_GRACE`,
+    kill it (the notebook dies with it: its death signal)."""
+    for signum, wait in ((signal.SIGTERM, KEEPER_GRACE), (signal.SIGKILL, KEEPER_GRACE)):
+        if select.select([pidfd], [], [], 0.0)[0]:
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signum)
+        except OSError:  # already exited
+            return
+        select.select([pidfd], [], [], wait)
+
+
+def _ending(status_fd, asked: bool):
+    """``(status, reason)`` when the notebook was ended from outside (a signal it did not raise
+    itself, the server did not send), else ``(None, None)``."""
+    try:
+        report = decode_bounded(os.read(status_fd, 1000), 10) if select.select([status_fd], [], [], 0)[0] else None
+    except (OSError, ValueError):
+        report = None
+    if asked:
+        return None, None
+    if not isinstance(report, dict):
+        return "error", "the notebook's keeper was killed from outside the notebook (not its code): graded again next run"
+    signum = report.get("signal")
+    if isinstance(signum, int) and signum not in OWN_FAULTS:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return "error", f"the notebook's process was ended by {name} from outside the notebook (not its code): graded again next run"
+    return None, None
+
+
+def run_job(job, zygote):
     job_read, job_write = os.pipe()
     read_fd, write_fd = os.pipe()
+    status_read, status_write = os.pipe()
     started = time.monotonic()
-    pidfd = None
+    pidfd, status, reason, events = None, None, None, []
     try:
-        pidfd = zygote.spawn(job_read, write_fd)
-        os.close(job_read)
-        os.close(write_fd)
-        job_read = write_fd = None
-        data = (json.dumps(dict(job, scratch=scratch)) + "\n").encode()
+        pidfd = zygote.spawn(job_read, write_fd, status_write)
+        for fd in (job_read, write_fd, status_write):
+            os.close(fd)
+        job_read = write_fd = status_write = None
+        data = (json.dumps(job) + "\n").encode()
         try:
             view = memoryview(data)
             while view:
@@ -543,23 +656,26 @@ def run_job(job, zygote, uid):
         order = [cell["index"] for cell in job["cells"]]
         events, status, reason, _ = _read_events(read_fd, pidfd, job["limits"], started, order)
     finally:
-        for fd in (job_read, job_write, write_fd, read_fd):
+        for fd in (job_read, job_write, write_fd, read_fd, status_write):
             if fd is not None:
                 os.close(fd)
+        asked = status is not None or pidfd is None
         if pidfd is not None:
-            try:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            except OSError:  # already exited
-                pass
+            # The channel's end normally means the notebook is gone: its keeper exits right after.
+            asked = asked or not select.select([pidfd], [], [], 0.0 if asked else 2.0)[0]
+            _end(pidfd)
             os.close(pidfd)
-        _clean_up(uid, scratch)
+        outside = _ending(status_read, asked)
+        os.close(status_read)
+    if status is None and outside[0] is not None:
+        status, reason = outside
     return {"id": job["id"], "status": status, "reason": reason, "events": events,
             "seconds": round(time.monotonic() - started, 3)}
 
 
 def serve(uid=None, probe=False) -> None:
     """Answer jobs from stdin until EOF; with ``probe``, only say whether notebooks can be
-    isolated here (no TensorFlow: a fraction of a second)."""
+    sealed here (no TensorFlow: a fraction of a second)."""
     if uid is not None:  # root in bubblewrap: keep only what giving notebooks a uid needs
         keep_only(KEPT_CAPABILITIES)
     out = os.fdopen(os.dup(1), "w")
@@ -579,7 +695,7 @@ def serve(uid=None, probe=False) -> None:
         if not line.strip():
             continue
         job = json.loads(line)
-        result = run_job(job, zygote, uid)
+        result = run_job(job, zygote)
         out.write(json.dumps(result) + "\n")
         out.flush()
         if not zygote.alive():  # killed by a notebook: a fresh server gets a fresh zygote

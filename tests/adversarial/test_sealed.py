@@ -101,7 +101,7 @@ print(json.dumps({"signals": len(hits), "abstract": abstract,
 VICTIM = """
 import ctypes, time
 ctypes.CDLL(None).prctl(15, b"ste-victim", 0, 0, 0)
-time.sleep(20)
+time.sleep(4)
 """
 
 
