@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ste_utils.integer import quantize_multiplier
+from ste_utils.integer import int8_dense, quantize_affine, quantize_multiplier
 from ste_utils.layers import PACKAGE, LsqQuantize
 from ste_utils.quantizers import lsq_grad_scale, lsq_levels, lsq_quantize
 
@@ -225,7 +225,7 @@ def freeze(model: keras.Model, calibration: np.ndarray, per_channel: bool = Fals
         else:
             raise ValueError(f"freeze knows FakeQuant, QatDense and LsqQuantize layers. "
                              f"Received: {type(layer).__name__} {layer.name!r}")
-        hidden = layer(hidden, training=False).numpy() if not isinstance(layer, FakeQuant) else hidden
+        hidden = layer(hidden, training=False).numpy()
     lo, hi = float(min(hidden.min(), 0.0)), float(max(hidden.max(), 0.0))
     frozen.append(FakeQuant(lo, hi, 8, name="output_grid"))
     return keras.Sequential(frozen, name=f"{model.name}_frozen")
@@ -345,8 +345,6 @@ class Int8Model:
 
     def quantize_input(self, x) -> np.ndarray:
         """Float inputs to the model's int8 input (TFLite's QUANTIZE: round half away from zero)."""
-        from ste_utils.integer import quantize_affine
-
         scale, zero = self.input_quantization
         return quantize_affine(x, scale, zero)
 
@@ -397,8 +395,6 @@ def integer_forward(layers: list, q: np.ndarray, relu_after=None) -> np.ndarray:
     Each column uses its own ``(multiplier, shift)`` (per-channel scales); a ReLU between layers
     is the clamp's lower end raised to the output zero point (TFLite fuses it so).
     """
-    from ste_utils.integer import int8_dense
-
     relu_after = [True] * (len(layers) - 1) + [False] if relu_after is None else relu_after
     for layer, relu in zip(layers, relu_after):
         columns = []

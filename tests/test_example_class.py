@@ -81,8 +81,12 @@ REFERENCE_07 = {"lsq_quantize": """import ste_utils
     return ste_utils.lsq_quantize(x, step, bits, signed=signed, grad_scale=grad_scale)"""}
 REFERENCE_08 = {"vector_quantize": """from ste_utils.discrete import vector_quantize as vq
     return tuple(vq(z_e, codebook))"""}
+# An int8 layer for 09 that calls the library's (that part forbids ste_utils.int8_dense).
+REFERENCE_09 = {"int8_dense": """import ste_utils
+    return ste_utils.int8_dense(x, x_zero_point, weights, bias, multiplier, shift, out_zero_point)"""}
 ATTACKS = {"autodiff": ("01_backprop", AUTODIFF), "lookup": ("06_proxies", LOOKUP),
-           "ref_lsq": ("07_lsq", REFERENCE_07), "ref_vq": ("08_discrete", REFERENCE_08)}
+           "ref_lsq": ("07_lsq", REFERENCE_07), "ref_vq": ("08_discrete", REFERENCE_08),
+           "ref_int8": ("09_deploy", REFERENCE_09)}
 
 
 def _attacker(complete_nb: dict, release_nb: dict, bodies: dict) -> dict:
@@ -249,8 +253,9 @@ def test_a_lookup_model_scores_zero(graded):
 
 @pytest.mark.parametrize("student,assignment,parts", [
     ("ref_lsq", "07_lsq", ("test_lsq_value", "test_lsq_x_gradient", "test_lsq_step_gradient")),
-    ("ref_vq", "08_discrete", ("test_vq_forward", "test_vq_gradients"))])
-def test_reference_use_in_07_and_08_scores_zero_for_those_parts(graded, student, assignment, parts):
+    ("ref_vq", "08_discrete", ("test_vq_forward", "test_vq_gradients")),
+    ("ref_int8", "09_deploy", ("test_int8_dense",))])
+def test_reference_use_in_07_08_09_scores_zero_for_those_parts(graded, student, assignment, parts):
     out, _ = graded
     cells = {c["grade_id"]: c for c in _results(out, student, assignment)["cells"]}
     for gid, cell in cells.items():
