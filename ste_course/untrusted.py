@@ -11,8 +11,9 @@ One function per destination, used everywhere:
 * :func:`cell` for a spreadsheet (CSV): text a spreadsheet would run as a formula gets a
   leading ``'`` (OWASP's CSV-injection guidance), numbers stay numbers;
 
-and :func:`open_own` / :func:`read_own` to read a student's file through their own folders
-only.
+and :func:`open_own` / :func:`read_own` (one file) and :func:`read_own_tree` (a folder's files)
+to read what a student controls through their own folders only: opened one component at a time
+by file descriptor, ``O_NOFOLLOW`` at every level, sizes bounded before anything is read.
 """
 
 from __future__ import annotations
@@ -116,10 +117,11 @@ class NotOwnFile(OSError):
         self.reason = reason
 
 
-def open_own(root: Path, parts: tuple) -> int:
+def open_own(root: Path, parts: tuple, folder: bool = False) -> int:
     """A read-only file descriptor of ``root/parts[0]/.../parts[-1]``, opened one component at a
     time without following any link (``O_NOFOLLOW``) and without blocking (``O_NONBLOCK``: a FIFO
-    or a device is refused, never waited on); the last part must be a regular file.
+    or a device is refused, never waited on); the last part must be a regular file (a folder with
+    ``folder``; no parts: ``root`` itself, which the caller trusts).
 
     Raises:
         FileNotFoundError: a component does not exist.
@@ -129,7 +131,7 @@ def open_own(root: Path, parts: tuple) -> int:
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for i, part in enumerate(parts):
-            last = i == len(parts) - 1
+            last = i == len(parts) - 1 and not folder
             _check_kind(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode, part, last)
             child = os.open(part, flags | (0 if last else os.O_DIRECTORY), dir_fd=fd)
             os.close(fd)
@@ -150,6 +152,25 @@ def _check_kind(mode: int, part: str, last: bool) -> None:
         raise NotOwnFile(f"{shown(part, 60)} is not a folder")
 
 
+def _read_fd(fd: int, limit: int, what: str) -> bytes:
+    """At most ``limit`` bytes of the open regular file ``fd``, refused (``NotOwnFile``) before
+    reading when ``fstat`` says it is larger, or when it grows past ``limit`` while being read."""
+    size = os.fstat(fd).st_size
+    if size > limit:
+        raise NotOwnFile(f"{what} is {_size(size)}; the limit is {_size(limit)}")
+    chunks, left = [], limit + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, 2**20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise NotOwnFile(f"{what} grew past the limit of {_size(limit)} while being read")
+    return data
+
+
 def read_own(root: Path, parts: tuple, limit: int, what: str = "the file") -> bytes:
     """The bytes of ``root/parts...`` (see :func:`open_own`), refused before reading when its
     size (``fstat``) exceeds ``limit``; never more than ``limit`` bytes are read.
@@ -159,22 +180,61 @@ def read_own(root: Path, parts: tuple, limit: int, what: str = "the file") -> by
     """
     fd = open_own(root, parts)
     try:
-        size = os.fstat(fd).st_size
-        if size > limit:
-            raise NotOwnFile(f"{what} is {_size(size)}; the limit is {_size(limit)}")
-        chunks, left = [], limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 2**20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > limit:
-            raise NotOwnFile(f"{what} grew past the limit of {_size(limit)} while being read")
-        return data
+        return _read_fd(fd, limit, what)
     finally:
         os.close(fd)
+
+
+def read_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, max_files: int) -> dict:
+    """relative path -> bytes of the regular files under the folder ``root/parts...`` (opened as
+    :func:`open_own` opens it), walked by file descriptor: every folder and file is opened with
+    ``O_NOFOLLOW`` relative to its parent's descriptor, so no link is followed at any level, even
+    one swapped in during the walk. Links, names starting with ``.``, FIFOs, devices, files larger
+    than ``file_limit`` and files beyond the first ``max_files`` are left out.
+
+    Raises:
+        FileNotFoundError, NotOwnFile: the folder itself cannot be opened as the student's own;
+            NotOwnFile also when the files kept add up to more than ``total_limit`` bytes.
+    """
+    files, total = {}, 0
+    pending = [("", open_own(root, parts, folder=True))]
+    try:
+        while pending:
+            prefix, fd = pending.pop()
+            try:
+                for entry in sorted(os.scandir(fd), key=lambda e: e.name):
+                    if entry.name.startswith("."):
+                        continue
+                    rel = prefix + entry.name
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append((rel + "/", os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                                               | os.O_CLOEXEC, dir_fd=fd)))
+                            continue
+                        if len(files) >= max_files or not entry.is_file(follow_symlinks=False):
+                            continue
+                        child = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                                        dir_fd=fd)
+                    except OSError:
+                        continue  # became a link, vanished or unreadable: not part of it
+                    try:
+                        if not stat.S_ISREG(os.fstat(child).st_mode):
+                            continue
+                        data = _read_fd(child, file_limit, rel)
+                    except NotOwnFile:
+                        continue  # too large: not part of it
+                    finally:
+                        os.close(child)
+                    total += len(data)
+                    if total > total_limit:
+                        raise NotOwnFile(f"larger than {_size(total_limit)}")
+                    files[rel] = data
+            finally:
+                os.close(fd)
+    finally:
+        for _, fd in pending:
+            os.close(fd)
+    return files
 
 
 def _size(n: int) -> str:

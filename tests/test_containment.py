@@ -255,18 +255,18 @@ def test_a_failure_while_recording_is_that_notebooks_error_row(tmp_path, monkeyp
         _submit(subs, student)
     from ste_course.record import recorder as record
 
-    real = record._atomic_write
+    real = record.atomic_write
     failed = []
 
-    def atomic_write(path, text):
+    def atomic_write(path, text, *args, **kwargs):
         # ann's feedback page, whoever rendered it (a judge or the recorder): in the batch and
         # again when ann is recorded alone; then the error row's own page can be written
         if "feedback" in Path(path).parts and "ann" in Path(path).parts and len(failed) < 2:
             failed.append(path)
             raise OSError("disk full while writing ann's feedback")
-        return real(path, text)
+        return real(path, text, *args, **kwargs)
 
-    monkeypatch.setattr(record, "_atomic_write", atomic_write)
+    monkeypatch.setattr(record, "atomic_write", atomic_write)
     _grade(subs, out)
     rows = _rows(out)
     assert rows["ann"]["status"] == "error" and "disk full" in rows["ann"]["reason"]

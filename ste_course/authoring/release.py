@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ste_course.files import SHARED, SHARED_DIR, copy_tree
+
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
 
@@ -81,11 +83,8 @@ def generate(solutions: Path, dest: Path) -> list:
                     detail = result.get("log") or result.get("error")
                     raise ReleaseError(f"nbgrader could not release {name}:\n{detail}")
         dest.mkdir(parents=True, exist_ok=True)
-        for name in assignments:
-            target = dest / name
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(tmp / "release" / name, target)
+        for name in assignments:  # each replaced whole, as every user of the checkout reads it
+            copy_tree(tmp / "release" / name, dest / name, SHARED_DIR, SHARED)
     return assignments
 
 

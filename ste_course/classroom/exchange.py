@@ -30,20 +30,17 @@ link, open without blocking, bound every size.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import re
-import shutil
-import stat
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from nbgrader.exchange.default.submit import ExchangeSubmit
 
-from ste_course.untrusted import shown, valid_id
+from ste_course.files import (COPY_IGNORE, PRIVATE, PRIVATE_DIR, SHARED, SHARED_DIR, atomic_write, copy_tree, group,
+                              replace_tree, set_modes, user, user_name)
+from ste_course.untrusted import NotOwnFile, read_own, read_own_tree, shown, valid_id
 
 # modes of the exchange's folders and of a submission once locked down
 ROOT_MODE = 0o1777
@@ -69,12 +66,7 @@ class ExchangeError(Exception):
 
 def lock_down(folder: str | os.PathLike) -> None:
     """Folders 2750 and files 0640 under ``folder`` (links are left alone, never followed)."""
-    for dirpath, _dirs, files in os.walk(folder, topdown=False, followlinks=False):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                os.chmod(path, SUBMISSION_FILE_MODE)
-        os.chmod(dirpath, SUBMISSION_DIR_MODE)
+    set_modes(folder, SUBMISSION_DIR_MODE, SUBMISSION_FILE_MODE)
 
 
 class PrivateSubmit(ExchangeSubmit):
@@ -113,15 +105,18 @@ def prepare(root: Path, course_id: str, graders_group: str) -> Layout:
     """Create (or repair) the exchange's folders with the modes above; run as root."""
     if not valid_id(course_id) or "+" in course_id:
         raise ExchangeError(f"course id must be a plain folder name without '+'. Received: {course_id!r}")
-    gid = grp.getgrnam(graders_group).gr_gid
+    graders = group(graders_group)
+    if graders is None:
+        raise ExchangeError(f"no group {graders_group!r} for the graders (ste-course hub creates it)")
+    gid = graders.gr_gid
     layout = Layout(Path(root), course_id)
-    for path, mode, group in ((layout.root, ROOT_MODE, 0), (layout.course, COURSE_MODE, gid),
-                              (layout.outbound, OUTBOUND_MODE, gid), (layout.inbound, INBOUND_MODE, gid),
-                              (layout.feedback, FEEDBACK_MODE, gid)):
+    for path, mode, owner_gid in ((layout.root, ROOT_MODE, 0), (layout.course, COURSE_MODE, gid),
+                                  (layout.outbound, OUTBOUND_MODE, gid), (layout.inbound, INBOUND_MODE, gid),
+                                  (layout.feedback, FEEDBACK_MODE, gid)):
         path.mkdir(parents=True, exist_ok=True)
         if path.is_symlink():
             raise ExchangeError(f"{path} is a link; the exchange's folders must be real folders")
-        os.chown(path, 0, group)
+        os.chown(path, 0, owner_gid)
         os.chmod(path, mode)
     return layout
 
@@ -133,18 +128,7 @@ def publish(exercises: Path, assignments: list[str], layout: Layout) -> list[str
         source = Path(exercises) / name
         if not valid_id(name) or "+" in name or not source.is_dir():
             raise ExchangeError(f"no released assignment {name!r} in {exercises} (run `ste-course release`)")
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=layout.outbound))
-        shutil.copytree(source, staging / name,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc"))
-        for dirpath, _dirs, files in os.walk(staging):
-            os.chmod(dirpath, 0o755)
-            for f in files:
-                os.chmod(os.path.join(dirpath, f), 0o644)
-        target = layout.outbound / name
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging / name, target)
-        staging.rmdir()
+        copy_tree(source, layout.outbound / name, SHARED_DIR, SHARED, ignore=COPY_IGNORE)
         done.append(name)
     return done
 
@@ -167,47 +151,14 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def _owner(uid: int) -> str | None:
+def _files_of(inbound: Path, name: str) -> dict[str, bytes] | str:
+    """relative path -> bytes of every regular file of the submission folder ``inbound/name``
+    (:func:`~ste_course.untrusted.read_own_tree`: links, devices, FIFOs and files that are too
+    large are not part of a submission), or why it was refused."""
     try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
-def _read_regular(path: str, limit: int) -> bytes | None:
-    """A regular file's bytes (at most ``limit``), or None: no link followed, no FIFO waited on."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(limit + 1)
-        return data if len(data) <= limit else None
-    finally:
-        os.close(fd)
-
-
-def _files_of(folder: str) -> dict[str, bytes] | str:
-    """relative path -> bytes of every regular file under ``folder``, or why it was refused."""
-    files, total = {}, 0
-    for dirpath, dirs, names in os.walk(folder, followlinks=False):
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))
-                   and not d.startswith(".")]
-        for name in names:
-            if name.startswith(".") or len(files) >= MAX_FILES:
-                continue
-            data = _read_regular(os.path.join(dirpath, name), MAX_FILE_BYTES)
-            if data is None:
-                continue  # a link, a device, a FIFO or too large: not part of the submission
-            total += len(data)
-            if total > MAX_SUBMISSION_BYTES:
-                return f"larger than {MAX_SUBMISSION_BYTES // 2**20} MB"
-            files[os.path.relpath(os.path.join(dirpath, name), folder)] = data
-    return files
+        return read_own_tree(inbound, (name,), MAX_FILE_BYTES, MAX_SUBMISSION_BYTES, MAX_FILES)
+    except OSError as err:  # NotOwnFile: a link or too large; vanished since it was listed
+        return err.reason if isinstance(err, NotOwnFile) else f"unreadable ({type(err).__name__})"
 
 
 def _candidates(layout: Layout, students, assignments, result: Collected) -> dict:
@@ -229,7 +180,7 @@ def _candidates(layout: Layout, students, assignments, result: Collected) -> dic
             continue
         if (students and student not in students) or (assignments and assignment not in assignments):
             continue
-        owner = _owner(entry.stat(follow_symlinks=False).st_uid)
+        owner = user_name(entry.stat(follow_symlinks=False).st_uid)
         if owner != student:
             result.refused.append(f"{label}: submitted under the name {student!r} by the user "
                                   f"{owner!r}; only a student's own submissions are collected")
@@ -240,7 +191,7 @@ def _candidates(layout: Layout, students, assignments, result: Collected) -> dic
             continue
         key = (student, assignment)
         if key not in latest or when > latest[key][0]:
-            latest[key] = (when, stamp, entry.path)
+            latest[key] = (when, stamp, entry.name)
     return latest
 
 
@@ -253,7 +204,7 @@ def collect(layout: Layout, out: Path, students=None, assignments=None) -> Colle
     """
     result = Collected()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     for (student, assignment), (_when, stamp, folder) in sorted(
             _candidates(layout, students, assignments, result).items()):
         target = out / student / assignment
@@ -262,27 +213,22 @@ def collect(layout: Layout, out: Path, students=None, assignments=None) -> Colle
                 previous.read_text(encoding="utf-8", errors="replace").strip() == stamp:
             result.unchanged.append((student, assignment, stamp))
             continue
-        files = _files_of(folder)
+        files = _files_of(layout.inbound, folder)
         if isinstance(files, str):
-            result.refused.append(f"{shown(os.path.basename(folder), 100)}: {files}")
+            result.refused.append(f"{shown(folder, 100)}: {files}")
             continue
         files["timestamp.txt"] = stamp.encode()  # the one in the folder name, which nbgrader also wrote
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        staging = Path(tempfile.mkdtemp(prefix=f".{assignment}-", dir=target.parent))
-        for rel, data in files.items():
-            path = staging / rel
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path.write_bytes(data)
-            path.chmod(0o600)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{assignment}-old-", dir=target.parent))
-            os.replace(target, old / assignment)
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        replace_tree(target, lambda staging: _write_files(staging, files), PRIVATE_DIR, PRIVATE)
         result.copied.append((student, assignment, stamp))
     return result
+
+
+def _write_files(folder: Path, files: dict) -> None:
+    for rel, data in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        path.write_bytes(data)
 
 
 @dataclass
@@ -324,30 +270,18 @@ def return_feedback(graded: Path, submissions: Path, layout: Layout, students=No
         notebook, assignment, student = html.stem, html.parent.name, html.parent.parent.name
         if (students and student not in students) or (assignments and assignment not in assignments):
             continue
-        secret_file = Path(submissions) / student / assignment / "submission_secret.txt"
-        secret = _read_regular(str(secret_file), SECRET_BYTES)
-        if secret is None:
-            result.problems.append(f"{student}/{assignment}: no submission_secret.txt in {secret_file.parent} "
-                                   "(collect it with `ste-course collect`)")
+        try:  # the collected copy of the student's folder: read as theirs (no link at any level)
+            secret = read_own(Path(submissions), (student, assignment, "submission_secret.txt"), SECRET_BYTES,
+                              "submission_secret.txt")
+        except OSError:
+            result.problems.append(f"{student}/{assignment}: no submission_secret.txt in "
+                                   f"{Path(submissions) / student / assignment} (collect it with `ste-course collect`)")
             continue
         name = notebook_hash(secret=secret.decode("utf-8", "replace"), notebook_id=notebook)
-        fd, tmp = tempfile.mkstemp(prefix=".feedback-", dir=layout.feedback)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(html.read_bytes())
-        owner = pwd.getpwnam(student).pw_uid if as_root and _user_exists(student) else None
-        if owner is not None:
-            os.chown(tmp, owner, -1)
-            os.chmod(tmp, 0o600)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, layout.feedback / f"{name}.html")
+        account = user(student) if as_root else None
+        # the student's own page (0600, theirs) when run as root, else readable by the Assignment List
+        atomic_write(layout.feedback / f"{name}.html", html.read_bytes(), PRIVATE if account else SHARED,
+                     owner=account.pw_uid if account else None)
         result.returned.append((student, assignment, notebook))
     return result
 
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False

@@ -24,7 +24,7 @@ One command (as root) sets up and starts the hub:
 from __future__ import annotations
 
 import csv
-import grp
+import io
 import json
 import os
 import pwd
@@ -34,17 +34,16 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ste_course.classroom import exchange
+from ste_course.files import COPY_IGNORE, PRIVATE, SHARED, SHARED_DIR, atomic_write, copy_tree, group, set_modes, user
 
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # useradd's portable names, no '+'
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_VENV = Path("/opt/ste-course/venv")
 DEFAULT_PROXY = Path("/opt/ste-course/proxy/node_modules/.bin/configurable-http-proxy")
-COPY_IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")
 
 
 class HubError(Exception):
@@ -102,14 +101,6 @@ def _run(*command: str, stdin: str | None = None) -> None:
         raise HubError(f"{command[0]} failed ({out.returncode}): {out.stderr.strip()[:300]}")
 
 
-def _exists(name: str, database=pwd.getpwnam) -> bool:
-    try:
-        database(name)
-        return True
-    except KeyError:
-        return False
-
-
 def _passwords(state: Path) -> dict[str, str]:
     book = state / "passwords.csv"
     if not book.exists():
@@ -122,38 +113,38 @@ def ensure_users(names: list[str], state: Path) -> dict[str, str]:
     passwords of the users this hub created (old and new), as written to passwords.csv."""
     book = _passwords(state)
     for name in names:
-        if not _exists(name):
+        if user(name) is None:
             _run("useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name)
             book[name] = secrets.token_urlsafe(12)
             _run("chpasswd", stdin=f"{name}:{book[name]}\n")
-        os.chmod(pwd.getpwnam(name).pw_dir, 0o700)
-    path = state / "passwords.csv"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["user", "password"])
-        writer.writerows(sorted(book.items()))
-    os.chmod(path, 0o600)
+        os.chmod(user(name).pw_dir, 0o700)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["user", "password"])
+    writer.writerows(sorted(book.items()))
+    atomic_write(state / "passwords.csv", text.getvalue(), PRIVATE)
     return book
 
 
-def _give(path: Path, user: pwd.struct_passwd) -> None:
+def _give(path: Path, account: pwd.struct_passwd) -> None:
     for dirpath, _dirs, files in os.walk(path):
-        os.chown(dirpath, user.pw_uid, user.pw_gid)
+        os.chown(dirpath, account.pw_uid, account.pw_gid)
         for name in files:
-            os.chown(os.path.join(dirpath, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
+            os.chown(os.path.join(dirpath, name), account.pw_uid, account.pw_gid, follow_symlinks=False)
 
 
 def furnish_home(name: str, course: Path) -> None:
     """``~/course`` (the chapters, copied once) and ``~/exercises`` (fetched assignments)."""
-    user = pwd.getpwnam(name)
-    home = Path(user.pw_dir)
+    account = user(name)
+    if account is None:
+        raise HubError(f"no system user {name!r} (ste-course hub creates the roster's users first)")
+    home = Path(account.pw_dir)
     if not (home / "course").exists():
         shutil.copytree(course, home / "course", ignore=COPY_IGNORE)
-        _give(home / "course", user)
+        _give(home / "course", account)
     if not (home / "exercises").exists():
         (home / "exercises").mkdir(mode=0o755)
-        _give(home / "exercises", user)
+        _give(home / "exercises", account)
 
 
 def install_checks(repo: Path, state: Path) -> str:
@@ -168,30 +159,20 @@ def install_checks(repo: Path, state: Path) -> str:
     from ste_course.specs.declarative import checks_folder
 
     source, target = checks_folder(repo), Path(state) / "checks"
-    staging = None
     if source.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix=".checks-", dir=state))
-        shutil.copytree(source, staging / "checks", ignore=COPY_IGNORE, symlinks=False)
-        for dirpath, _dirs, files in os.walk(staging):
-            os.chmod(dirpath, 0o755)
-            for name in files:
-                os.chmod(os.path.join(dirpath, name), 0o644)
+        return str(copy_tree(source, target, SHARED_DIR, SHARED, ignore=COPY_IGNORE))
     if target.is_symlink() or target.is_file():
         target.unlink()
     elif target.exists():
         shutil.rmtree(target)
-    if staging is None:
-        return ""
-    os.replace(staging / "checks", target)
-    staging.rmdir()
-    return str(target)
+    return ""
 
 
-def ensure_group(group: str, members: list[str]) -> None:
-    if not _exists(group, grp.getgrnam):
-        _run("groupadd", group)
-    for name in members:
-        _run("usermod", "--append", "--groups", group, name)
+def ensure_group(name: str, members: list[str]) -> None:
+    if group(name) is None:
+        _run("groupadd", name)
+    for member in members:
+        _run("usermod", "--append", "--groups", name, member)
 
 
 def write_user_config(state: Path, settings: Settings, repo: Path) -> None:
@@ -199,21 +180,16 @@ def write_user_config(state: Path, settings: Settings, repo: Path) -> None:
     exchange for all; the instructor's tools (jupyter-config/instructor) for the instructor."""
     student = Path(settings.student_config)
     student.mkdir(parents=True, exist_ok=True)
-    (student / "nbgrader_config.py").write_text(
+    atomic_write(student / "nbgrader_config.py",
         "# Written by `ste-course hub`: nbgrader's exchange for this course (ste_course/classroom/exchange.py).\n"
         "import os\n"
         "c = get_config()  # noqa: F821\n"
         f"c.CourseDirectory.course_id = {settings.course_id!r}\n"
         f"c.Exchange.root = {settings.exchange!r}\n"
         "c.Exchange.assignment_dir = os.path.expanduser('~/exercises')\n"
-        "c.ExchangeFactory.submit = 'ste_course.classroom.exchange.PrivateSubmit'\n", encoding="utf-8")
-    if Path(settings.instructor_config).exists():
-        shutil.rmtree(settings.instructor_config)
-    shutil.copytree(repo / "jupyter-config" / "instructor", settings.instructor_config)
-    for dirpath, _dirs, files in os.walk(state / "config"):
-        os.chmod(dirpath, 0o755)
-        for name in files:
-            os.chmod(os.path.join(dirpath, name), 0o644)
+        "c.ExchangeFactory.submit = 'ste_course.classroom.exchange.PrivateSubmit'\n", SHARED)
+    copy_tree(repo / "jupyter-config" / "instructor", settings.instructor_config, SHARED_DIR, SHARED)
+    set_modes(state / "config", SHARED_DIR, SHARED)
 
 
 def free_port(ip: str = "127.0.0.1") -> int:

@@ -15,8 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ste_course.cli.errors import known_errors
+from ste_course.untrusted import shown
+
 DEFAULT_EXCHANGE = Path("/srv/ste-course/exchange")
 DEFAULT_STATE = Path("/srv/ste-course/hub")
+EXCHANGE_ERROR = "ste_course.classroom.exchange.ExchangeError"  # imported when a command runs: nbgrader is slow to import
 
 
 def _layout(args):
@@ -25,43 +29,32 @@ def _layout(args):
     return Layout(args.exchange, args.course)
 
 
+@known_errors("ste_course.classroom.hub.HubError", EXCHANGE_ERROR)
 def cmd_hub(args) -> int:
-    from ste_course.classroom.exchange import ExchangeError
-    from ste_course.classroom.hub import HubError, prepare, start
+    from ste_course.classroom.hub import prepare, start
 
-    try:
-        settings = prepare(args.students, args.root, args.state, args.exchange, instructor=args.instructor,
-                           course_id=args.course, ip=args.ip, port=args.port, publish=args.publish)
-    except (HubError, ExchangeError) as err:
-        print(f"ste-course hub: {err}", file=sys.stderr)
-        return 2
+    settings = prepare(args.students, args.root, args.state, args.exchange, instructor=args.instructor,
+                       course_id=args.course, ip=args.ip, port=args.port, publish=args.publish)
     if args.setup_only:
         print(f"ste-course hub: set up in {settings.state}; not started (--setup-only)")
         return 0
     return start(settings)
 
 
+@known_errors(EXCHANGE_ERROR)
 def cmd_publish(args) -> int:
-    from ste_course.classroom.exchange import ExchangeError, publish
+    from ste_course.classroom.exchange import publish
 
-    try:
-        names = publish(args.exercises, args.assignment, _layout(args))
-    except ExchangeError as err:
-        print(f"ste-course publish: {err}", file=sys.stderr)
-        return 2
+    names = publish(args.exercises, args.assignment, _layout(args))
     print(f"published {', '.join(names)} to {args.exchange / args.course / 'outbound'}")
     return 0
 
 
+@known_errors(EXCHANGE_ERROR)
 def cmd_collect(args) -> int:
-    from ste_course.classroom.exchange import ExchangeError, collect
-    from ste_course.untrusted import shown
+    from ste_course.classroom.exchange import collect
 
-    try:
-        done = collect(_layout(args), args.out, students=args.student, assignments=args.assignment)
-    except ExchangeError as err:
-        print(f"ste-course collect: {err}", file=sys.stderr)
-        return 2
+    done = collect(_layout(args), args.out, students=args.student, assignments=args.assignment)
     for student, assignment, stamp in done.copied:
         print(f"collected {shown(student, 40)} {shown(assignment, 40)} submitted {shown(stamp, 40)}")
     for reason in done.refused:
@@ -71,16 +64,12 @@ def cmd_collect(args) -> int:
     return 0
 
 
+@known_errors(EXCHANGE_ERROR)
 def cmd_return_feedback(args) -> int:
-    from ste_course.classroom.exchange import ExchangeError, return_feedback
-    from ste_course.untrusted import shown
+    from ste_course.classroom.exchange import return_feedback
 
-    try:
-        done = return_feedback(args.graded, args.submissions, _layout(args), students=args.student,
-                               assignments=args.assignment, db_url=args.db)
-    except ExchangeError as err:
-        print(f"ste-course return-feedback: {err}", file=sys.stderr)
-        return 2
+    done = return_feedback(args.graded, args.submissions, _layout(args), students=args.student,
+                           assignments=args.assignment, db_url=args.db)
     print(f"{done.rendered} feedback page(s) rendered again from the gradebook")
     for note in done.notes:
         print(f"warning: {shown(note, 400)}", file=sys.stderr)

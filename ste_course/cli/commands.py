@@ -12,7 +12,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # nbgrader's gradebook runs `alembic` by name: make this environment's bin/ findable.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
-from ste_course.untrusted import shown  # noqa: E402 - light: no TensorFlow
+from ste_course.cli.errors import known_errors  # noqa: E402 - light: no TensorFlow
+from ste_course.untrusted import shown  # noqa: E402
 
 
 def _root() -> Path:
@@ -79,20 +80,17 @@ def cmd_check(args) -> int:
     return 1 if problems else 0
 
 
+@known_errors("ste_course.grading.late.LateConfigError", "ste_course.grading.jobs.GradeError")
 def cmd_grade(args) -> int:
     from ste_course.authoring.source import load_assignments
-    from ste_course.grading.late import LateConfigError, LatePolicy
-    from ste_course.grading.run import GradeError, grade, load_secret
+    from ste_course.grading.late import LatePolicy
+    from ste_course.grading.run import grade, load_secret
     from ste_course.sandbox import Limits
 
     for p in _source_problems(args):  # those notebooks get status error; the rest is graded
         print(f"warning: {shown(p, 400)}", file=sys.stderr)
     sources = load_assignments(args.solutions)
-    try:  # checked before anything is graded
-        late = LatePolicy.load(args.config, sources)
-    except LateConfigError as err:
-        print(f"ste-course grade: {shown(err, 400)}", file=sys.stderr)
-        return 2
+    late = LatePolicy.load(args.config, sources)  # checked before anything is graded
 
     limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
                     memory_bytes=args.memory_mb * 2**20, processes=args.processes,
@@ -108,9 +106,6 @@ def cmd_grade(args) -> int:
                         limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
                         force=args.force, late=late, executor=executor, drop_manual=args.drop_manual,
                         judges=args.judges, keep_results=False)
-    except GradeError as err:
-        print(f"ste-course grade: {shown(err, 600)}", file=sys.stderr)
-        return 2
     finally:
         if executor is not None:
             executor.close()
@@ -118,14 +113,11 @@ def cmd_grade(args) -> int:
     return 0
 
 
+@known_errors(FileNotFoundError, ValueError)
 def cmd_export(args) -> int:
     from ste_course.record.export import export
 
-    try:
-        text, warnings = export(args.graded, args.format, args.roster, args.db)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"ste-course export: {err}", file=sys.stderr)
-        return 2
+    text, warnings = export(args.graded, args.format, args.roster, args.db)
     for w in warnings:
         print(f"warning: {shown(w, 300)}", file=sys.stderr)
     if args.output:
@@ -136,14 +128,11 @@ def cmd_export(args) -> int:
     return 0
 
 
+@known_errors(FileNotFoundError)
 def cmd_feedback(args) -> int:
     from ste_course.record.recorder import refresh_feedback
 
-    try:
-        done = refresh_feedback(args.graded, args.db, args.out, students=args.student, assignments=args.assignment)
-    except FileNotFoundError as err:
-        print(f"ste-course feedback: {shown(err, 400)}", file=sys.stderr)
-        return 2
+    done = refresh_feedback(args.graded, args.db, args.out, students=args.student, assignments=args.assignment)
     for problem in done.problems:
         print(f"warning: {shown(problem, 400)}", file=sys.stderr)
     print(f"{len(done.rendered)} feedback page(s) rendered from the gradebook into "
@@ -151,16 +140,12 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+@known_errors(FileNotFoundError, ValueError)
 def cmd_similarity(args) -> int:
     from ste_course.grading.similarity import THRESHOLD, similarity_report
 
     threshold = THRESHOLD if args.threshold is None else args.threshold
-    try:
-        flagged = similarity_report(args.submissions, args.solutions, args.exercises, args.out, threshold)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"ste-course similarity: {err}", file=sys.stderr)
-        return 2
-
+    flagged = similarity_report(args.submissions, args.solutions, args.exercises, args.out, threshold)
     for m in flagged:
         print(f"{shown(m.assignment, 18):<18} {m.score:5.2f}  {shown(m.left, 40)} ~ {shown(m.right, 40)} ({m.kind})")
     print(f"{len(flagged)} flagged pair(s); ranked report: {args.out / 'similarity.html'}")

@@ -35,6 +35,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from ste_course.grading.executors import failed_run
 from ste_course.sandbox import Limits, Worker, bwrap_path
 
 SLOT_OFFSET = 1000
@@ -158,15 +159,14 @@ def failure_result(run: dict, err: BaseException) -> dict:
                   "died while running it (out of memory, or killed); it was not retried again")
     else:
         reason = f"the grading task failed: {type(err).__name__}: {err}"
-    return {"id": run["id"], "status": "error", "reason": reason[:300], "events": [], "seconds": None}
+    return failed_run(run, reason)
 
 
 def checked_result(run: dict, result) -> dict:
     """The worker's answer if it is a plain result for this run, else an ``error`` result."""
     if isinstance(result, dict) and result.get("id") == run["id"]:
         return result
-    return {"id": run["id"], "status": "error", "reason": "the grading worker answered for another notebook",
-            "events": [], "seconds": None}
+    return failed_run(run, "the grading worker answered for another notebook")
 
 
 class DaskExecutor:

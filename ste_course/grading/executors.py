@@ -8,6 +8,13 @@ import threading
 from ste_course.sandbox import Limits, Worker
 
 
+def failed_run(run: dict, reason: str) -> dict:
+    """The plain result of a notebook that no worker ran to its end for a reason on the grader's
+    side (a worker or task that failed): status ``error`` with ``reason`` (at most 300 characters),
+    no events; the notebook's row says it and the next run grades it again."""
+    return {"id": run.get("id"), "status": "error", "reason": reason[:300], "events": [], "seconds": None}
+
+
 class LocalExecutor:
     """Runs notebooks on ``n`` fork-server workers of this machine, one thread each (a worker's
     fork server starts with its first notebook)."""
@@ -34,8 +41,7 @@ class LocalExecutor:
                     try:
                         result = worker.run(run)
                     except Exception as err:  # noqa: BLE001 - one notebook never stops the class
-                        result = {"status": "error", "reason": f"the worker failed: {type(err).__name__}: {err}"[:300],
-                                  "events": []}
+                        result = failed_run(run, f"the worker failed: {type(err).__name__}: {err}")
                     on_result(index, result)
             finally:
                 worker.stop()

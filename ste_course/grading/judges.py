@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from ste_course.grading.fingerprint import inputs
 from ste_course.grading.jobs import Job
-from ste_course.grading.steps import Pending, apply_late, conclude, error_result, guarded, preflight
+from ste_course.grading.steps import Pending, apply_late, conclude, guarded, internal_error, preflight
 from ste_course.untrusted import clean
 
 
@@ -64,7 +64,7 @@ def judge_job(job, ticket: Ticket, payload, secret: str, late):
     """The worker's ``payload`` judged: the notebook's ``NotebookResult``."""
     item = guarded(job, "reading the submission", preflight, job, secret)
     if not isinstance(item, Pending) or hashlib.sha256(item.raw).hexdigest() != ticket.sha256:
-        result = error_result(job, "judging", RuntimeError(
+        result = internal_error(job, "judging", RuntimeError(
             "the submission changed (or vanished) while it was being graded; the next run grades it"))
         result.inputs = ""
         return result

@@ -13,13 +13,14 @@ import secrets
 import sys
 from pathlib import Path
 
+from ste_course.files import PRIVATE, atomic_write
 from ste_course.grading.executors import LocalExecutor
 from ste_course.grading.fingerprint import checks_fingerprint, code_fingerprint, course_checks, secret_fingerprint
 from ste_course.grading.jobs import GradeError, Job, iter_jobs, layout_problem
 from ste_course.grading.judges import InlineJudges, Judged, JudgePool
 from ste_course.grading.late import LatePolicy
 from ste_course.grading.pipeline import Pipeline
-from ste_course.grading.steps import error_result
+from ste_course.grading.steps import internal_error
 from ste_course.record.gradebook import RETRIED
 from ste_course.record.recorder import NotebookResult, Recorder
 from ste_course.sandbox import Limits, bwrap_path, sandbox_problem
@@ -30,9 +31,7 @@ def load_secret(path: Path) -> str:
     """The instructor's grading secret (created on first use, readable by its owner only)."""
     path = Path(path).expanduser()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32) + "\n")
-        path.chmod(0o600)
+        atomic_write(path, secrets.token_hex(32) + "\n", PRIVATE, parents=True)
         print(f"ste-course: created a grading secret at {path}; keep it (re-grading needs it) "
               "and out of the repository", file=sys.stderr)
     return path.read_text().strip()
@@ -107,7 +106,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     try:
         Pipeline(itertools.chain([first], jobs), judging, executor,
                  wanted=lambda job, ticket: force or not _already_graded(recorder, job, ticket.inputs),
-                 record=record, failed=lambda job, stage, err: error_result(job, stage, err), flush=flush).run()
+                 record=record, failed=internal_error, flush=flush).run()
     finally:
         if bar is not None:
             bar.close()
@@ -139,7 +138,7 @@ def _record(recorder: Recorder, result: NotebookResult, job: Job, page: str | No
         recorder.record(result, job.source, page)
         return result
     except Exception as err:  # noqa: BLE001
-        failed = error_result(job, "recording", err)
+        failed = internal_error(job, "recording", err)
     try:
         recorder.record(failed, job.source)
     except Exception as err:  # noqa: BLE001

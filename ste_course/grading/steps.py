@@ -97,8 +97,8 @@ def preflight(job: Job, secret: str):
     source = job.source
     if source.problems:  # the instructor's mistake: this notebook's rows, never the class
         more = f" (and {len(source.problems) - 1} more; run ste-course check)" if len(source.problems) > 1 else ""
-        return NotebookResult(score=0.0, status="error", reason=f"the assignment's source is invalid: "
-                              f"{source.problems[0]}{more}", **_base(job))
+        return error_result(job, f"the assignment's source is invalid: {source.problems[0]}{more}",
+                            source_sha256=sha256_hex(source.path.read_bytes()))
     if job.problem:
         return NotebookResult(score=0.0, status="invalid", reason=job.problem, **_base(job))
     try:
@@ -156,16 +156,22 @@ def apply_late(result: NotebookResult, job: Job, late: LatePolicy | None) -> Not
     return result
 
 
-def error_result(job: Job, stage: str, err: BaseException) -> NotebookResult:
-    """The row of a notebook whose grading failed in this process (re-graded by the next run)."""
+def error_result(job: Job, reason: str, **fields) -> NotebookResult:
+    """The one builder of a notebook's ``error`` row: no points, ``reason`` said, graded again by
+    the next run (:data:`~ste_course.record.gradebook.RETRIED`); ``fields`` of
+    :class:`~ste_course.record.recorder.NotebookResult` known besides (no file is read here)."""
     src = job.source
-    return NotebookResult(job.student, src.assignment, src.name, 0.0, src.max_score, "error",
-                          f"internal grading error while {stage}: {type(err).__name__}: {shown(err, 240)}")
+    return NotebookResult(job.student, src.assignment, src.name, 0.0, src.max_score, "error", reason, **fields)
+
+
+def internal_error(job: Job, stage: str, err: BaseException) -> NotebookResult:
+    """The row of a notebook whose grading failed in this process while ``stage``."""
+    return error_result(job, f"internal grading error while {stage}: {type(err).__name__}: {shown(err, 240)}")
 
 
 def guarded(job: Job, stage: str, step, *args):
-    """``step(*args)``, or :func:`error_result` when it raises: one notebook never stops the run."""
+    """``step(*args)``, or :func:`internal_error` when it raises: one notebook never stops the run."""
     try:
         return step(*args)
     except Exception as err:  # noqa: BLE001 - whatever goes wrong is this notebook's row
-        return error_result(job, stage, err)
+        return internal_error(job, stage, err)

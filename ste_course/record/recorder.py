@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
-import os
 import shutil
 import sqlite3
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ste_course.authoring.source import SourceNotebook
+from ste_course.files import atomic_write
 from ste_course.record import gradebook
 from ste_course.record.feedback import render_feedback
 from ste_course.record.writelock import WriterLock, ping_on_checkout, retrying
@@ -58,14 +58,6 @@ class NotebookResult:
     hours_late: float | None = None
     submitted_at: str = ""  # timestamp.txt as naive UTC ISO (nbgrader's SubmittedAssignment.timestamp)
     inputs: str = ""  # fingerprint of everything the grade depends on (ste_course.grading.fingerprint.inputs)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def result_path(out: Path, student: str, assignment: str, notebook: str) -> Path:
@@ -128,11 +120,11 @@ class Recorder:
                 target = self.out / "source" / assignment / nb.path.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(nb.path, target)
-        _atomic_write(self.out / "nbgrader_config.py",
+        atomic_write(self.out / "nbgrader_config.py",
                       "# Written by ste-course grade: run `nbgrader formgrader` in this folder.\n"
                       "c = get_config()  # noqa: F821\n"
                       f"c.CourseDirectory.root = {str(self.out)!r}\n"
-                      f"c.CourseDirectory.db_url = {self.db_url!r}\n")
+                      f"c.CourseDirectory.db_url = {self.db_url!r}\n", parents=True)
 
     # ---------------------------------------------------------------- results
     def result_path(self, student, assignment, notebook) -> Path:
@@ -162,12 +154,12 @@ class Recorder:
         for (result, source, page), done in zip(items, written):
             if source is not None:
                 if page is not None and done.fresh:
-                    _atomic_write(feedback_file(self.out / "feedback", result), page)
+                    atomic_write(feedback_file(self.out / "feedback", result), page, parents=True)
                 else:
                     retrying(self._feedback, result, source, rollback=self.gb.db.rollback)
                 self._autograded(result, source)
-            _atomic_write(self.result_path(result.student, result.assignment, result.notebook),
-                          json.dumps(asdict(result), indent=1))
+            atomic_write(self.result_path(result.student, result.assignment, result.notebook),
+                          json.dumps(asdict(result), indent=1), parents=True)
 
     def _gradebook(self, results: list) -> list:
         return gradebook.write_batch(self.gb, results, self.drop_manual, self._definitions)
@@ -193,7 +185,7 @@ class Recorder:
                     text = f"{g['points']:g} / {g['max_points']:g} points\n" + "".join(f"- {m}\n" for m in g["messages"])
                     cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": text}]
         path = self.out / "autograded" / result.student / result.assignment / f"{result.notebook}.ipynb"
-        _atomic_write(path, json.dumps(nb, indent=1))
+        atomic_write(path, json.dumps(nb, indent=1), parents=True)
 
     def _feedback(self, result: NotebookResult, source: SourceNotebook) -> None:
         """The feedback page (:func:`write_feedback`)."""
@@ -222,7 +214,7 @@ def write_feedback(gb, result: NotebookResult, folder: Path, row: dict | None = 
                          score=row["score"])
     parts = gradebook.part_scores(gb, result.student, result.assignment, result.notebook)
     path = feedback_file(folder, result)
-    _atomic_write(path, render_feedback(result, parts))
+    atomic_write(path, render_feedback(result, parts), parents=True)
     return path
 
 
@@ -292,15 +284,12 @@ def write_grades_csv(out: Path, rows: list) -> Path:
     """``grades.csv`` (:data:`CSV_COLUMNS`) from :func:`ste_course.record.gradebook.rows`; text cells a
     spreadsheet would run as a formula get a leading ``'`` (:func:`ste_course.untrusted.cell`),
     scores stay numbers."""
-    target = Path(out) / "grades.csv"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".grades.")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            row = dict(row, late=row["late"] == "yes", manual=bool(row["manual"]),
-                       needs_manual=" ".join(row.get("needs_manual") or ()),
-                       hours_late="" if row["hours_late"] is None else round(row["hours_late"], 2))
-            writer.writerow({k: cell(v) for k, v in row.items()})  # no formula reaches a spreadsheet
-    os.replace(tmp, target)
-    return target
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        row = dict(row, late=row["late"] == "yes", manual=bool(row["manual"]),
+                   needs_manual=" ".join(row.get("needs_manual") or ()),
+                   hours_late="" if row["hours_late"] is None else round(row["hours_late"], 2))
+        writer.writerow({k: cell(v) for k, v in row.items()})  # no formula reaches a spreadsheet
+    return atomic_write(Path(out) / "grades.csv", text.getvalue())

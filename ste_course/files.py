@@ -1,0 +1,142 @@
+"""How ste-course writes files and folders, and looks up the system's users: one function per
+mechanism, so that each hard case is handled (and tested) once.
+
+* :func:`atomic_write`: a file is written beside its target, flushed to disk (``fsync``), given
+  its mode, then renamed over the target: a reader sees the old file or the new one, never half
+  of one, and a failure leaves no temporary file behind.
+* :func:`replace_tree` / :func:`copy_tree`: a folder is built in a private staging folder beside
+  its target, its modes set, then swapped in (the older copy removed after the swap); a failure
+  removes the staging folder and leaves the target as it was.
+* :func:`user`, :func:`group`, :func:`user_name`: the passwd and group databases, ``None`` for a
+  name or id that does not exist.
+
+Modes follow one policy: what ste-course writes is its owner's alone (:data:`PRIVATE`, folders
+:data:`PRIVATE_DIR`: grades, results, feedback, submissions, secrets, passwords) unless the caller
+states that every user of the machine reads it (:data:`SHARED`, :data:`SHARED_DIR`: the published
+assignments, the course's checks, the Jupyter configuration of the hub's users).
+
+Reading a file that a student controls is :func:`ste_course.untrusted.read_own` (by file
+descriptor, no link followed at any level, bounded).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+PRIVATE = 0o600  # the default: a file only its owner reads
+PRIVATE_DIR = 0o700
+SHARED = 0o644  # stated by the caller: every user reads it
+SHARED_DIR = 0o755
+COPY_IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")  # never published or copied
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = PRIVATE, *, owner: int | None = None,
+                 parents: bool = False) -> Path:
+    """Replace ``path`` with ``data`` (text is written as UTF-8) in one rename.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk (``fsync``) and get
+    ``mode`` (and ``owner``'s uid, if given) before the rename; if anything fails the temporary
+    file is removed and ``path`` is left as it was. ``parents`` creates missing folders first.
+    Returns ``path``.
+    """
+    path = Path(path)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            if owner is not None:
+                os.fchown(fh.fileno(), owner, -1)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def set_modes(folder: str | os.PathLike, dir_mode: int, file_mode: int) -> None:
+    """``dir_mode`` on ``folder`` and every folder under it, ``file_mode`` on every file (links
+    are left alone, never followed)."""
+    for dirpath, _dirs, files in os.walk(folder, topdown=False, followlinks=False):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, file_mode)
+        os.chmod(dirpath, dir_mode)
+
+
+def replace_tree(target: str | os.PathLike, fill: Callable[[Path], object], dir_mode: int = PRIVATE_DIR,
+                 file_mode: int = PRIVATE) -> Path:
+    """Build a new ``target`` folder with ``fill(folder)`` and swap it in place of the old one.
+
+    ``fill`` creates ``folder`` (e.g. ``shutil.copytree(source, folder)``) inside a staging
+    folder that only this user can enter, beside ``target``; the tree then gets ``dir_mode`` and
+    ``file_mode`` (:func:`set_modes`) and is renamed to ``target``. Whatever was at ``target``
+    (a folder, a file or a link) is moved aside in the same staging folder first and removed after
+    the swap. If ``fill`` or anything after it fails, the staging folder is removed and ``target``
+    is left as it was (or put back). Returns ``target``.
+    """
+    target = Path(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        new = staging / target.name
+        fill(new)
+        set_modes(new, dir_mode, file_mode)
+        if os.path.lexists(target):
+            os.replace(target, staging / ".old")
+            try:
+                os.replace(new, target)
+            except BaseException:
+                os.replace(staging / ".old", target)
+                raise
+        else:
+            os.replace(new, target)
+    finally:
+        shutil.rmtree(staging)
+    return target
+
+
+def copy_tree(source: str | os.PathLike, target: str | os.PathLike, dir_mode: int = PRIVATE_DIR,
+              file_mode: int = PRIVATE, ignore=None) -> Path:
+    """``source`` copied to ``target`` through :func:`replace_tree` (links in ``source`` are copied
+    as the files they point to; ``ignore`` as :func:`shutil.copytree`'s)."""
+    return replace_tree(target, lambda folder: shutil.copytree(source, folder, ignore=ignore, symlinks=False),
+                        dir_mode, file_mode)
+
+
+def user(name: str) -> pwd.struct_passwd | None:
+    """The passwd entry of the user ``name``, or None when there is no such user."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def group(name: str) -> grp.struct_group | None:
+    """The group entry of ``name``, or None when there is no such group."""
+    try:
+        return grp.getgrnam(name)
+    except KeyError:
+        return None
+
+
+def user_name(uid: int) -> str | None:
+    """The name of the user ``uid``, or None when no user has that id."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
