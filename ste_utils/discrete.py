@@ -490,7 +490,8 @@ def fsq_quantize(z, levels):
                   z_hat    = round(bound(z)) / floor(L / 2)
               so z_hat takes L values in [-1, 1] (odd L: -1, ..., 1 evenly; even L: from -1 to
               1 - 2/L). The codebook is implicit: the product of the channels' values,
-              prod(levels) codes, none of them learned, none ever dead.
+              prod(levels) codes, none of them learned (so none is left behind untrained,
+              though one may go unused).
     Backward: d z_hat / d z := bound'(z) / floor(L / 2): round passes its gradient straight
               through (:func:`ste_utils.ste_round`), tanh keeps its derivative.
 
