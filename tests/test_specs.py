@@ -496,9 +496,14 @@ def _assignments():
 def test_assignments_test_cells_have_the_course_shape():
     notebooks = [nb for nbs in _assignments().values() for nb in nbs]
     assert len(notebooks) == 9
+    # (automatic test cells, total points): a 2-point written answer in 02, 04, 05, 07, 08 and 09;
+    # 07 gained fake quantization (2 + 2) and 08 the score function with a baseline (2) in issue 24
+    shape = {"01_backprop": (3, 10), "02_zero_gradient": (4, 12), "03_ste": (4, 10), "04_stop_gradient": (3, 12),
+             "05_jacobian": (4, 12), "06_proxies": (4, 10), "07_lsq": (6, 14), "08_discrete": (5, 12),
+             "09_deploy": (3, 10)}
+    assert sorted(nb.assignment for nb in notebooks) == sorted(shape)
     for nb in notebooks:
-        # 10 points, plus a 2-point written answer in 02, 04, 05 (07, 08 and 09: 8 + 2)
-        assert 3 <= len(nb.auto_cells) <= 5 and nb.max_score in (10, 12), nb.path
+        assert (len(nb.auto_cells), nb.max_score) == shape[nb.assignment], nb.path
         assert all(c.cell_type == "markdown" and c.points == 2 for c in nb.grade_cells if c.manual), nb.path
         for cell in nb.auto_cells:
             assert cell.grade_id.startswith("test_") and cell.points > 0
