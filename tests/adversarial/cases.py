@@ -729,10 +729,25 @@ _t.join()
 ste_sign_stop_gradient = ste_sign_custom_gradient = _lookup
 """
 
+# 4. The reference through a sibling (issue 21, attack 4): ste_heaviside has ste_sign's clipped
+#    backward; wrapped under the right forward it answers the gradient parts without a
+#    straight-through gradient written (5/5 for the custom_gradient parts before). Derived as
+#    forbidden for the gradient parts, it is a tripwire for the whole run: the stub raises in
+#    the value part too.
+SIBLING = r"""
+import tensorflow as tf, ste_utils
+def ste_sign_stop_gradient(x, clip_value=1.0):
+    x = tf.convert_to_tensor(x)
+    h = ste_utils.ste_heaviside(x, clip_value)
+    return h + tf.stop_gradient(tf.where(x >= 0, tf.ones_like(x), -tf.ones_like(x)) - h)
+ste_sign_custom_gradient = ste_sign_stop_gradient
+"""
+
 # student -> (answer cell to append the attack to, attack code, expected score); the honest
 # students (examples/submissions complete and blank) are graded with them.
 FORBID_CASES = {
     "forge-run-then-exit": ("ste_sign_stop_gradient", FORGE_RUN, 0.0),
     "lookup-table": ("ste_sign_custom_gradient", LOOKUP, 0.0),
     "lookup-table-thread": ("ste_sign_stop_gradient", LOOKUP_THREAD, 0.0),
+    "sibling-ste-heaviside": ("ste_sign_custom_gradient", SIBLING, 0.0),
 }
