@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ste_course.authoring.source import SourceNotebook, hidden_lines
 from ste_course.checks import compare, draw_cases, encode_case, get_spec, stable_seed, student_case
 from ste_course.specs.declarative import DECLARED
+from ste_course.specs.derive import part_forbid
 
 
 @dataclass
@@ -56,12 +57,13 @@ def plan(source: SourceNotebook, prepared, secret: str, student: str) -> Plan:
         key = str(cell.index)
         grade_ids[key] = original.grade_id
         calls[key], full[key] = [], []
+        forbid = part_forbid(original)  # the hand list and every sibling that gives the answer
         for k, call in enumerate(original.checks):
             spec = get_spec(call.spec)
             seed = stable_seed(secret, student, source.assignment, source.name, original.grade_id, k, answers)
             cases = draw_cases(spec, call.hidden, seed)
             calls[key].append({"spec": call.spec, "cases": [encode_case(student_case(spec, c)) for c in cases],
-                               "forbid": list(original.forbid), "run": DECLARED.get(call.spec)})
+                               "forbid": forbid, "run": DECLARED.get(call.spec)})
             full[key].append((call.spec, cases))
     return Plan(calls, full, grade_ids, [c.index for c in prepared.code_cells])
 
@@ -175,7 +177,7 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
                                    " (the notebook stopped before reaching it)."))
             continue
         evidence = end.get("evidence") if isinstance(end.get("evidence"), list) else []
-        messages = [calls[f] for f in original.forbid if f in calls][:1]
+        messages = [calls[f] for f in part_forbid(original) if f in calls][:1]
         if messages:  # a function this part forbids, called anywhere in the run: 0 points
             result.messages = messages
             continue
