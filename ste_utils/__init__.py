@@ -6,8 +6,10 @@ Modules, one idea each:
     quantizers  ste_sign, ste_heaviside, ste_round, ste_quantize, ste_argmax (tf.custom_gradient);
                 lsq_quantize, lsq_plus_quantize, pact_quantize (learned step size / offset /
                 clipping level), dorefa_weight_quantize
-    discrete    stochastic_binary, stochastic_sign, reinforce_gradient, gumbel_softmax_st,
-                vector_quantize: the STE for discrete choices
+    discrete    stochastic_binary, stochastic_sign, reinforce_gradient, optimal_baseline,
+                hard_sigmoid, gumbel_softmax_st, vector_quantize, the moving-average codebook
+                (EMACodebook, ema_codebook, ema_codebook_update, restart_dead_codes), fsq_quantize
+                and fsq_indices: the STE for discrete choices
     layers      thin, serializable Keras 3 layers over the quantizers (LsqQuantize, LsqPlusQuantize,
                 VectorQuantizer)
     integer     int8 dense-layer inference as TFLite computes it (NumPy): multiplier, requantization
@@ -30,7 +32,8 @@ from ste_utils.quantizers import (
 )
 from ste_utils.jacobian import jacobian, straight_through_jacobian
 from ste_utils.discrete import (
-    VQResult, gumbel_noise, gumbel_softmax_st, hard_sigmoid, reinforce_gradient,
+    EMACodebook, VQResult, ema_codebook, ema_codebook_update, fsq_indices, fsq_quantize, gumbel_noise,
+    gumbel_softmax_st, hard_sigmoid, optimal_baseline, reinforce_gradient, restart_dead_codes,
     stochastic_binary, stochastic_sign, vector_quantize,
 )
 from ste_utils.integer import int8_dense, multiply_by_quantized_multiplier, quantize_multiplier, requantize
@@ -51,6 +54,7 @@ __all__ = [
     "SteSign", "SteHeaviside", "SteRound", "SteQuantize", "SteActivation", "LatentClip",
     "BinaryDense", "LsqQuantize", "LsqPlusQuantize", "VectorQuantizer",
     "stochastic_binary", "hard_sigmoid", "stochastic_sign", "reinforce_gradient",
-    "gumbel_noise", "gumbel_softmax_st", "VQResult", "vector_quantize",
+    "gumbel_noise", "gumbel_softmax_st", "VQResult", "vector_quantize", "optimal_baseline",
+    "EMACodebook", "ema_codebook", "ema_codebook_update", "restart_dead_codes", "fsq_quantize", "fsq_indices",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "int8_dense",
 ]
