@@ -202,10 +202,16 @@ def _drop_all() -> None:
 def _enter(processes: int, keeper_alive: int) -> None:
     """The notebook's process (PID 1 of its namespace), before any student code: its own
     ``/proc``, its process limit (counted in its own user namespace), no capability, and death
-    with its keeper. ``keeper_alive``: the read end of a pipe only the keeper writes to."""
+    with its keeper. ``keeper_alive``: the read end of a pipe only the keeper writes to. A
+    session of its own: nothing it signals by process group (``kill(0, ...)``) is outside it."""
+    os.setsid()  # a process group of its own: kill(0, ...) must not reach the keeper's
     try:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-    except OSError:  # a kernel that refuses: the old /proc shows the sandbox's pids, none addressable
+    except OSError:
+        # Refused under bubblewrap (its /proc has read-only submounts, which the kernel will not
+        # let a child user namespace see past): the sandbox's /proc stays, showing the server's,
+        # the zygote's and the keeper's pids, none of which the notebook can address (another
+        # PID namespace) or read (none is dumpable).
         pass
     _limit(resource.RLIMIT_NPROC, processes)
     _drop_all()
@@ -678,6 +684,9 @@ def serve(uid=None, probe=False) -> None:
     sealed here (no TensorFlow: a fraction of a second)."""
     if uid is not None:  # root in bubblewrap: keep only what giving notebooks a uid needs
         keep_only(KEPT_CAPABILITIES)
+    # Not dumpable: a notebook that sees this process in a /proc (of the sandbox, when the kernel
+    # refuses it a /proc of its own) cannot read or write its memory, even under the same uid.
+    _libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
     out = os.fdopen(os.dup(1), "w")
     _SERVER_FDS.append(out.fileno())
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -129,7 +129,8 @@ def _host_threads_named(name: str) -> list:
 def worker():
     if bwrap_path() is None:
         pytest.fail("bubblewrap (bwrap) is needed: run scripts/system-deps.sh")
-    worker = Worker(0, sandbox=True, limits=Limits(cell_seconds=30, notebook_seconds=40))
+    worker = Worker(0, sandbox=True, limits=Limits(cell_seconds=30, notebook_seconds=40, scratch_bytes=64 * 2**20,
+                                                   shm_bytes=16 * 2**20, processes=32))
     yield worker
     worker.stop()
 
@@ -196,3 +197,81 @@ def test_a_death_or_interrupt_from_outside_is_an_infrastructure_error(worker, si
     result = _run_and_signal(worker, signum)
     assert result.get("status") == "error", result
     assert "outside" in (result.get("reason") or ""), result
+
+
+LIMITS_PROBE = """
+import json, os
+def fill(folder):
+    written, block = 0, b"x" * 2**20
+    try:
+        with open(os.path.join(folder, "fill"), "wb", buffering=0) as f:
+            while written < 2**31:
+                written += f.write(block)
+    except OSError:
+        pass
+    os.unlink(os.path.join(folder, "fill"))
+    return written
+def forks():
+    r, w = os.pipe()
+    pids = []
+    try:
+        while len(pids) < 1000:
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                os.read(r, 1)
+                os._exit(0)
+            pids.append(pid)
+    except OSError:
+        pass
+    os.close(w)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    return len(pids) + len(os.listdir("/proc/self/task"))
+def readable():
+    me, seen = os.readlink("/proc/self"), []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and pid != me:
+            try:
+                open(f"/proc/{pid}/environ", "rb").read()
+                seen.append(pid)
+            except OSError:
+                pass
+    return seen
+try:
+    bytearray(%(memory)d)
+    allocated = True
+except MemoryError:
+    allocated = False
+print(json.dumps({"tmp": fill("/tmp"), "shm": fill("/dev/shm"), "processes": forks(), "allocated": allocated,
+                  "pid": os.getpid(), "readable": readable()}))
+"""
+
+
+def test_the_limits_that_hold_without_cgroups(worker):
+    """This machine delegates no cgroup v2 controller, so these are the limits: processes for the
+    notebook as a whole (RLIMIT_NPROC counted in its own user namespace), the private tmpfs
+    sizes of /tmp and /dev/shm, address space per process (RLIMIT_AS). Memory for the notebook as
+    a whole is NOT bounded (each of its processes may use memory_bytes). Under bubblewrap the
+    kernel refuses the notebook a /proc of its own; the sandbox's shows the server, zygote and
+    keeper, whose memory and environment it cannot read."""
+    limits = worker.limits
+    result = worker.run(_job("limits", LIMITS_PROBE % {"memory": limits.memory_bytes + 2**29}))
+    ends = [e for e in result["events"] if e.get("event") == "end"]
+    assert ends and not ends[0].get("error"), result
+    seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
+    assert seen["pid"] == 1, seen  # PID 1 of its own namespace
+    assert seen["readable"] == [], seen  # whatever /proc shows of the sandbox, none of its memory
+    assert limits.scratch_bytes - 2**21 <= seen["tmp"] <= limits.scratch_bytes, seen
+    assert limits.shm_bytes - 2**21 <= seen["shm"] <= limits.shm_bytes, seen
+    assert seen["processes"] <= limits.processes, seen
+    assert not seen["allocated"], seen
+
+
+def test_a_notebook_reaches_nothing_outside_itself_by_process_group(worker):
+    """``kill(0)`` (its process group; ``os.kill(os.getppid(), ...)`` is one, as PID 1's parent
+    reads 0) and ``kill(-1)`` reach only the notebook: its keeper lives on, the row is its own."""
+    result = worker.run(_job("reach", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+                                      "os.kill(-1, signal.SIGKILL)", "print('alive')"))
+    assert result["status"] is None, result
+    assert [e["stdout"].strip() for e in result["events"] if e.get("event") == "end"][-1] == "alive", result
