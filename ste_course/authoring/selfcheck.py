@@ -7,12 +7,17 @@
    points; written answers are graded by hand, never run, and are not automatic points).
 3. Every released notebook runs with errors only where a student has work to do: unfinished
    solution cells (``NotImplementedError``) and the tests that depend on them; no test passes.
+4. No sibling gives a part's answer: in each solution's kernel, after its last cell, every
+   public ``ste_utils`` function a check part does not forbid (:func:`ste_course.specs.derive.part_forbid`)
+   is wrapped as a student would (``h = f(x, c); return h + tf.stop_gradient(solution(x, c) - h)``,
+   and the converse) and graded on the part's probe inputs; one that scores is a problem.
 
 Notebooks run through the same fork server as grading (trusted code, so without a sandbox).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -20,8 +25,10 @@ from ste_course.authoring.release import drift
 from ste_course.authoring.source import load_assignments, load_notebook
 from ste_course.authoring.source import problems as source_problems
 from ste_course.sandbox import Limits, Worker
+from ste_course.specs.derive import crashed, part_forbid
 
 ALLOWED_IN_RELEASE = ("NotImplementedError", "AssertionError", "CheckFailed", "NameError")
+PROOF_CELL = 1_000_000  # the index of the forbid proof's cell, after a solution's own cells
 
 
 def _cells(nb_path: Path, assignment: str):
@@ -49,8 +56,36 @@ def run_checks(solutions: Path, exercises: Path, log=print) -> list:
     return problems
 
 
+def forbid_parts(nb) -> list:
+    """``[grade_id, spec, object expression, labels not to wrap]`` per check call of ``nb``'s
+    check cells (labels: what the part forbids and what crashed while deriving it)."""
+    parts = []
+    for cell in nb.grade_cells:
+        if not cell.checks:
+            continue
+        forbid = part_forbid(cell)
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check" and len(node.args) >= 2 \
+                    and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+                spec = node.args[1].value
+                parts.append([cell.grade_id, spec, ast.unparse(node.args[0]), forbid + list(crashed(spec))])
+    return [list(p) for p in {json.dumps(p): p for p in parts}.values()]
+
+
+def _proof_cell(nb) -> dict:
+    """The cell that runs :func:`~ste_course.specs.derive.prove_forbidden` in the solution's kernel
+    and prints what it finds."""
+    parts = json.dumps(json.dumps(forbid_parts(nb)))
+    return {"index": PROOF_CELL, "locked": False, "source": (
+        "from ste_course.specs.derive import prove_forbidden as _prove_forbidden\n"
+        f"print('\\n'.join(_prove_forbidden(globals(), __import__('json').loads({parts}))))")}
+
+
 def _run_one(worker, kind, path, assignment, log):
     nb, cells = _cells(path, assignment)
+    proof = kind == "solution" and any(c.checks for c in nb.grade_cells)
+    if proof:
+        cells.append(_proof_cell(nb))
     result = worker.run({"id": str(path), "cells": cells, "calls": {}, "seed": 0})
     ends = {e["cell"]: e for e in result["events"] if e.get("event") == "end"}
     problems = []
@@ -74,5 +109,11 @@ def _run_one(worker, kind, path, assignment, log):
                 problems.append(f"{where}: this test passes in the blank student version (points for nothing)")
             if error and not (cell.grade or cell.solution):
                 problems.append(f"{where}: a locked cell fails in the student version: {error}")
+    if proof:
+        end = ends.get(PROOF_CELL)
+        if end is None or end.get("error"):
+            problems.append(f"{path}: the forbid proof did not finish: {(end or {}).get('error')}")
+        else:
+            problems += [f"{path} {line}" for line in str(end.get("stdout") or "").splitlines() if line.strip()]
     log(f"{'ok  ' if not problems else 'FAIL'} {kind:8s} {path} ({result.get('seconds')} s)")
     return problems

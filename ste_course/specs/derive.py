@@ -125,6 +125,7 @@ def derived_forbids(spec_names) -> dict:
         stored = stored if isinstance(stored, dict) else {}
         missing = [n for n in wanted if not isinstance(stored.get(n), list)]
         done: dict = {name: {} for name in missing}
+        crashed: dict = {name: [] for name in missing}
         while missing:
             request = json.dumps({"specs": missing, "done": done})
             child = subprocess.run([sys.executable, "-m", "ste_course.specs.derive"], input=request,
@@ -141,9 +142,12 @@ def derived_forbids(spec_names) -> dict:
             if probing is None or probing[0] not in done:
                 raise RuntimeError(f"deriving the forbidden functions failed: {child.stderr[-300:]}")
             done[probing[0]][probing[1]] = False  # it crashed probing this one: it gives nothing
+            crashed[probing[0]].append(probing[1])
         for name in missing:
             stored[name] = sorted(label for label, gives in done[name].items() if gives)
+            stored[f"crashed {name}"] = sorted(crashed[name])
         _DERIVED.update({n: tuple(stored[n]) for n in wanted})
+        _DERIVED.update({f"crashed {n}": tuple(stored.get(f"crashed {n}", ())) for n in wanted})
         if missing:
             try:
                 cache.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +157,13 @@ def derived_forbids(spec_names) -> dict:
             except OSError:
                 pass
     return {n: _DERIVED[n] for n in spec_names}
+
+
+def crashed(spec_name: str) -> tuple:
+    """The functions whose probe on ``spec_name`` crashed the probing process (derived after
+    :func:`derived_forbids`; never called again on that spec's inputs)."""
+    derived_forbids([spec_name])
+    return _DERIVED.get(f"crashed {spec_name}", ())
 
 
 def derived_forbid(spec_name: str) -> tuple:
@@ -178,7 +189,7 @@ def prove_forbidden(namespace: dict, parts: list) -> list:
     import tensorflow as tf
 
     problems = []
-    for grade_id, spec_name, expression, forbid in parts:
+    for grade_id, spec_name, expression, forbid in parts:  # forbid: forbidden or not callable here
         try:
             solution = eval(expression, namespace)  # noqa: S307 - the instructor's own check call
         except Exception:  # noqa: BLE001

@@ -1,0 +1,70 @@
+"""Forbid by derivation (issue 21, attack 4) and ``ste-course check``'s proof of it.
+
+03_ste answered as ``h = ste_utils.ste_heaviside(x, c); return h + tf.stop_gradient(sign(x) - h)``
+scored its gradient parts: ``ste_heaviside`` has ``ste_sign``'s clipped backward and was not on
+the hand-written list. The grader now derives the list (:mod:`ste_course.specs.derive`); the
+graded attack is ``sibling-ste-heaviside`` in ``tests/adversarial/cases.py``. Here: the derived
+lists, and the proof cell ``ste-course check`` appends to a solution, run on 03's own answers
+(in this process: no worker), catching the sibling when the list is the hand one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from ste_course.authoring import selfcheck
+from ste_course.authoring.source import load_notebook
+from ste_course.specs.derive import derived_forbids
+
+ROOT = Path(__file__).resolve().parent.parent
+STE = ROOT / "solutions" / "03_ste" / "03_ste.ipynb"
+
+
+def test_the_sibling_with_the_same_backward_is_derived_for_the_gradient_parts_only():
+    derived = derived_forbids(["ste_sign_stop_gradient/value", "ste_sign_stop_gradient/gradient",
+                               "ste_sign_custom_gradient/gradient"])
+    assert "ste_utils.ste_heaviside" in derived["ste_sign_stop_gradient/gradient"]
+    assert "ste_utils.ste_heaviside" in derived["ste_sign_custom_gradient/gradient"]
+    assert "ste_utils.ste_sign" in derived["ste_sign_stop_gradient/gradient"]
+    # its forward is {0, 1}, not the sign: it gives no value part's answer
+    assert "ste_utils.ste_heaviside" not in derived["ste_sign_stop_gradient/value"]
+    assert "ste_utils.ste_sign" in derived["ste_sign_stop_gradient/value"]
+
+
+def _proof_output(nb) -> str:
+    """The proof cell run after 03's own cells (the answers and set-up; not the tests)."""
+    namespace: dict = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for cell in nb.cells:
+            if cell.cell_type == "code" and not cell.grade:
+                exec(compile(cell.source, str(STE), "exec"), namespace)  # noqa: S102 - our solution
+        exec(selfcheck._proof_cell(nb)["source"], namespace)  # noqa: S102
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ste():
+    return load_notebook(STE, "03_ste")
+
+
+def test_check_proves_no_sibling_scores(ste):
+    parts = selfcheck.forbid_parts(ste)
+    assert {p[1] for p in parts} == {"ste_sign_stop_gradient/value", "ste_sign_stop_gradient/gradient",
+                                     "ste_sign_custom_gradient/value", "ste_sign_custom_gradient/gradient"}
+    assert "scores" not in _proof_output(ste)
+
+
+def test_check_fails_with_the_hand_list(ste, monkeypatch):
+    monkeypatch.setattr(selfcheck, "part_forbid", lambda cell: list(cell.forbid))
+    found = _proof_output(ste)
+    assert "[test_stop_gradient_gradient] ste_sign_stop_gradient/gradient: an answer wrapping " \
+           "ste_utils.ste_heaviside scores" in found, found
+    assert "[test_custom_gradient_gradient]" in found
+    assert "_value]" not in found  # the value parts: the solution's own forward scores alone
+    json.dumps(selfcheck.forbid_parts(ste))  # plain data for the cell
