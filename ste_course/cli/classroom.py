@@ -121,3 +121,6 @@ def add_commands(sub, root: Path) -> None:
     r.add_argument("--assignment", action="append", help="return only this assignment's, repeatable (default: all)")
     _exchange_options(r)
     r.set_defaults(func=cmd_return_feedback)
+    from ste_course.cli.housekeeping import add_commands as add_housekeeping  # exchange list|purge, remove
+
+    add_housekeeping(sub, _exchange_options)
