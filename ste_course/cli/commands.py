@@ -154,17 +154,19 @@ def cmd_similarity(args) -> int:
 
 def _summary(csv_path: Path, graded_now: int, db_url: str | None = None) -> None:
     """The grades as a table on the terminal, from the gradebook that ``grades.csv`` (beside it)
-    was written from: every text through :func:`shown`; ``late`` is ``-`` (on time), the hours
-    late and the penalty, or ``?`` (timestamp unreadable, said in the reason); ``*`` marks a
-    score with a hand edit in it, ``!`` one with parts still waiting for a hand grade (written
-    answers: grade them in formgrader)."""
+    was written from: every text through :func:`shown`; ``late`` is ``-`` (on time), how late
+    (:func:`~ste_course.record.feedback.late_by`: 1.5min, 2.3h, 3d) and the penalty, or ``?``
+    (timestamp unreadable, said in the reason); ``*`` marks a score with a hand edit in it,
+    ``!`` one with parts still waiting for a hand grade (written answers: grade them in
+    formgrader)."""
     from ste_course.record.export import gradebook_rows
+    from ste_course.record.feedback import late_by
 
     rows = gradebook_rows(csv_path.parent, db_url)
     print(f"{'student':<12} {'assignment':<18} {'score':>12} {'late':<14} {'status':<8} reason")
     for r in rows:
         score = f"{r['score']:g}/{r['max_score']:g}{'*' if r['manual'] else ''}{'!' if r['needs_manual'] else ''}"
-        late = {"yes": f"{r['hours_late'] or 0:.1f}h -{r['penalty']:g}", "unknown": "?"}.get(r["late"], "-")
+        late = {"yes": f"{late_by(r['hours_late'], short=True)} -{r['penalty']:g}", "unknown": "?"}.get(r["late"], "-")
         print(f"{shown(r['student_id'])[:12]:<12} {shown(r['assignment'])[:18]:<18} {score:>12} {late:<14} "
               f"{shown(r['status']):<8} {shown(r['reason'])[:70]}")
     unknown = sum(r["late"] == "unknown" for r in rows)

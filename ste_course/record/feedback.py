@@ -155,6 +155,24 @@ def feedback_notebook(result, parts: dict | None = None):
     return nb
 
 
+def late_by(hours: float | None, short: bool = False) -> str:
+    """How late, in the unit that shows it: seconds below a minute, minutes below an hour, hours
+    below two days, then days (one decimal, none when whole): ``1.5 minutes`` (``1.5min`` with
+    ``short``), never ``0.0 hours``.
+
+    Example: ``late_by(0.025)`` is ``"1.5 minutes"``; ``late_by(30, short=True)`` is ``"30h"``.
+    """
+    seconds = max(0.0, (hours or 0.0) * 3600.0)
+    for size, word, unit in ((86400.0, "day", "d"), (3600.0, "hour", "h"), (60.0, "minute", "min")):
+        if seconds >= (2 * size if unit == "d" else size):
+            value = round(seconds / size, 1)
+            break
+    else:
+        value, word, unit = round(seconds), "second", "s"
+    number = f"{value:g}"
+    return f"{number}{unit}" if short else f"{number} {word}{'' if value == 1 else 's'}"
+
+
 def _header(result, parts: dict, score: float) -> str:
     e = html.escape
     scores, waiting = parts.get("scores", {}), parts.get("waiting", set())
@@ -172,7 +190,7 @@ def _header(result, parts: dict, score: float) -> str:
     if rows:
         lines.append(f"<table class='parts'><tr><th>Part</th><th>Points</th></tr>{rows}</table>")
     if result.late == "yes":
-        lines.append(f"<p><b>Late</b> by {result.hours_late or 0:.1f} hours: {result.penalty:g} points deducted.</p>")
+        lines.append(f"<p><b>Late</b> by {late_by(result.hours_late)}: {_points(result.penalty or 0.0)} deducted.</p>")
     if result.status != "ok" or result.reason:
         lines.append(f"<p><b>Status:</b> {e(result.status)}{': ' + e(result.reason) if result.reason else ''}</p>")
     return "\n".join(lines)
