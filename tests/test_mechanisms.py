@@ -143,6 +143,25 @@ def test_read_own_tree_keeps_only_the_students_own_regular_files(tmp_path):
         read_own_tree(inbound, ("bob+03_ste+2026-12-01",), 20, 100, 10)
 
 
+def test_the_exchange_reads_what_students_control_through_read_own(tmp_path):
+    """A student folder of ``submitted/`` that is a link gives no submission secret, so no
+    feedback is returned under it (before: the link was followed)."""
+    from ste_course.classroom import exchange
+
+    graded, submitted = tmp_path / "graded", tmp_path / "submitted"
+    (graded / "feedback" / "bob" / "03_ste").mkdir(parents=True)
+    (graded / "feedback" / "bob" / "03_ste" / "03_ste.html").write_text("<p>")
+    (tmp_path / "elsewhere" / "03_ste").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "03_ste" / "submission_secret.txt").write_text("secret")
+    submitted.mkdir()
+    (submitted / "bob").symlink_to(tmp_path / "elsewhere")
+    layout = exchange.Layout(tmp_path / "exchange", "ste")
+    layout.feedback.mkdir(parents=True)
+    done = exchange.return_feedback(graded, submitted, layout, refresh=False)
+    assert not done.returned and "no submission_secret.txt" in done.problems[0]
+    assert not list(layout.feedback.iterdir())
+
+
 # ------------------------------------------------------------------ user lookup
 def test_user_and_group_lookups_say_none_for_names_that_do_not_exist():
     assert files.user("root").pw_uid == 0 and files.user_name(0) == "root"
@@ -227,10 +246,13 @@ def test_every_command_leaves_its_known_errors_to_the_wrapper():
 
 
 # ------------------------------------------------------------------ no second copy of a mechanism
-MECHANISMS = {  # call -> the one module allowed to make it (inside/ runs in the sandbox: its own rules)
+# call -> the one module allowed to make it (inside/ runs in the sandbox: its own rules). Reading
+# what a student controls has no call of its own to look for (O_NOFOLLOW also guards lock files):
+# the exchange's and the grader's readers are tested to go through untrusted.read_own above.
+MECHANISMS = {
     "tempfile.mkstemp": "files.py", "tempfile.mkdtemp": "files.py", "os.replace": "files.py",
     "os.rename": "files.py", "pwd.getpwnam": "files.py", "pwd.getpwuid": "files.py",
-    "grp.getgrnam": "files.py", "os.O_NOFOLLOW": "untrusted.py",
+    "grp.getgrnam": "files.py",
 }
 
 
