@@ -52,3 +52,39 @@ def test_the_summary_says_minutes(monkeypatch, tmp_path, capsys):
     _summary(tmp_path / "grades.csv", 1)
     line = capsys.readouterr().out.splitlines()[1]
     assert "1.5min -1" in line and "0.0h" not in line, line
+
+
+def _written_answers() -> list:
+    """The assignments of solutions/ with a written answer (a graded markdown cell), by number."""
+    import json
+
+    found = []
+    for path in sorted((ROOT / "solutions").glob("*/*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        if any(c["cell_type"] == "markdown" and c.get("metadata", {}).get("nbgrader", {}).get("grade") for c in cells):
+            found.append(path.parent.name[:2])
+    return sorted(set(found))
+
+
+def test_every_list_of_written_answers_in_the_docs_is_the_one_in_solutions():
+    import re
+
+    lists = re.compile(r"written answers[^.]{0,80}?\bin ((?:\d\d(?:,? and |, )?)+)", re.I)
+    expected, seen = _written_answers(), 0
+    assert len(expected) >= 6, expected
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for match in lists.finditer(doc.read_text(encoding="utf-8")):
+            seen += 1
+            assert re.findall(r"\d\d", match.group(1)) == expected, f"{doc.name}: {match.group(0)!r}"
+    assert seen, "no list of the assignments with written answers in README.md or docs/"
+
+
+def test_the_example_roster_parses_for_the_hub_and_the_export():
+    from ste_course.classroom.hub import read_roster as hub_roster
+    from ste_course.record.export import read_roster as export_roster
+
+    roster = ROOT / "hub" / "roster.example.csv"
+    students = hub_roster(roster)
+    assert len(students) >= 2 and set(export_roster(roster)) == set(students)
+    for doc in ("classroom.md",):
+        assert "hub/roster.example.csv" in (ROOT / "docs" / doc).read_text(encoding="utf-8"), doc

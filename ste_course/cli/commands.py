@@ -257,7 +257,8 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
                    help="drop hand edits (formgrader's manual scores, extra credit, comments) of the notebooks "
                         "graded in this run; by default a re-grade of the same submission keeps them")
     g.add_argument("--config", type=Path, default=root / "ste_course.toml",
-                   help="due dates and late penalty (default: ste_course.toml in the course root, if present)")
+                   help="due dates and late penalty (default: ste_course.toml in the course root, if present: "
+                        "the current folder if it holds solutions/, else the clone ste-course runs from)")
     g.set_defaults(func=cmd_grade)
     x = sub.add_parser("export", help="grades as one row per student: csv, canvas or moodle")
     x.add_argument("--graded", type=Path, default=Path("graded"), help="folder written by grade (default: graded/)")
