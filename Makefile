@@ -52,12 +52,19 @@ shared-venv:
 # from npm (hub/install.sh); then a JupyterHub for ROSTER (a CSV with a student_id column) on
 # 127.0.0.1:8000 with assignment 03_ste published (see README, "Running a class").
 ROSTER ?= roster.csv
-.PHONY: hub-deps hub
+.PHONY: hub-deps hub hub-stop
 hub-deps:
 	@hub/install.sh
 
-hub: setup hub-deps
-	$(BIN)/ste-course hub --students $(ROSTER) --publish 03_ste
+# The hub runs from the shared venv only (no .venv, so TensorFlow is installed once); from this
+# folder, the course root. HUB_FLAGS=--background detaches it (STATE/hub.log, make hub-stop).
+SHARED_VENV ?= $(or $(STE_SHARED_VENV),/opt/ste-course/venv)
+HUB_FLAGS ?=
+hub: hub-deps
+	$(SHARED_VENV)/bin/ste-course hub --students $(ROSTER) --publish 03_ste $(HUB_FLAGS)
+
+hub-stop:
+	$(SHARED_VENV)/bin/ste-course hub --stop
 
 # Every test: the release is in sync and every solution passes (ste-course check), then pytest
 # (ste_utils, grader, adversarial suite, browser tests, and the course chapters via nbval).

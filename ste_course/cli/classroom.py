@@ -31,12 +31,23 @@ def _layout(args):
 
 @known_errors("ste_course.classroom.hub.HubError", EXCHANGE_ERROR)
 def cmd_hub(args) -> int:
-    from ste_course.classroom.hub import prepare, start
+    from ste_course.classroom.hub import HubError, prepare, start
+    from ste_course.classroom.service import start_background, stop
 
+    if args.stop:
+        print(f"ste-course hub: {stop(args.state)}")
+        return 0
+    if args.students is None:
+        raise HubError("--students ROSTER.csv is required (a CSV with a student_id column, e.g. hub/roster.example.csv)")
     settings = prepare(args.students, args.root, args.state, args.exchange, instructor=args.instructor,
                        course_id=args.course, ip=args.ip, port=args.port, publish=args.publish)
     if args.setup_only:
         print(f"ste-course hub: set up in {settings.state}; not started (--setup-only)")
+        return 0
+    if args.background:
+        pid, log = start_background(settings)
+        print(f"ste-course hub: http://{settings.ip}:{settings.port}/ runs in the background (pid {pid}, "
+              f"log {log}); `ste-course hub --stop --state {settings.state}` stops it")
         return 0
     return start(settings)
 
@@ -88,7 +99,8 @@ def _exchange_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(sub, root: Path) -> None:
     """Add the classroom's subcommands to ``ste-course``'s subparsers."""
     h = sub.add_parser("hub", help="set up users and the exchange for a roster, then run JupyterHub (as root)")
-    h.add_argument("--students", type=Path, required=True, help="roster CSV with a student_id column (required)")
+    h.add_argument("--students", type=Path, help="roster CSV with a student_id column, e.g. hub/roster.example.csv "
+                                                  "(required but with --stop)")
     h.add_argument("--instructor", default="instructor", help="the instructor's user name (default: instructor)")
     h.add_argument("--ip", default="127.0.0.1", help="address the hub listens on (default: 127.0.0.1)")
     h.add_argument("--port", type=int, default=8000, help="port the hub listens on (default: 8000)")
@@ -97,6 +109,9 @@ def add_commands(sub, root: Path) -> None:
     h.add_argument("--publish", nargs="*", default=[], metavar="ASSIGNMENT",
                    help="also publish these released assignments to the exchange (default: none)")
     h.add_argument("--setup-only", action="store_true", help="set everything up but do not start the hub")
+    h.add_argument("--background", action="store_true",
+                   help="start the hub detached: output appended to STATE/hub.log, its pid in STATE/hub.pid")
+    h.add_argument("--stop", action="store_true", help="stop the hub --background started for --state, and exit")
     _exchange_options(h)
     h.set_defaults(func=cmd_hub, root=root)
     p = sub.add_parser("publish", help="copy released assignments (exercises/) to the exchange's outbound")
