@@ -82,10 +82,14 @@ lab: setup $(STUDENT_VIEW)
 	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config/self-study $(BIN)/jupyter lab $(LAB_FLAGS) \
 		--ServerApp.root_dir=$(CURDIR)/$(STUDENT_VIEW) --LabApp.default_url=/lab/tree/course/00_start_here.ipynb
 
-# The same with the instructor's tools (formgrader, create-assignment, course list) for this launch.
+# The instructor's seat: formgrader on the course folder `grade` wrote (GRADED, default $(OUT);
+# its nbgrader_config.py names the real gradebook), never on the checkout (no stray gradebook.db).
+GRADED ?= $(OUT)
 lab-instructor: setup
-	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config/instructor $(BIN)/jupyter lab $(LAB_FLAGS) \
-		--ServerApp.root_dir=$(CURDIR)
+	@test -f $(GRADED)/nbgrader_config.py || { echo "make lab-instructor: no course folder written by \
+	ste-course grade in $(GRADED)/ (make grade OUT=$(GRADED) first, or GRADED=FOLDER)" >&2; exit 2; }
+	cd $(GRADED) && JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config/instructor $(CURDIR)/$(BIN)/jupyter lab \
+		$(LAB_FLAGS) --ServerApp.root_dir=$(abspath $(GRADED))
 
 release: setup
 	$(BIN)/ste-course release

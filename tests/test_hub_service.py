@@ -103,3 +103,16 @@ def test_make_hub_uses_the_shared_venv_only():
     assert "setup" not in prerequisites, f"make hub builds .venv too: hub:{rule.group(1)}"
     assert "$(BIN)" not in recipe and ".venv" not in recipe, recipe
     assert "/opt/ste-course/venv" in makefile and "ste-course hub" in recipe
+
+
+def test_make_lab_instructor_opens_formgrader_on_the_graded_course(tmp_path):
+    import subprocess
+
+    graded = tmp_path / "graded"
+    out = subprocess.run(["make", "-n", "lab-instructor", f"GRADED={graded}"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    recipe = out.stdout[out.stdout.rfind("test -f"):]
+    assert f"test -f {graded}/nbgrader_config.py" in recipe  # refuses a folder grade did not write
+    assert f"cd {graded} &&" in recipe and f"--ServerApp.root_dir={graded}" in recipe, recipe
+    assert f"root_dir={ROOT}\n" not in out.stdout and f"root_dir={ROOT} " not in out.stdout
