@@ -248,7 +248,7 @@ class Keeper:
     Outside the notebook's PID namespace, nothing the notebook runs can address it."""
 
     def __init__(self, status_fd: int):
-        self.status_fd, self.pid = status_fd, None
+        self.status_fd, self.pid, self.reaped = status_fd, None, False
         signal.signal(signal.SIGTERM, self._end)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it (auto-reaping)
 
@@ -256,10 +256,11 @@ class Keeper:
         if self.pid is None:
             _report(self.status_fd, {"fatal": True})
             os._exit(1)
-        try:
-            os.kill(self.pid, signal.SIGKILL)  # PID 1: the kernel ends its whole namespace
-        except OSError:
-            pass
+        if not self.reaped:  # after the wait its pid may be another process's
+            try:
+                os.kill(self.pid, signal.SIGKILL)  # PID 1: the kernel ends its whole namespace
+            except OSError:
+                pass
 
     def run(self, job_fd, event_fd, shell, genuine, uid) -> None:
         job = _read_job(job_fd)
@@ -288,13 +289,11 @@ class Keeper:
         os.close(alive_read)
         os.close(event_fd)
         _drop_all()
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                status = 0
-                break
+        try:
+            _, status = os.waitpid(pid, 0)  # returns once its whole namespace is gone
+        except ChildProcessError:
+            status = 0
+        self.reaped = True
         if os.WIFSIGNALED(status):
             _report(self.status_fd, {"signal": os.WTERMSIG(status)})
         else:
