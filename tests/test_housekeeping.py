@@ -5,7 +5,6 @@ temporary exchange with hostile inbound entries (as root, as tests/test_exchange
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import sys
@@ -15,14 +14,16 @@ import pytest
 from nbgrader.api import Gradebook
 from nbgrader.utils import notebook_hash
 
-from ste_course.authoring.source import load_assignments
-from ste_course.classroom.exchange import ExchangeError, collect, prepare, publish
+from ste_course.classroom.exchange import ExchangeError, collect
 from ste_course.classroom.housekeeping import LATEST, OLDER, REFUSED, purge, survey
 from ste_course.cli import main
 from ste_course.record.prune import PruneError, remove
 from ste_course.record.recorder import NotebookResult, Recorder
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_exchange import layout  # noqa: E402,F401 (a fixture: a temporary exchange, 03_ste published)
+from test_export_late import _course  # noqa: E402 (solutions/ of 01_backprop and 03_ste, one 10-point cell)
+
 ASSIGNMENT = "03_ste"
 STAMP = "2026-12-01 10:00:00.000000 UTC"
 # ann: 01 graded 10/10, 03 never handed in; bo: never handed in anything
@@ -35,24 +36,12 @@ def _alembic_on_path(monkeypatch):
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
-def _sources(root: Path) -> dict:
-    for name in ("01_backprop", "03_ste"):
-        cells = [{"cell_type": "code", "source": 'check(f, "ste_sign/value")', "outputs": [], "execution_count": None,
-                  "metadata": {"nbgrader": {"grade": True, "grade_id": "test", "points": 10, "locked": True,
-                                            "solution": False, "schema_version": 3}}}]
-        folder = root / "solutions" / name
-        folder.mkdir(parents=True)
-        (folder / f"{name}.ipynb").write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
-                                                          "nbformat_minor": 5}))
-    return load_assignments(root / "solutions")
-
-
 @pytest.fixture(scope="module")
 def _graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        sources = _sources(root)
+        sources = _course(root)
         recorder = Recorder(root / "graded", None, sources)
         for student, assignment, points, status in RESULTS:
             recorder.record(NotebookResult(student, assignment, assignment, points, 10.0, status, "",
@@ -134,15 +123,6 @@ def test_remove_says_what_it_did_and_refuses_unknown_names(graded, capsys):
 
 
 # ---------------------------------------------------------------- the exchange
-@pytest.fixture
-def layout(tmp_path):
-    if os.geteuid() != 0:
-        pytest.fail("the exchange's tests set owners and groups: run them as root", pytrace=False)
-    layout = prepare(tmp_path / "exchange", "c", "root")
-    publish(ROOT / "exercises", [ASSIGNMENT], layout)
-    return layout
-
-
 def _submission(layout, name: str, owner: int = 0, secret: str = "s3cret") -> Path:
     folder = layout.inbound / name
     folder.mkdir()
