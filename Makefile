@@ -69,7 +69,7 @@ hub-stop:
 # Every test: the release is in sync and every solution passes (ste-course check), then pytest
 # (ste_utils, grader, adversarial suite, browser tests, and the course chapters via nbval).
 test: setup system-deps hub-deps $(MATHJAX)
-	$(BIN)/ste-course check
+	$(BIN)/ste-course check --strict
 	$(BIN)/python -m pytest
 
 $(STUDENT_VIEW):
@@ -92,10 +92,10 @@ lab-instructor: setup
 		$(LAB_FLAGS) --ServerApp.root_dir=$(abspath $(GRADED))
 
 release: setup
-	$(BIN)/ste-course release
+	$(BIN)/ste-course release --strict
 
 check: setup
-	$(BIN)/ste-course check
+	$(BIN)/ste-course check --strict
 
 # The instructor's commands (the same as `. .venv/bin/activate` and then `ste-course ...`):
 # SUBMISSIONS and OUT choose what `make grade` grades (default: the example class).

@@ -143,7 +143,8 @@ BAD_CONFIGS = {
     "penalty 10": ("[grading]\nlate_penalty_per_day = 10\n", "per started day). Received: 10"),
     "negative penalty": ("[grading]\nlate_penalty_per_day = -0.1\n", "Received: -0.1"),
     "penalty as text": ('[grading]\nlate_penalty_per_day = "10%"\n', "Received: '10%'"),
-    "misspelt setting": ("[grading]\nlate_penalty = 0.1\n", "unknown setting grading.late_penalty"),
+    "misspelt setting": ("[grading]\nlate_penalty_perday = 0.1\n", "unknown setting grading.late_penalty_perday"),
+    "not a method": ("[grading]\nlate_penalty = 0.1\n", 'late_penalty must be "none" or "zero"'),
     "not TOML": ("[due\n", "not readable as TOML"),
 }
 

@@ -67,13 +67,13 @@ def test_edited_deleted_and_duplicated_locked_cells_are_restored(tmp_path):
     student["cells"].append(json.loads(json.dumps(student["cells"][2])))  # duplicated answer
     student["cells"][2]["metadata"]["nbgrader"]["points"] = 100
     del student["cells"][1]  # deleted set-up cell
+    student["cells"][-1]["source"] = "def f(x):\n    return 3 * x"  # the last copy is the answer
     prepared = prepare(source, student)
-    sources = [c.source for c in prepared.cells]
-    assert sources[1] == "from ste_course.checks import check"
-    assert sources[2] == "def f(x):\n    return 2 * x"
-    assert sources[3] == TEST_SRC
-    assert len(prepared.cells) == 4
-    assert any("duplicate" in n for n in prepared.notes)
+    # the earlier copy runs as the student's own cell (nbgrader's DeduplicateIds keeps the last)
+    assert [(c.source, c.locked) for c in prepared.cells] == [
+        ("# Title", True), ("def f(x):\n    return 2 * x", False), ("from ste_course.checks import check", True),
+        ("def f(x):\n    return 3 * x", False), (TEST_SRC, True)]
+    assert any("earlier copy of cell answer" in n for n in prepared.notes)
 
 
 def test_cells_the_student_added_are_kept_in_place(tmp_path):
@@ -85,13 +85,14 @@ def test_cells_the_student_added_are_kept_in_place(tmp_path):
     assert not prepared.code_cells[2].locked and prepared.code_cells[3].locked
 
 
-def test_missing_answer_uses_the_blank_version(tmp_path):
+def test_a_missing_answer_stays_missing(tmp_path):
+    """As in nbgrader: an answer the student moved into a cell of their own still counts."""
     source, nb = _source_nb(tmp_path)
     student = json.loads(json.dumps(nb))
-    del student["cells"][2]
+    student["cells"][2] = _cell("code", "def f(x):\n    return x")  # its nbgrader metadata removed
     prepared = prepare(source, student)
-    assert "raise NotImplementedError()" in prepared.code_cells[1].source
-    assert any("missing answer" in n for n in prepared.notes)
+    assert [c.source for c in prepared.code_cells] == [nb["cells"][1]["source"], "def f(x):\n    return x", TEST_SRC]
+    assert any("missing answer cells: answer" in n for n in prepared.notes)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -1,5 +1,6 @@
 """Mistakes in solutions/ are caught at release (and check) with one line each, and cost only that
-assignment's rows when grading."""
+assignment's rows when grading. The course's conventions are warnings (errors with --strict);
+what nbgrader refuses, or what cannot be graded, is always an error."""
 
 import copy
 import csv
@@ -80,7 +81,8 @@ def _course(tmp_path, mistake=None) -> Path:
 @pytest.mark.parametrize("mistake, line", MISTAKES, ids=[m.__name__.strip("_") for m, _ in MISTAKES])
 def test_release_refuses_a_mistake_with_one_line(tmp_path, capsys, mistake, line):
     course = _course(tmp_path, mistake)
-    code = main(["release", "--solutions", str(course / "solutions"), "--exercises", str(course / "exercises")])
+    code = main(["release", "--strict", "--solutions", str(course / "solutions"),
+                 "--exercises", str(course / "exercises")])
     err = capsys.readouterr().err
     assert code == 1 and not (course / "exercises").exists()
     errors = [l for l in err.splitlines() if l.startswith("error: ")]
@@ -90,13 +92,27 @@ def test_release_refuses_a_mistake_with_one_line(tmp_path, capsys, mistake, line
     assert ";" in errors[0].split(line, 1)[1] or mistake is _points  # says what to do
 
 
+@pytest.mark.parametrize("mistake, line", MISTAKES, ids=[m.__name__.strip("_") for m, _ in MISTAKES])
+def test_without_strict_only_what_cannot_be_graded_refuses(tmp_path, capsys, mistake, line):
+    """As nbgrader generate_assignment: the course's conventions are warnings, the release is
+    written; a check that does not exist cannot be graded and stays an error."""
+    course = _course(tmp_path, mistake)
+    code = main(["release", "--solutions", str(course / "solutions"), "--exercises", str(course / "exercises")])
+    err = capsys.readouterr().err
+    kind = "error" if mistake is _misspelt else "warning"
+    assert [l for l in err.splitlines() if line in l][0].startswith(f"{kind}: "), err
+    assert code == (1 if kind == "error" else 0)
+    assert (course / "exercises" / "adv" / "adv.ipynb").exists() == (kind == "warning")
+
+
 def test_the_valid_fixture_has_no_problem(tmp_path):
     assert [nb.problems for nb in load_assignments(_course(tmp_path).joinpath("solutions"))["adv"]] == [[]]
 
 
 def test_check_reports_the_mistake_and_fails(tmp_path, capsys):
     course = _course(tmp_path, _misspelt)
-    assert main(["check", "--solutions", str(course / "solutions"), "--exercises", str(course / "exercises")]) == 1
+    assert main(["check", "--strict", "--solutions", str(course / "solutions"),
+                 "--exercises", str(course / "exercises")]) == 1
     assert "unknown check 'ste_sign/valeu' (did you mean 'ste_sign/value'?)" in capsys.readouterr().err
 
 

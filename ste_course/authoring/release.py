@@ -16,28 +16,45 @@ from pathlib import Path
 
 from ste_course.files import SHARED, SHARED_DIR, copy_tree
 
-CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+from ste_course.authoring.nbconfig import DEFAULT_CODE_STUB, NbgraderSettings
+
+CODE_STUB = DEFAULT_CODE_STUB
 
 
 class ReleaseError(RuntimeError):
     pass
 
 
-def blank_solution(source: str) -> str:
-    """The source with each ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block replaced by the
-    code stub, indented like the ``BEGIN`` line (what nbgrader's ClearSolutions does)."""
+def blank_solution(source: str, stub: str = CODE_STUB) -> str:
+    """The source with each solution region (a line containing ``BEGIN SOLUTION`` up to one
+    containing ``END SOLUTION``) replaced by ``stub``, indented like the ``BEGIN`` line (what
+    nbgrader's ClearSolutions does); a source without a region is returned as it is."""
     out, inside = [], False
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped == "### BEGIN SOLUTION":
+    for line in source.split("\n"):
+        if "BEGIN SOLUTION" in line:
             inside = True
             indent = line[: len(line) - len(line.lstrip())]
-            out += [indent + stub for stub in CODE_STUB.splitlines()]
-        elif stripped == "### END SOLUTION":
+            out += [indent + part for part in stub.split("\n")]
+        elif "END SOLUTION" in line:
             inside = False
         elif not inside:
             out.append(line)
     return "\n".join(out)
+
+
+def released_source(cell, settings: NbgraderSettings | None = None) -> str:
+    """What the student version holds in ``cell`` (a :class:`~ste_course.authoring.source.SourceCell`),
+    as nbgrader's ClearSolutions and ClearHiddenTests write it: solution regions replaced by the
+    code stub (the text stub in markdown), a solution cell without a region replaced whole by the
+    stub, hidden-test regions removed."""
+    from ste_course.authoring.source import strip_hidden
+
+    settings = settings or NbgraderSettings()
+    stub = settings.code_stub if cell.cell_type == "code" else settings.text_stub
+    text = blank_solution(cell.source, stub)
+    if cell.solution and "BEGIN SOLUTION" not in cell.source:
+        text = stub
+    return strip_hidden(text)
 
 
 @contextlib.contextmanager
@@ -54,8 +71,9 @@ def nbgrader_env(path):
         os.environ["PATH"] = old_path
 
 
-def generate(solutions: Path, dest: Path) -> list:
-    """Release every assignment in ``solutions`` into ``dest``; returns the assignments."""
+def generate(solutions: Path, dest: Path, settings: NbgraderSettings | None = None) -> list:
+    """Release every assignment in ``solutions`` into ``dest`` with ``settings``' stubs (a
+    course's ``nbgrader_config.py``, :mod:`~ste_course.authoring.nbconfig`); returns the assignments."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
@@ -73,7 +91,9 @@ def generate(solutions: Path, dest: Path) -> list:
         config = Config()
         config.CourseDirectory.root = str(tmp)
         config.CourseDirectory.db_url = f"sqlite:///{tmp / 'gradebook.db'}"
-        config.ClearSolutions.code_stub = {"python": CODE_STUB}
+        settings = settings or NbgraderSettings()
+        config.ClearSolutions.code_stub = {"python": settings.code_stub}
+        config.ClearSolutions.text_stub = settings.text_stub
         config.Exchange.root = str(tmp / "exchange")
         with nbgrader_env(tmp):
             api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
@@ -88,11 +108,11 @@ def generate(solutions: Path, dest: Path) -> list:
     return assignments
 
 
-def drift(solutions: Path, exercises: Path) -> list:
+def drift(solutions: Path, exercises: Path, settings: NbgraderSettings | None = None) -> list:
     """Differences between a fresh release and the committed ``exercises/`` (empty if in sync)."""
     with tempfile.TemporaryDirectory(prefix="ste-check-") as tmp:
         fresh = Path(tmp) / "exercises"
-        generate(solutions, fresh)
+        generate(solutions, fresh, settings)
         problems = []
         committed = Path(exercises)
         if not committed.is_dir():

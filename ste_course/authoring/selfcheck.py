@@ -1,7 +1,8 @@
 """``ste-course check``: the source is valid, the release is in sync and every notebook behaves.
 
-0. Every graded cell of ``solutions/`` is valid (:func:`ste_course.authoring.source.validate`): a notebook
-   with problems is reported, one line each, and not run.
+0. Every graded cell of ``solutions/`` is valid (:func:`ste_course.authoring.source.load_notebook`): a
+   notebook with problems is reported, one line each, and not run; the course's conventions
+   (:func:`ste_course.authoring.source.validate`) are warnings, problems with ``--strict``.
 1. A fresh release of ``solutions/`` equals the committed ``exercises/``.
 2. Every solution notebook runs with no error in any cell (so every automatic test passes: full
    points; written answers are graded by hand, never run, and are not automatic points).
@@ -24,6 +25,7 @@ from pathlib import Path
 from ste_course.authoring.release import drift
 from ste_course.authoring.source import load_assignments, load_notebook
 from ste_course.authoring.source import problems as source_problems
+from ste_course.authoring.source import warnings as source_warnings
 from ste_course.sandbox import Limits, Worker
 from ste_course.specs.derive import crashed, part_forbid
 
@@ -37,12 +39,17 @@ def _cells(nb_path: Path, assignment: str):
                 if c.cell_type == "code"]
 
 
-def run_checks(solutions: Path, exercises: Path, log=print) -> list:
+def run_checks(solutions: Path, exercises: Path, log=print, strict: bool = False) -> list:
+    """Every problem of the course, one line each (with ``strict``, the source's warnings too;
+    without, they are logged)."""
     sources = load_assignments(solutions)
-    problems = source_problems(sources)
+    problems = source_problems(sources, strict)
     if problems:  # an invalid source cannot be released, so there is no drift to compare
         return problems
-    problems += [f"drift: {p}" for p in drift(solutions, exercises)]
+    for warning in [] if strict else source_warnings(sources):
+        log(f"warning: {warning}")
+    settings = next((nb.settings for nbs in sources.values() for nb in nbs), None)
+    problems += [f"drift: {p}" for p in drift(solutions, exercises, settings)]
     worker = Worker(0, sandbox=False, limits=Limits(cell_seconds=120, notebook_seconds=600))
     try:
         for assignment, notebooks in sources.items():

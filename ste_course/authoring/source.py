@@ -13,9 +13,16 @@ Three kinds of graded cell:
 * a **written answer** (nbgrader's "manually graded answer": solution and grade, usually
   markdown): points given by hand in formgrader; autograding leaves it "needs manual grade".
 
-Reading never stops at the first mistake: every notebook gets a list of ``problems``, one line
-each naming the file, the cell's grade id and what to fix (:func:`validate`). ``release`` and
-``check`` refuse a course with problems; ``grade`` gives that notebook's rows status ``error``.
+Reading never stops at the first mistake. Every notebook gets two lists, one line each naming
+the file, the cell's grade id and what to fix:
+
+* ``problems``: what nbgrader itself refuses or what makes grading impossible (a duplicate grade
+  id, a graded cell without points, an nbgrader cell without a grade id, a solution or hidden-test
+  region that is not closed or sits in the wrong kind of cell, a ``check`` call that cannot be
+  read). ``release`` and ``check`` refuse them; ``grade`` gives that notebook's rows status ``error``.
+* ``warnings``: this course's authoring conventions (:func:`validate`): hidden blocks, points
+  notes that add up, answers some test uses. Any notebook ``nbgrader generate_assignment``
+  accepts is released and graded with warnings; ``--strict`` makes them problems.
 """
 
 from __future__ import annotations
@@ -89,6 +96,8 @@ class SourceNotebook:
     cells: list
     metadata: dict
     problems: list = field(default_factory=list)  # one line each; non-empty: not gradable
+    warnings: list = field(default_factory=list)  # the course's conventions (errors with --strict)
+    settings: object = None  # the course's nbgrader_config.py (authoring.nbconfig.NbgraderSettings)
 
     @property
     def grade_cells(self):
@@ -113,24 +122,26 @@ class SourceNotebook:
 
 
 def strip_hidden(source: str) -> str:
+    """The source without its hidden-test regions, as nbgrader's ClearHiddenTests removes them
+    (a line containing ``BEGIN HIDDEN TESTS`` up to the line containing ``END HIDDEN TESTS``)."""
     out, hiding = [], False
-    for line in source.splitlines(keepends=True):
-        if line.strip() == HIDDEN_BEGIN:
+    for line in source.split("\n"):
+        if "BEGIN HIDDEN TESTS" in line:
             hiding = True
-        elif line.strip() == HIDDEN_END:
+        elif "END HIDDEN TESTS" in line:
             hiding = False
         elif not hiding:
             out.append(line)
-    return "".join(out).rstrip("\n")
+    return "\n".join(out)
 
 
 def hidden_lines(source: str) -> list:
     """The non-blank lines inside hidden-test blocks (to scrub them from any output)."""
     lines, hiding = [], False
     for line in source.splitlines():
-        if line.strip() == HIDDEN_BEGIN:
+        if "BEGIN HIDDEN TESTS" in line:
             hiding = True
-        elif line.strip() == HIDDEN_END:
+        elif "END HIDDEN TESTS" in line:
             hiding = False
         elif hiding and line.strip():
             lines.append(line.strip())
@@ -168,9 +179,19 @@ def _source_text(cell: dict) -> str:
     return "".join(src) if isinstance(src, list) else str(src)
 
 
-def _points(value, where: str, problems: list) -> float:
+def _points(meta: dict, where: str, problems: list) -> float:
+    """A grade cell's points; nbgrader refuses a grade cell without them (a problem)."""
+    if not meta.get("grade"):
+        return 0.0
+    if "points" not in meta:
+        problems.append(f"{where}: a graded cell without points (nbgrader: \"does not have points\"); "
+                        "set them in the cell's nbgrader metadata (Create Assignment: Points)")
+        return 0.0
+    value = meta["points"]
     try:
-        points = float(value or 0)
+        if isinstance(value, bool):
+            raise TypeError
+        points = float(value)
     except (TypeError, ValueError):
         problems.append(f"{where}: points must be a number, received {value!r}; set it in the cell's "
                         "nbgrader metadata (Create Assignment: Points)")
@@ -178,9 +199,51 @@ def _points(value, where: str, problems: list) -> float:
     return points
 
 
+def _regions(source: str, begin: str, end: str) -> tuple:
+    """``(found, closed)`` for nbgrader's regions (a line containing ``begin`` up to one
+    containing ``end``), as ClearSolutions and ClearHiddenTests read them: a nested ``begin`` or
+    one never closed is what nbgrader refuses."""
+    found, inside = False, False
+    for line in source.split("\n"):
+        if begin in line:
+            if inside:
+                return True, False
+            found = inside = True
+        elif end in line:
+            inside = False
+    return found, not inside
+
+
+def _nbgrader_problems(sc: SourceCell, where: str) -> list:
+    """What nbgrader's generate_assignment refuses in one cell (its metadata validator,
+    ClearSolutions and ClearHiddenTests), said in its terms."""
+    problems = []
+    if (sc.grade or sc.solution or sc.locked) and not sc.grade_id:
+        problems.append(f"{where}: an nbgrader cell without a grade_id (nbgrader: \"does not have a "
+                        "grade_id\"); set one in Create Assignment")
+    if sc.cell_type == "markdown" and sc.grade != sc.solution and not sc.metadata.get("nbgrader", {}).get("task"):
+        problems.append(f"{where}: a markdown cell must be both solution and grade (nbgrader's \"Manually "
+                        "graded answer\"); tick both or neither")
+    found, closed = _regions(sc.source, "BEGIN SOLUTION", "END SOLUTION")
+    if not closed:
+        problems.append(f"{where}: a BEGIN SOLUTION region that is nested or never closed; close it "
+                        "with ### END SOLUTION")
+    elif found and not sc.solution:
+        problems.append(f"{where}: a solution region in a cell that is not a solution cell; make it "
+                        "an answer cell (Autograded answer) or remove the markers")
+    found, closed = _regions(sc.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+    if not closed:
+        problems.append(f"{where}: unbalanced {HIDDEN_BEGIN} / {HIDDEN_END}; close every hidden block once")
+    elif found and not sc.grade:
+        problems.append(f"{where}: a hidden-test region in a cell that is not a test cell; make it "
+                        "an Autograder tests cell")
+    return problems
+
+
 def load_notebook(path: Path, assignment: str, known=None) -> SourceNotebook:
-    """The notebook at ``path`` with its ``problems`` (:func:`validate`); never raises for a
-    mistake in the notebook, only lists it. ``known``: the check names (default: the registry)."""
+    """The notebook at ``path`` with its ``problems`` (what nbgrader refuses, or what makes grading
+    impossible) and ``warnings`` (:func:`validate`); never raises for a mistake in the notebook,
+    only lists it. ``known``: the check names (default: the registry)."""
     path = Path(path)
     try:
         nb = json.loads(path.read_text(encoding="utf-8"))
@@ -196,27 +259,42 @@ def load_notebook(path: Path, assignment: str, known=None) -> SourceNotebook:
         meta = metadata.get("nbgrader") if isinstance(metadata.get("nbgrader"), dict) else {}
         grade_id = meta.get("grade_id")
         where = f"{path} [{grade_id or f'cell {index}'}]"
-        if grade_id:
+        solution, grade = bool(meta.get("solution")), bool(meta.get("grade"))
+        locked = not solution and (grade or bool(meta.get("locked")))  # nbgrader's utils.is_locked
+        if grade_id and (solution or grade or locked):
             if grade_id in seen:
-                problems.append(f"{where}: duplicate grade_id; give each nbgrader cell its own id")
+                problems.append(f"{where}: duplicate grade_id (nbgrader: \"Duplicate grade id\"); give "
+                                "each nbgrader cell its own id")
             seen.add(grade_id)
         source = _source_text(cell)
         sc = SourceCell(index=index, cell_type=cell.get("cell_type", "code"), source=source,
-                        grade_id=grade_id, solution=bool(meta.get("solution")),
-                        grade=bool(meta.get("grade")), locked=bool(meta.get("locked")),
-                        points=_points(meta.get("points", 0), where, problems),
+                        grade_id=grade_id, solution=solution, grade=grade, locked=locked,
+                        points=_points(meta, where, problems),
                         forbid=list(metadata.get("ste_course", {}).get("forbid", [])),
                         metadata=metadata)
-        if sc.grade and sc.cell_type == "code" and not sc.solution:
+        problems += _nbgrader_problems(sc, where)
+        if sc.grade and sc.cell_type == "code" and not sc.solution and "check" in source:
             try:
                 sc.checks = parse_checks(source, where)
             except SourceError as err:
-                problems += err.problems
+                if any(_calls_check(line) for line in source.splitlines()):
+                    problems += err.problems  # check() calls we cannot read cannot be graded
+            if sc.checks and known is None:
+                known = _known_checks()
+            for name in dict.fromkeys(call.spec for call in sc.checks):
+                if name not in known:
+                    problems.append(f"{where}: unknown check {name!r}{did_you_mean(name, known)}; use "
+                                    "a registered name or declare it in the course's checks/ (docs/authoring.md)")
         cells.append(sc)
     out = SourceNotebook(assignment=assignment, name=path.stem, path=path, cells=cells,
                          metadata=nb.get("metadata", {}) if isinstance(nb.get("metadata"), dict) else {})
-    out.problems = problems + validate(out, known)
+    out.problems = problems
+    out.warnings = validate(out)
     return out
+
+
+def _calls_check(line: str) -> bool:
+    return re.search(r"(?<![\w.])check\s*\(", line.split("#", 1)[0]) is not None
 
 
 # ------------------------------------------------------------------------------ validation
@@ -263,57 +341,39 @@ def _has_assert(source: str) -> bool:
         return True  # reported by the release itself
 
 
-def _hidden_blocks_balanced(source: str) -> bool:
-    depth = 0
-    for line in source.splitlines():
-        if line.strip() == HIDDEN_BEGIN:
-            depth += 1
-        elif line.strip() == HIDDEN_END:
-            depth -= 1
-        if depth not in (0, 1):
-            return False
-    return depth == 0
-
-
 def _declared_points(text: str):
     match = POINTS_NOTE.search(text)
     return sum(float(p) for p in match.group(1).split("+")) if match else None
 
 
-def validate(nb: SourceNotebook, known=None) -> list:
-    """The mistakes in ``nb``, one line each: ``<file> [<grade id>]: <what is wrong>; <what to do>``.
+def validate(nb: SourceNotebook) -> list:
+    """The course's authoring conventions ``nb`` breaks, one line each: ``<file> [<grade id>]:
+    <what is wrong>; <what to do>`` (warnings: nbgrader accepts these notebooks; ``--strict``
+    refuses them).
 
-    A test cell that calls no check (in a notebook whose tests call ``check``), an unknown check
-    name, a test cell without a hidden block, points that do not add up (a test's "(N points)"
-    against its metadata, a part heading's against its tests), an answer cell no test uses, a
-    written answer without points or without a hidden model answer.
+    A test cell that calls no check (in a notebook whose tests call ``check``), a test cell with
+    neither check nor assert, a check cell without a hidden block, points that do not add up (a
+    test's "(N points)" against its metadata, a part heading's against its tests), an answer cell
+    no test uses, a graded cell worth no points, a written answer without a hidden model answer.
     """
-    known = _known_checks() if known is None else set(known)
     problems = []
     uses_check = any(c.checks for c in nb.cells)
     tests = [c for c in nb.cells if c.grade and not c.solution and c.cell_type == "code"]
     used = set().union(*(_used_names(c.source) for c in tests)) if tests else set()
     for cell in nb.cells:
         where = f"{nb.path} [{cell.grade_id or f'cell {cell.index}'}]"
-        if (cell.grade or cell.solution) and not cell.grade_id:
-            problems.append(f"{where}: an nbgrader cell without a grade_id; set one in Create Assignment")
-        if cell.grade and cell.points <= 0:
+        if cell.grade and cell.points <= 0 and "points" in cell.metadata.get("nbgrader", {}):
             problems.append(f"{where}: a graded cell worth {cell.points:g} points; give it positive points "
                             "or make it an ordinary cell")
-        if not _hidden_blocks_balanced(cell.source):
-            problems.append(f"{where}: unbalanced {HIDDEN_BEGIN} / {HIDDEN_END}; close every hidden block once")
         if cell in tests:
-            problems += _validate_test(cell, where, uses_check, known)
+            problems += _validate_test(cell, where, uses_check)
         elif cell.manual:
             if SOLUTION_BEGIN not in cell.source or SOLUTION_END not in cell.source:
                 problems.append(f"{where}: a written answer without a {SOLUTION_BEGIN} ... {SOLUTION_END} "
                                 "region; put the model answer and the rubric inside it (students see "
                                 "only the prompt)")
-        elif cell.solution and not cell.grade:
-            if cell.cell_type != "code":
-                problems.append(f"{where}: a markdown answer cell with no points; tick 'Manually graded "
-                                "answer' (solution and grade) and give it points")
-            elif not (_defined_names(cell.source) & used):
+        elif cell.solution and not cell.grade and cell.cell_type == "code":
+            if not (_defined_names(cell.source) & used):
                 defined = ", ".join(sorted(_defined_names(cell.source))) or "nothing"
                 problems.append(f"{where}: no test cell uses this answer (it defines {defined}); add a "
                                 "test cell that checks it, e.g. check(name, \"spec\")")
@@ -321,18 +381,14 @@ def validate(nb: SourceNotebook, known=None) -> list:
     return problems
 
 
-def _validate_test(cell: SourceCell, where: str, uses_check: bool, known: set) -> list:
+def _validate_test(cell: SourceCell, where: str, uses_check: bool) -> list:
     problems = []
     if uses_check and not cell.checks:
         problems.append(f"{where}: this test cell calls no check(); call check(obj, \"spec\") and "
                         "check(obj, \"spec\", hidden=True) in a hidden block (docs/authoring.md)")
     if not uses_check and not _has_assert(cell.source):
-        problems.append(f"{where}: this test cell has neither check() nor assert, so it can never "
-                        "fail; add the asserts (or check calls) that judge the answer")
-    for name in dict.fromkeys(call.spec for call in cell.checks):
-        if name not in known:
-            problems.append(f"{where}: unknown check {name!r}{did_you_mean(name, known)}; use "
-                            "a registered name or declare it in the course's checks/ (docs/authoring.md)")
+        problems.append(f"{where}: this test cell has neither check() nor assert, so it fails only "
+                        "when it raises; add the asserts (or check calls) that judge the answer")
     if cell.checks and not any(c.hidden for c in cell.checks):
         if HIDDEN_BEGIN not in cell.source:
             problems.append(f"{where}: no hidden block; add {HIDDEN_BEGIN} / check(obj, \"spec\", "
@@ -374,18 +430,35 @@ def _validate_headings(nb: SourceNotebook) -> list:
 
 def load_assignments(solutions: Path, known=None) -> dict:
     """``{assignment: [SourceNotebook, ...]}`` for every ``solutions/<assignment>/*.ipynb``; each
-    notebook carries its ``problems`` (see :func:`problems`)."""
+    notebook carries its ``problems`` and ``warnings`` (see :func:`problems`) and the settings of
+    the course's ``nbgrader_config.py`` beside ``solutions/`` (one it cannot honour is a problem
+    of every notebook, :mod:`~ste_course.authoring.nbconfig`)."""
+    from ste_course.authoring.nbconfig import NbgraderConfigError, NbgraderSettings, load
+
     solutions = Path(solutions)
     if not solutions.is_dir():
         raise SourceError(f"no solutions folder at {solutions}")
+    try:
+        settings, refused = load(solutions.resolve().parent), None
+    except NbgraderConfigError as err:
+        settings, refused = NbgraderSettings(), str(err)
     out = {}
     for folder in sorted(p for p in solutions.iterdir() if p.is_dir() and not p.name.startswith(".")):
         notebooks = [load_notebook(p, folder.name, known) for p in sorted(folder.glob("*.ipynb"))]
+        for nb in notebooks:
+            nb.settings = settings
+            nb.problems += [refused] if refused else []
         if notebooks:
             out[folder.name] = notebooks
     return out
 
 
-def problems(sources: dict) -> list:
-    """Every notebook's problems, in order."""
-    return [p for notebooks in sources.values() for nb in notebooks for p in nb.problems]
+def problems(sources: dict, strict: bool = False) -> list:
+    """Every notebook's problems, in order (with ``strict``, its warnings too)."""
+    return [p for notebooks in sources.values() for nb in notebooks
+            for p in nb.problems + (nb.warnings if strict else [])]
+
+
+def warnings(sources: dict) -> list:
+    """Every notebook's warnings (the course's conventions it breaks), in order."""
+    return [w for notebooks in sources.values() for nb in notebooks for w in nb.warnings]

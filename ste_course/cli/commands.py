@@ -38,28 +38,38 @@ def _course_checks(args) -> list:
     return []
 
 
-def _source_problems(args) -> list:
-    """The course's checks and every notebook of solutions/, validated (one line per problem)."""
-    from ste_course.authoring.source import SourceError, load_assignments, problems
+def _source_problems(args, strict: bool = False, warn: bool = False) -> list:
+    """The course's checks and every notebook of solutions/, validated (one line per problem;
+    with ``strict`` the course's conventions are problems too, with ``warn`` they are printed)."""
+    from ste_course.authoring.source import SourceError, load_assignments, problems, warnings
 
     found = _course_checks(args)
     try:
-        return found + problems(load_assignments(args.solutions))
+        sources = load_assignments(args.solutions)
     except SourceError as err:
         return found + err.problems
+    for w in warnings(sources) if warn and not strict else []:
+        print(f"warning: {shown(w, 400)}", file=sys.stderr)
+    return found + problems(sources, strict)
 
 
 def cmd_release(args) -> int:
+    from ste_course.authoring.nbconfig import NbgraderConfigError, load
     from ste_course.authoring.release import generate
 
-    problems = _source_problems(args)
+    problems = _source_problems(args, args.strict, warn=True)
     for p in problems:
         print(f"error: {shown(p, 400)}", file=sys.stderr)
     if problems:
         print(f"ste-course release: {len(problems)} problem(s) in {shown(args.solutions)}; nothing released",
               file=sys.stderr)
         return 1
-    names = generate(args.solutions, args.exercises)
+    try:
+        settings = load(Path(args.solutions).resolve().parent)
+    except NbgraderConfigError as err:  # reported above as every notebook's problem
+        print(f"error: {shown(err, 400)}", file=sys.stderr)
+        return 1
+    names = generate(args.solutions, args.exercises, settings)
     print(f"released {len(names)} assignments into {args.exercises}: {', '.join(names)}")
     return 0
 
@@ -71,7 +81,7 @@ def cmd_check(args) -> int:
 
     problems = _course_checks(args)
     try:
-        problems += run_checks(args.solutions, args.exercises)
+        problems += run_checks(args.solutions, args.exercises, strict=args.strict)
     except SourceError as err:
         problems += err.problems
     for p in problems:
@@ -90,7 +100,11 @@ def cmd_grade(args) -> int:
     for p in _source_problems(args):  # those notebooks get status error; the rest is graded
         print(f"warning: {shown(p, 400)}", file=sys.stderr)
     sources = load_assignments(args.solutions)
-    late = LatePolicy.load(args.config, sources)  # checked before anything is graded
+    settings = next((nb.settings for nbs in sources.values() for nb in nbs), None)  # nbgrader_config.py
+    # checked before anything is graded
+    late = LatePolicy.load(args.config, sources, settings.penalty_method if settings else None)
+    if args.cell_timeout is None:
+        args.cell_timeout = settings.cell_timeout if settings and settings.cell_timeout else 60.0
 
     limits = Limits(cell_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
                     memory_bytes=args.memory_mb * 2**20, processes=args.processes,
@@ -213,6 +227,8 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
                        description="Validate every graded cell of solutions/ (one line per mistake, exit 1), "
                                    "then regenerate exercises/ with nbgrader generate_assignment.")
     _course_options(r, root, top=False)
+    r.add_argument("--strict", action="store_true",
+                   help="the course's authoring conventions (warnings) are errors too")
     r.set_defaults(func=cmd_release)
     c = sub.add_parser("check", help="validate; exercises/ in sync; solutions pass; blank releases score 0",
                        description="Validate solutions/, check that exercises/ equals a fresh release, run every "
@@ -220,6 +236,8 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
                                    "may pass blank). Written answers are graded by hand and not run. Exit 1 on "
                                    "any problem.")
     _course_options(c, root, top=False)
+    c.add_argument("--strict", action="store_true",
+                   help="the course's authoring conventions (warnings) are problems too")
     c.set_defaults(func=cmd_check)
     g = sub.add_parser("grade", help="grade SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb",
                        description="Grade a class in the sandbox; write grades.csv, feedback and nbgrader's "
@@ -241,7 +259,8 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
     g.add_argument("--secret-file", type=Path, default=Path("~/.config/ste-course/secret"),
                    help="instructor's secret that seeds the hidden inputs, created if missing "
                         "(default: ~/.config/ste-course/secret)")
-    g.add_argument("--cell-timeout", type=float, default=60.0, help="seconds per cell (default 60)")
+    g.add_argument("--cell-timeout", type=float, default=None,
+                   help="seconds per cell (default: Execute.timeout of the course's nbgrader_config.py, else 60)")
     g.add_argument("--notebook-timeout", type=float, default=300.0, help="seconds per notebook (default 300)")
     g.add_argument("--memory-mb", type=int, default=2048, help="address-space limit per notebook (default 2048)")
     g.add_argument("--processes", type=int, default=64, help="process limit per notebook (default 64)")

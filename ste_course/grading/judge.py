@@ -27,6 +27,7 @@ class Plan:
     full: dict  # run index (str) -> [(spec name, [full case])]
     grade_ids: dict  # run index (str) -> grade_id
     order: list = field(default_factory=list)  # run indices of the code cells, in the order run
+    unanswered: list = field(default_factory=list)  # written answers submitted as released
 
 
 def answers_digest(prepared) -> str:
@@ -65,7 +66,7 @@ def plan(source: SourceNotebook, prepared, secret: str, student: str) -> Plan:
             calls[key].append({"spec": call.spec, "cases": [encode_case(student_case(spec, c)) for c in cases],
                                "forbid": forbid, "run": DECLARED.get(call.spec)})
             full[key].append((call.spec, cases))
-    return Plan(calls, full, grade_ids, [c.index for c in prepared.code_cells])
+    return Plan(calls, full, grade_ids, [c.index for c in prepared.code_cells], list(prepared.unanswered))
 
 
 @dataclass
@@ -155,9 +156,10 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
 
     Only the events :func:`harness_events` keeps are evidence (filtering twice is harmless).
     A check cell earns its points when every check call's evidence matches the reference; an
-    assert cell (no ``check``: nbgrader's style) when it ran without an error, as nbgrader
-    decides (a weaker guarantee: the asserts share the kernel with the student's code); a
-    written answer is left for a manual grade.
+    assert cell (no ``check``: nbgrader's style) when it ran without an error and wrote nothing
+    on stderr, as nbgrader's ``determine_grade`` decides (a weaker guarantee: the asserts share
+    the kernel with the student's code); a written answer is left for a manual grade, unless it
+    was submitted as released: then it is nbgrader's "No response." (0 points, nothing to grade).
     """
     stream = harness_events(events, the_plan.order)
     stop_reason = stream.tampered or stop_reason
@@ -170,6 +172,8 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
         result = CellGrade(original.grade_id, 0.0, original.points, manual=original.manual)
         grades.append(result)
         if original.manual:
+            if original.grade_id in the_plan.unanswered:
+                result.manual, result.messages = False, ["No response."]
             continue
         end = ends.get(key) if key is not None else None
         if end is None:
@@ -183,6 +187,9 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
             continue
         if original.asserts and end.get("error"):
             messages.append(f"This test failed: {str(end['error'])[:300]}")
+        elif original.asserts and str(end.get("stderr") or ""):
+            messages.append("This test wrote on stderr, which nbgrader counts as a failure: "
+                            f"{str(end['stderr']).strip()[-300:]}")
         for k, (spec_name, cases) in enumerate(the_plan.full[key]):
             spec = get_spec(spec_name)
             got = evidence[k] if k < len(evidence) and isinstance(evidence[k], dict) else None

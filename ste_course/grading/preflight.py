@@ -1,9 +1,9 @@
 """Read a submitted notebook defensively and rebuild the notebook that will run.
 
 Nothing in a submission is trusted except the source of its solution cells (and cells the
-student added). Locked cells (set-up, instructions, tests) come from the instructor's source by
-``grade_id``: edited ones are restored, deleted ones re-added, duplicated ones graded as if the
-copy were not there. The kernelspec and nbgrader metadata are the instructor's.
+student added). Every other cell (set-up, instructions, tests) comes from the instructor's source
+by ``grade_id``: edited ones are restored, deleted ones re-added, duplicated ones graded as if the
+copy were not there (:func:`prepare`). The kernelspec and nbgrader metadata are the instructor's.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ste_course.authoring.release import released_source
 from ste_course.authoring.source import SourceNotebook
 from ste_course.untrusted import NotOwnFile, clean, read_own, shown
 
@@ -40,6 +41,7 @@ class RunCell:
 class Prepared:
     cells: list  # RunCell, code and markdown, in order
     notes: list = field(default_factory=list)  # repairs made, for the instructor's reason column
+    unanswered: list = field(default_factory=list)  # written answers left as released ("No response.")
 
     @property
     def code_cells(self):
@@ -87,31 +89,58 @@ def _text(value) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _grade_id(cell: dict):
+    meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+    nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
+    return nbg.get("grade_id") if isinstance(nbg.get("grade_id"), str) else None
+
+
 def prepare(source: SourceNotebook, submitted: dict) -> Prepared:
-    """Merge the student's answers into the instructor's notebook."""
+    """Merge the student's answers into the instructor's notebook, as nbgrader's sanitizing steps
+    (DeduplicateIds, OverwriteCells) and more:
+
+    * an answer cell is taken by ``grade_id`` with the source's type and points whatever the
+      student set (the text is theirs; a changed cell type is put back, as OverwriteCells does);
+      of several copies the last counts and the earlier ones run as the student's own cells
+      (DeduplicateIds keeps the last);
+    * every other cell of the source (tests, locked cells, markdown, set-up) is the instructor's,
+      in the source's order, whatever the student did to it (edited, commented out, deleted,
+      moved, metadata changed); nbgrader restores edited locked cells by checksum and, with
+      ``add_missing_cells``, re-adds deleted tests;
+    * cells the student added run where they put them (after the cell before them);
+    * an answer cell that is missing is missing (as in nbgrader: a missing written answer
+      waits for a hand grade).
+
+    ``Prepared.unanswered`` lists the written answers submitted exactly as released (nbgrader's
+    "No response.": 0 points, no hand grade needed).
+    """
     by_id = source.by_id()
-    answers, extras, notes = {}, {}, []
+    cells_in = [c for c in submitted["cells"] if isinstance(c, dict)]
+    last = {}
+    for position, cell in enumerate(cells_in):
+        grade_id = _grade_id(cell)
+        if grade_id in by_id and by_id[grade_id].solution:
+            last[grade_id] = position
+    answers, types, extras, notes = {}, {}, {}, []
     anchor = None
-    for cell in submitted["cells"]:
-        if not isinstance(cell, dict):
-            continue
-        meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
-        nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
-        grade_id = nbg.get("grade_id") if isinstance(nbg.get("grade_id"), str) else None
+    for position, cell in enumerate(cells_in):
+        grade_id = _grade_id(cell)
         text = _text(cell.get("source", ""))
         if len(text) > MAX_CELL_CHARS:
             notes.append(f"a cell of {len(text)} characters was cut to {MAX_CELL_CHARS}")
             text = text[:MAX_CELL_CHARS]
-        if grade_id in by_id:
+        original = by_id.get(grade_id)
+        if original is not None and original.solution and last[grade_id] != position:
+            notes.append(f"an earlier copy of cell {grade_id} ran as your own cell (the last copy is the answer)")
+            if cell.get("cell_type") == "code" and text.strip():
+                extras.setdefault(anchor, []).append(text)
+            continue
+        if original is not None:
             anchor = grade_id
-            original = by_id[grade_id]
-            if original.solution and not original.locked:
-                if grade_id in answers:
-                    notes.append(f"duplicate of cell {grade_id} ignored")
-                elif cell.get("cell_type") != original.cell_type:
-                    notes.append(f"cell {grade_id} changed type; the original was used")
-                else:
-                    answers[grade_id] = text
+            if original.solution:
+                if cell.get("cell_type") != original.cell_type:
+                    notes.append(f"cell {grade_id} changed type; it was graded as {original.cell_type}")
+                answers[grade_id] = text
             continue
         if grade_id is not None:
             notes.append(f"cell with unknown grade_id {grade_id[:40]!r} kept as the student's own")
@@ -119,7 +148,7 @@ def prepare(source: SourceNotebook, submitted: dict) -> Prepared:
             extras.setdefault(anchor, []).append(text)
     missing = [c.grade_id for c in source.cells if c.grade_id and c.solution and c.grade_id not in answers]
     if missing:
-        notes.append("missing answer cells (the blank versions were used): " + ", ".join(missing))
+        notes.append("missing answer cells: " + ", ".join(missing))
 
     cells = []
 
@@ -129,14 +158,16 @@ def prepare(source: SourceNotebook, submitted: dict) -> Prepared:
     for text in extras.get(None, []):
         add(text, False)
     for original in source.cells:
-        if original.solution and not original.locked:
-            add(answers.get(original.grade_id, _blank(original)), False, original.grade_id,
-                original.cell_type)
+        if original.solution:
+            if original.grade_id in answers:
+                add(answers[original.grade_id], False, original.grade_id, original.cell_type)
         else:
             add(original.source, True, original.grade_id, original.cell_type)
         for text in extras.get(original.grade_id, []) if original.grade_id else []:
             add(text, False)
-    return Prepared(cells=cells, notes=_summarised(notes))
+    unanswered = [c.grade_id for c in source.cells if c.manual and c.grade_id in answers
+                  and answers[c.grade_id] == released_source(c, source.settings)]
+    return Prepared(cells=cells, notes=_summarised(notes), unanswered=unanswered)
 
 
 MAX_NOTES = 5  # repairs named in the reason; a submission can ask for thousands
@@ -147,10 +178,3 @@ def _summarised(notes: list) -> list:
     if len(notes) <= MAX_NOTES:
         return notes
     return notes[:MAX_NOTES] + [f"and {len(notes) - MAX_NOTES} more repairs of this submission"]
-
-
-def _blank(original) -> str:
-    """What the released notebook holds in a solution cell."""
-    from ste_course.authoring.release import blank_solution
-
-    return blank_solution(original.source)
