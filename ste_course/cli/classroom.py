@@ -20,6 +20,7 @@ from ste_course.untrusted import shown
 
 DEFAULT_EXCHANGE = Path("/srv/ste-course/exchange")
 DEFAULT_STATE = Path("/srv/ste-course/hub")
+DEFAULT_GRADED = Path("/srv/ste-course/graded")
 EXCHANGE_ERROR = "ste_course.classroom.exchange.ExchangeError"  # imported when a command runs: nbgrader is slow to import
 
 
@@ -41,6 +42,10 @@ def cmd_hub(args) -> int:
         raise HubError("--students ROSTER.csv is required (a CSV with a student_id column, e.g. hub/roster.example.csv)")
     settings = prepare(args.students, args.root, args.state, args.exchange, instructor=args.instructor,
                        course_id=args.course, ip=args.ip, port=args.port, publish=args.publish)
+    from ste_course.classroom.formgrading import for_instructor
+
+    for problem in for_instructor(settings, args.graded):  # formgrader on the class's gradebook
+        print(f"warning: {shown(problem, 400)}", file=sys.stderr)
     if args.setup_only:
         print(f"ste-course hub: set up in {settings.state}; not started (--setup-only)")
         return 0
@@ -109,6 +114,10 @@ def add_commands(sub, root: Path) -> None:
     h.add_argument("--publish", nargs="*", default=[], metavar="ASSIGNMENT",
                    help="also publish these released assignments to the exchange (default: none)")
     h.add_argument("--setup-only", action="store_true", help="set everything up but do not start the hub")
+    h.add_argument("--graded", type=Path, default=DEFAULT_GRADED,
+                   help="the class's course folder: the instructor's (with the graders' group), linked as "
+                        "~INSTRUCTOR/graded, where formgrader opens the gradebook `grade --out ~/graded` writes "
+                        f"(default: {DEFAULT_GRADED})")
     h.add_argument("--background", action="store_true",
                    help="start the hub detached: output appended to STATE/hub.log, its pid in STATE/hub.pid")
     h.add_argument("--stop", action="store_true", help="stop the hub --background started for --state, and exit")
