@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+import pytest
+
 from ste_course.grading.judge import harness_events
 from ste_course.inside.server import MAX_EVENT_DEPTH, _read_events, decode_event
 from ste_course.sandbox import Limits, Worker
@@ -50,16 +52,30 @@ def test_the_server_reads_on_past_a_deep_event_and_the_judge_calls_it_tampering(
     assert stream.events == []  # nothing of the cell it interrupted counts
 
 
-def test_the_parent_survives_a_reply_nested_too_deeply():
-    """A server whose reply nests past the parent's recursion limit: an error row, no raise."""
+@pytest.mark.parametrize("events", ["'[' * 5000 + ']' * 5000", "'[' + '[],' * 2_000_000 + '[]]'"],
+                         ids=["nested-too-deeply", "more-values-than-the-budget"])
+def test_the_parent_survives_a_reply_it_must_not_decode(events):
+    """A server whose reply nests past the parent's recursion limit, or holds more JSON values
+    than any notebook may send (issue 21, attack 6: counted before decoding): an error row, no
+    raise, in bounded time, and the parent's memory does not grow."""
     script = ("import sys, json\nprint(json.dumps({'ready': True}), flush=True)\n"
               "job = json.loads(sys.stdin.readline())\n"
-              "print('{\"id\": ' + json.dumps(job['id']) + ', \"events\": ' + '[' * 5000 + ']' * 5000 + '}',"
+              "print('{\"id\": ' + json.dumps(job['id']) + ', \"events\": ' + " + events + " + '}',"
               " flush=True)\nsys.stdin.readline()\n")
     worker = Worker(0, False, Limits(notebook_seconds=20.0))
     worker._command = lambda probe=False: [sys.executable, "-c", script]
+    before = _rss()
     try:
+        started = time.monotonic()
         result = worker.run({"id": "deep", "cells": [], "calls": {}})
+        seconds = time.monotonic() - started
     finally:
         worker.stop()
     assert result["status"] == "error" and result["id"] == "deep" and result["events"] == []
+    assert seconds < 5, seconds
+    assert _rss() - before < 64 * 2**20
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))

@@ -16,10 +16,12 @@ mounts a private size-bounded tmpfs on ``/tmp`` (its scratch, ``HOME`` and worki
 and ``/dev/shm``, then forks the notebook's process, which is PID 1 of the new PID namespace:
 when it exits, the kernel kills every process left in it (zombie thread-group leaders and their
 threads included), so nothing a notebook starts outlives it, and with it go its mounts, its
-abstract unix sockets and its SysV objects. No other process can address it or be addressed by it.
-The keeper stays outside, waits for the notebook's process and reports how it ended.
+abstract unix sockets and its SysV objects. Nothing in it can address a process outside it
+(pids are resolved in its own namespace), nor anything outside address it except its keeper and
+the server. The keeper stays outside, waits for the notebook's process and reports how it ended.
 
-1. the notebook's process, before any student code: mounts its own ``/proc``, sets the process
+1. the notebook's process, before any student code: takes a session of its own, mounts its own
+   ``/proc`` (where the kernel allows it: not under bubblewrap, see :func:`_enter`), sets the process
    limit (counted in its own user namespace since Linux 5.14) and drops every capability,
    bounding set included (no-new-privs); SIGINT is blocked and read from a signalfd
    (:class:`ste_course.inside.harness.OutsideInterrupts`): one sent from outside the namespace
