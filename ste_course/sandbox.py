@@ -209,8 +209,9 @@ class Worker:
     def _start_problem(self, answer, errors) -> str:
         """The reason a start failed, from the server's answer or the tail of its stderr."""
         if isinstance(answer, dict) and answer.get("isolation"):
-            return (f"the kernel refused each notebook its own user and IPC namespace (its process limit is counted "
-                    f"there): {shown(answer['isolation'], 200)}. {NAMESPACES_HINT}")
+            return (f"the kernel refused each notebook its own user and IPC namespace, or the PID, mount and network "
+                    f"namespaces and private /tmp that seal it with them: {shown(answer['isolation'], 200)}. "
+                    f"{NAMESPACES_HINT}")
         errors.seek(max(0, errors.seek(0, os.SEEK_END) - 1000))
         said = shown(errors.read().decode("utf-8", "replace").strip(), 600) or "no message"
         if self.sandbox and said.startswith("bwrap:"):  # unprivileged, most likely its user namespaces
