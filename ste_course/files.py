@@ -140,3 +140,81 @@ def user_name(uid: int) -> str | None:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return None
+
+
+# ---------------------------------------------------------------- by file descriptor, as root
+# Where root writes into folders that users control (a student's home, the exchange that every
+# user may write), nothing is done by path: each folder is opened with O_NOFOLLOW relative to its
+# parent's descriptor, and owners and modes are set through the descriptor (fchown, fchmod), so
+# a link put (or swapped) in place is refused, never followed.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir(name: str | os.PathLike, dir_fd: int | None = None) -> int:
+    """A descriptor of the folder ``name`` (relative to ``dir_fd`` when given), refusing a link
+    in its last component (``OSError`` ``ELOOP``) and anything that is not a folder (``ENOTDIR``)."""
+    return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+
+
+def ensure_dir_at(parent_fd: int, name: str, mode: int, uid: int = -1, gid: int = -1,
+                  owners: tuple | None = None) -> int:
+    """The folder ``name`` inside the open folder ``parent_fd``, made if missing, opened without
+    following a link, given ``uid``/``gid`` and ``mode`` through its descriptor; returns the
+    descriptor (the caller closes it). ``owners``: the uids an existing folder may belong to
+    (else ``PermissionError`` naming its owner): a folder a user made in a place they may write
+    is theirs, not root's to adopt."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    fd = open_dir(name, parent_fd)
+    try:
+        owner = os.fstat(fd).st_uid
+        if owners is not None and owner not in owners:
+            raise PermissionError(f"{name} belongs to uid {owner}, not to {sorted(owners)}: remove it")
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def copy_tree_at(source: str | os.PathLike, parent_fd: int, name: str, uid: int, gid: int,
+                 dir_mode: int = SHARED_DIR, file_mode: int = SHARED, ignore=COPY_IGNORE) -> None:
+    """Copy the trusted folder ``source`` to a new folder ``name`` inside the open folder
+    ``parent_fd`` (e.g. a student's home), owned by ``uid``:``gid``, by descriptor only: each
+    folder is made with ``mkdir`` relative to its parent's descriptor and opened with
+    ``O_NOFOLLOW``, each file is created ``O_CREAT | O_EXCL | O_NOFOLLOW``, and every owner and
+    mode is set with ``fchown``/``fchmod`` on a descriptor this function opened. The owner of
+    ``parent_fd`` may rename, remove or swap anything in it meanwhile: a link in the way is an
+    error (``OSError``), never followed, and nothing outside the new folder changes.
+
+    Raises:
+        FileExistsError: ``name`` already exists in ``parent_fd``.
+        OSError: a folder or file was replaced by a link or removed during the copy.
+    """
+    source = Path(source)
+    os.mkdir(name, 0o700, dir_fd=parent_fd)
+    fd = open_dir(name, parent_fd)
+    try:
+        skipped = ignore(str(source), os.listdir(source)) if ignore else set()
+        for entry in sorted(os.scandir(source), key=lambda e: e.name):
+            if entry.name in skipped:
+                continue
+            if entry.is_dir():
+                copy_tree_at(entry.path, fd, entry.name, uid, gid, dir_mode, file_mode, ignore)
+                continue
+            out = os.open(entry.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                          dir_fd=fd)
+            try:
+                with open(entry.path, "rb") as src, os.fdopen(os.dup(out), "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                os.fchown(out, uid, gid)
+                os.fchmod(out, file_mode)
+            finally:
+                os.close(out)
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, dir_mode)
+    finally:
+        os.close(fd)

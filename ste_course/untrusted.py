@@ -11,7 +11,8 @@ One function per destination, used everywhere:
 * :func:`cell` for a spreadsheet (CSV): text a spreadsheet would run as a formula gets a
   leading ``'`` (OWASP's CSV-injection guidance), numbers stay numbers;
 
-and :func:`open_own` / :func:`read_own` (one file) and :func:`read_own_tree` (a folder's files)
+and :func:`open_own` / :func:`read_own` (one file) and :func:`read_own_tree` /
+:func:`walk_own_tree` (a folder's files, with its owner and latest change time)
 to read what a student controls through their own folders only: opened one component at a time
 by file descriptor, ``O_NOFOLLOW`` at every level, sizes bounded before anything is read.
 """
@@ -23,6 +24,7 @@ import os
 import re
 import stat
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 # Unicode categories never shown raw: controls (C0, C1, DEL), format characters (bidi
@@ -185,23 +187,46 @@ def read_own(root: Path, parts: tuple, limit: int, what: str = "the file") -> by
         os.close(fd)
 
 
+@dataclass
+class OwnTree:
+    """What :func:`walk_own_tree` read: ``files`` (relative path -> bytes), ``owner`` (the uid
+    of the folder, from ``fstat`` of the descriptor the files were read through) and ``changed``
+    (the latest ``st_ctime_ns`` of the folder, its subfolders and the files kept: the kernel's
+    clock, which no user can set back; a file rewritten or a folder renamed moves it forward)."""
+
+    files: dict
+    owner: int
+    changed: int
+
+
 def read_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, max_files: int) -> dict:
-    """relative path -> bytes of the regular files under the folder ``root/parts...`` (opened as
-    :func:`open_own` opens it), walked by file descriptor: every folder and file is opened with
-    ``O_NOFOLLOW`` relative to its parent's descriptor, so no link is followed at any level, even
-    one swapped in during the walk. Links, names starting with ``.``, FIFOs, devices, files larger
-    than ``file_limit`` and files beyond the first ``max_files`` are left out.
+    """relative path -> bytes of the regular files under ``root/parts...``: :func:`walk_own_tree`'s
+    ``files``."""
+    return walk_own_tree(root, parts, file_limit, total_limit, max_files).files
+
+
+def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, max_files: int) -> OwnTree:
+    """The regular files under the folder ``root/parts...`` (opened as :func:`open_own` opens it),
+    walked by file descriptor: every folder and file is opened with ``O_NOFOLLOW`` relative to
+    its parent's descriptor, so no link is followed at any level, even one swapped in during the
+    walk. Links, names starting with ``.``, FIFOs, devices, files larger than ``file_limit`` and
+    files beyond the first ``max_files`` are left out. The owner and change times come from the
+    descriptors read (:class:`OwnTree`), never from a second look by path.
 
     Raises:
         FileNotFoundError, NotOwnFile: the folder itself cannot be opened as the student's own;
             NotOwnFile also when the files kept add up to more than ``total_limit`` bytes.
     """
     files, total = {}, 0
-    pending = [("", open_own(root, parts, folder=True))]
+    top = open_own(root, parts, folder=True)
+    info = os.fstat(top)
+    owner, changed = info.st_uid, info.st_ctime_ns
+    pending = [("", top)]
     try:
         while pending:
             prefix, fd = pending.pop()
             try:
+                changed = max(changed, os.fstat(fd).st_ctime_ns)
                 for entry in sorted(os.scandir(fd), key=lambda e: e.name):
                     if entry.name.startswith("."):
                         continue
@@ -218,9 +243,11 @@ def read_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
                     except OSError:
                         continue  # became a link, vanished or unreadable: not part of it
                     try:
-                        if not stat.S_ISREG(os.fstat(child).st_mode):
+                        info = os.fstat(child)
+                        if not stat.S_ISREG(info.st_mode):
                             continue
                         data = _read_fd(child, file_limit, rel)
+                        changed = max(changed, os.fstat(child).st_ctime_ns)
                     except NotOwnFile:
                         continue  # too large: not part of it
                     finally:
@@ -234,7 +261,7 @@ def read_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
     finally:
         for _, fd in pending:
             os.close(fd)
-    return files
+    return OwnTree(files, owner, changed)
 
 
 def _size(n: int) -> str:

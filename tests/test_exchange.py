@@ -9,11 +9,14 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from ste_course.classroom.exchange import collect, prepare, publish
+from ste_course.grading.late import LatePolicy, read_timestamp
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "03_ste"
@@ -28,6 +31,20 @@ def layout(tmp_path):
     layout = prepare(tmp_path / "exchange", "c", "root")
     publish(ROOT / "exercises", [ASSIGNMENT], layout)
     return layout
+
+
+@pytest.fixture
+def open_layout():
+    """An exchange every user can reach (tmp_path's parents are root's alone): for the tests that
+    act as a student."""
+    if os.geteuid() != 0:
+        pytest.fail("the exchange's tests set owners and groups: run them as root", pytrace=False)
+    base = Path(tempfile.mkdtemp(prefix="ste-exchange-"))
+    os.chmod(base, 0o755)
+    layout = prepare(base / "exchange", "c", "root")
+    publish(ROOT / "exercises", [ASSIGNMENT], layout)
+    yield layout
+    shutil.rmtree(base)
 
 
 def submit(layout, tmp_path, submit_class: str) -> Path:
@@ -63,7 +80,7 @@ def test_private_submit_leaves_nothing_to_other_students(layout, tmp_path):
     folder = submit(layout, tmp_path, "ste_course.classroom.exchange.PrivateSubmit")
     assert others_can_read(folder) == []
     assert stat.S_IMODE(os.stat(folder).st_mode) & 0o777 == 0o750
-    assert stat.S_IMODE(os.stat(layout.inbound).st_mode) == 0o2773  # write, never list
+    assert stat.S_IMODE(os.stat(layout.inbound).st_mode) == 0o3773  # write, never list, sticky
 
 
 def _fake_submission(layout, name: str, owner: int) -> Path:
@@ -77,16 +94,131 @@ def _fake_submission(layout, name: str, owner: int) -> Path:
 
 def test_collect_takes_only_the_students_own_submissions(layout, tmp_path):
     nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout)
-    _fake_submission(layout, f"root+{ASSIGNMENT}+{STAMP}+r1", 0)
     _fake_submission(layout, f"root+{ASSIGNMENT}+2026-11-30 10:00:00.000000 UTC+r0", 0)  # older
+    (_fake_submission(layout, f"root+{ASSIGNMENT}+{STAMP}+r1", 0) / "mark").write_text("r1")
     _fake_submission(layout, f"nobody+{ASSIGNMENT}+{STAMP}+r2", 0)  # root submitting as nobody
     _fake_submission(layout, f"root+{ASSIGNMENT}+2026-12-02 10:00:00.000000 UTC+r3", nobody)  # and back
     os.symlink("/etc", layout.inbound / f"root+{ASSIGNMENT}+2026-12-03 10:00:00.000000 UTC+r4")
     done = collect(layout, tmp_path / "submitted")
-    assert done.copied == [("root", ASSIGNMENT, STAMP)], done
+    assert [c[:2] for c in done.copied] == [("root", ASSIGNMENT)], done
     assert len(done.refused) == 3, done.refused
     target = tmp_path / "submitted" / "root" / ASSIGNMENT
-    assert (target / "timestamp.txt").read_text() == STAMP
+    assert (target / "mark").read_text() == "r1"  # the one made last
+    stamp = done.copied[0][2]
+    assert (target / "timestamp.txt").read_text() == stamp
     assert not (tmp_path / "submitted" / "nobody").exists()
     again = collect(layout, tmp_path / "submitted")
-    assert again.copied == [] and again.unchanged == [("root", ASSIGNMENT, STAMP)]
+    assert again.copied == [] and again.unchanged == [("root", ASSIGNMENT, stamp)]
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+
+
+def as_nobody(*command: str) -> subprocess.CompletedProcess:
+    """``command`` as the unprivileged user nobody, with no supplementary group: what a student
+    with a terminal on the hub can do."""
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", *command],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_folder_made_late_but_named_early_is_graded_late(layout, tmp_path):
+    """Attack 7: the name is the student's, the time the kernel's. A folder made now, named five
+    days ago, with a timestamp.txt of its own saying so, is late for a due date 12 hours ago."""
+    now = datetime.now(timezone.utc)
+    early = _stamp(now - timedelta(days=5))
+    folder = _fake_submission(layout, f"root+{ASSIGNMENT}+{early}+r1", 0)
+    (folder / "timestamp.txt").write_text(early)
+    done = collect(layout, tmp_path / "submitted")
+    assert [c[:2] for c in done.copied] == [("root", ASSIGNMENT)], done
+    submitted = read_timestamp(tmp_path / "submitted" / "root" / ASSIGNMENT)
+    assert abs((submitted - now.replace(tzinfo=None)).total_seconds()) < 60, submitted
+    policy = LatePolicy(due={ASSIGNMENT: (now - timedelta(hours=12)).replace(tzinfo=None)}, penalty_per_day=0.5)
+    late, seconds, penalty = policy.rule(ASSIGNMENT, submitted, 10.0)
+    assert late and seconds > 43000 and penalty == 5.0, (late, seconds, penalty)
+
+
+def test_a_file_rewritten_after_submitting_makes_it_later(layout, tmp_path):
+    """Rewriting a notebook in an old folder moves its time forward (the file's ctime counts)."""
+    folder = _fake_submission(layout, f"root+{ASSIGNMENT}+{STAMP}+r1", 0)
+    first = collect(layout, tmp_path / "submitted").copied[0][2]
+    os.utime(folder, (0, 0))  # an mtime in 1970 changes nothing: ctime is the kernel's
+    (folder / f"{ASSIGNMENT}.ipynb").write_text('{"later": 1}')
+    again = collect(layout, tmp_path / "submitted")
+    assert again.copied and again.copied[0][2] > first, (first, again)
+
+
+def test_a_name_dated_in_the_future_is_refused(layout, tmp_path):
+    """Attack 7: a future-dated name no longer stays "the latest" for good."""
+    future = _stamp(datetime.now(timezone.utc) + timedelta(days=30))
+    _fake_submission(layout, f"root+{ASSIGNMENT}+{future}+r9", 0)
+    _fake_submission(layout, f"root+{ASSIGNMENT}+{STAMP}+r1", 0)
+    done = collect(layout, tmp_path / "submitted")
+    assert [c[:2] for c in done.copied] == [("root", ASSIGNMENT)], done
+    assert any("future" in r for r in done.refused), done.refused
+    assert (tmp_path / "submitted" / "root" / ASSIGNMENT / "timestamp.txt").read_text() != future
+
+
+def test_the_latest_is_the_latest_made_not_the_latest_named(layout, tmp_path):
+    new = _fake_submission(layout, f"root+{ASSIGNMENT}+2026-01-01 00:00:00.000000 UTC+new", 0)
+    (new / f"{ASSIGNMENT}.ipynb").write_text('{"made": "first"}')
+    later = _fake_submission(layout, f"root+{ASSIGNMENT}+2025-01-01 00:00:00.000000 UTC+old", 0)
+    (later / f"{ASSIGNMENT}.ipynb").write_text('{"made": "second"}')
+    collect(layout, tmp_path / "submitted")
+    assert "second" in (tmp_path / "submitted" / "root" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text()
+
+
+def test_an_assignment_never_published_is_not_collected(layout, tmp_path):
+    """Attack 10: a submission for an assignment that was never published is refused, saying so."""
+    _fake_submission(layout, f"root+99_unpublished+{STAMP}+r1", 0)
+    done = collect(layout, tmp_path / "submitted")
+    assert done.copied == [] and any("never published" in r for r in done.refused), done
+    assert not (tmp_path / "submitted" / "root").exists()
+
+
+def test_a_student_cannot_rename_anothers_submission(open_layout):
+    """Attack 10: inbound is writable by every student; its sticky bit keeps each folder its
+    owner's, so one who learns a classmate's folder name cannot rename it away."""
+    layout = open_layout
+    folder = _fake_submission(layout, f"root+{ASSIGNMENT}+{STAMP}+r1", 0)
+    out = as_nobody(sys.executable, "-c", "import os, sys; os.rename(sys.argv[1], sys.argv[1] + 'x')", str(folder))
+    assert out.returncode != 0 and "PermissionError" in out.stderr, out
+    assert folder.is_dir()
+    made = as_nobody("mkdir", str(layout.inbound / f"nobody+{ASSIGNMENT}+{STAMP}+r2"))
+    assert made.returncode == 0, made.stderr  # submitting still works
+
+
+# a student's loop: their folder, then a link in its place, then their folder again, without end
+SWAP_LOOP = """
+import os, sys
+folder, target = sys.argv[1], sys.argv[2]
+hold = os.path.join(os.path.dirname(folder), "hold")
+while True:
+    os.rename(folder, hold)
+    os.symlink(target, folder)
+    os.unlink(folder)
+    os.rename(hold, folder)
+"""
+
+
+def test_collect_never_follows_a_link_swapped_in(layout, tmp_path):
+    """Attack 8: while collect runs, the student swaps their submission folder for a link to a
+    folder they cannot read (here another student's collected submission) and back, in a tight
+    loop; collect never copies anything through the link."""
+    victim = tmp_path / "victim" / "bob" / ASSIGNMENT
+    victim.mkdir(parents=True, mode=0o700)
+    (victim / f"{ASSIGNMENT}.ipynb").write_text('{"victim": "SECRET"}')
+    name = f"root+{ASSIGNMENT}+{STAMP}+r1"
+    folder = _fake_submission(layout, name, 0)
+    swapper = subprocess.Popen([sys.executable, "-c", SWAP_LOOP, str(folder), str(victim)])
+    try:
+        out = tmp_path / "submitted"
+        for i in range(300):
+            shutil.rmtree(out, ignore_errors=True)  # collected afresh each time
+            collect(layout, out)
+            copied = out / "root" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+            assert not copied.exists() or "SECRET" not in copied.read_text(), f"followed the link on try {i}"
+        assert swapper.poll() is None, "the swapping loop stopped early"
+    finally:
+        swapper.kill()
+        swapper.wait()

@@ -5,7 +5,8 @@ The exchange is one folder on the hub's machine, in nbgrader's layout::
     EXCHANGE/                     1777  nbgrader requires the root writable by every user
       COURSE/                     0755  root:GRADERS
         outbound/ASSIGNMENT/      0755  released notebooks (``publish``), read by everyone
-        inbound/                  2773  students create their submission here but cannot list it
+        inbound/                  3773  students create their submission here but cannot list it,
+                                        nor rename or remove another's (sticky bit)
           STUDENT+ASSIGNMENT+TIMESTAMP+RANDOM/   2750 / files 0640: the student and GRADERS only
         feedback/                 0711  HASH.html, HASH from the submission's own secret
 
@@ -19,13 +20,17 @@ to its student (0600).
 
 The instructor's side runs as root (grading's sandbox needs it): :func:`publish` copies
 ``exercises/ASSIGNMENT`` to ``outbound``; :func:`collect` copies the latest submission of each
-student into ``SUBMISSIONS/<student>/<assignment>/`` (what ``ste-course grade`` reads), with
-nbgrader's ``timestamp.txt`` kept for late work, and only when the folder belongs to the user
-it names (nbgrader's ``submit --student`` lets anyone submit under another name);
+student into ``SUBMISSIONS/<student>/<assignment>/`` (what ``ste-course grade`` reads), only
+for assignments published in ``outbound`` and only when the folder belongs to the user it names
+(nbgrader's ``submit --student`` lets anyone submit under another name). The submission time is
+the kernel's, never the folder's name (which the student chooses): the latest change time
+(``ctime``, which no user can set back) of the folder and of every file collected from it,
+written to ``timestamp.txt`` for the late rule; a name dated in the future is refused;
 :func:`return_feedback` puts ``graded/feedback/<student>/<assignment>/<notebook>.html`` where
 that student's Assignment List fetches it, rendered again from the gradebook first (so what
 was graded by hand in formgrader since is in it). Everything in ``inbound`` is hostile: never follow a
-link, open without blocking, bound every size.
+link (every folder is opened by descriptor with ``O_NOFOLLOW``, its owner and times read from that
+descriptor), open without blocking, bound every size.
 """
 
 from __future__ import annotations
@@ -33,20 +38,20 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from nbgrader.exchange.default.submit import ExchangeSubmit
 
-from ste_course.files import (COPY_IGNORE, PRIVATE, PRIVATE_DIR, SHARED, SHARED_DIR, atomic_write, copy_tree, group,
-                              replace_tree, set_modes, user, user_name)
-from ste_course.untrusted import NotOwnFile, read_own, read_own_tree, shown, valid_id
+from ste_course.files import (COPY_IGNORE, PRIVATE, PRIVATE_DIR, SHARED, SHARED_DIR, atomic_write, copy_tree,
+                              ensure_dir_at, group, open_dir, replace_tree, set_modes, user, user_name)
+from ste_course.untrusted import NotOwnFile, OwnTree, open_own, read_own, shown, valid_id, walk_own_tree
 
 # modes of the exchange's folders and of a submission once locked down
 ROOT_MODE = 0o1777
 COURSE_MODE = 0o755
 OUTBOUND_MODE = 0o755
-INBOUND_MODE = 0o2773
+INBOUND_MODE = 0o3773  # setgid (the graders' group) and sticky (no renaming another's)
 FEEDBACK_MODE = 0o711
 SUBMISSION_DIR_MODE = 0o2750
 SUBMISSION_FILE_MODE = 0o640
@@ -55,6 +60,8 @@ MAX_FILE_BYTES = 20 * 2**20  # one file of a submission
 MAX_SUBMISSION_BYTES = 100 * 2**20  # one submission folder
 MAX_FILES = 200
 SECRET_BYTES = 1024
+CLOCK_SLACK = timedelta(minutes=5)  # a folder's name may be this far ahead of the kernel's clock
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f UTC"  # nbgrader's timestamp_format, in UTC
 
 # nbgrader's submission folder: STUDENT+ASSIGNMENT+TIMESTAMP[+RANDOM]
 SUBMISSION_NAME = re.compile(r"^([^+/]+)\+([^+/]+)\+([^+/]+)(?:\+[^+/]*)?$")
@@ -110,14 +117,23 @@ def prepare(root: Path, course_id: str, graders_group: str) -> Layout:
         raise ExchangeError(f"no group {graders_group!r} for the graders (ste-course hub creates it)")
     gid = graders.gr_gid
     layout = Layout(Path(root), course_id)
-    for path, mode, owner_gid in ((layout.root, ROOT_MODE, 0), (layout.course, COURSE_MODE, gid),
-                                  (layout.outbound, OUTBOUND_MODE, gid), (layout.inbound, INBOUND_MODE, gid),
-                                  (layout.feedback, FEEDBACK_MODE, gid)):
-        path.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            raise ExchangeError(f"{path} is a link; the exchange's folders must be real folders")
-        os.chown(path, 0, owner_gid)
-        os.chmod(path, mode)
+    layout.root.mkdir(parents=True, exist_ok=True)  # its parents are the instructor's choice
+    try:  # every user may write in the root: below it, by descriptor only (files.ensure_dir_at)
+        top = open_dir(layout.root)
+        try:
+            os.fchown(top, 0, 0)
+            os.fchmod(top, ROOT_MODE)
+            course = ensure_dir_at(top, course_id, COURSE_MODE, 0, gid, owners=(0,))
+        finally:
+            os.close(top)
+        try:
+            for name, mode in (("outbound", OUTBOUND_MODE), ("inbound", INBOUND_MODE), ("feedback", FEEDBACK_MODE)):
+                os.close(ensure_dir_at(course, name, mode, 0, gid, owners=(0,)))
+        finally:
+            os.close(course)
+    except OSError as err:
+        raise ExchangeError(f"cannot set up the exchange in {layout.root}: {err.strerror or err} "
+                            f"({err.filename or course_id}); its folders must be real folders of root") from None
     return layout
 
 
@@ -151,27 +167,57 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def _files_of(inbound: Path, name: str) -> dict[str, bytes] | str:
-    """relative path -> bytes of every regular file of the submission folder ``inbound/name``
-    (:func:`~ste_course.untrusted.read_own_tree`: links, devices, FIFOs and files that are too
+def published(layout: Layout) -> set[str]:
+    """The assignments in the exchange's ``outbound`` (what :func:`publish` put there)."""
+    try:
+        return {e.name for e in os.scandir(layout.outbound) if e.is_dir(follow_symlinks=False)}
+    except FileNotFoundError:
+        raise ExchangeError(f"no outbound folder at {layout.outbound} (run `ste-course hub` to create the exchange)")
+
+
+def kernel_time(ns: int) -> datetime:
+    """A ``st_ctime_ns`` as an aware UTC datetime."""
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc)
+
+
+def _read(layout: Layout, name: str) -> OwnTree | str:
+    """The submission folder ``inbound/name`` read by descriptor
+    (:func:`~ste_course.untrusted.walk_own_tree`: links, devices, FIFOs and files that are too
     large are not part of a submission), or why it was refused."""
     try:
-        return read_own_tree(inbound, (name,), MAX_FILE_BYTES, MAX_SUBMISSION_BYTES, MAX_FILES)
+        return walk_own_tree(layout.inbound, (name,), MAX_FILE_BYTES, MAX_SUBMISSION_BYTES, MAX_FILES)
     except OSError as err:  # NotOwnFile: a link or too large; vanished since it was listed
         return err.reason if isinstance(err, NotOwnFile) else f"unreadable ({type(err).__name__})"
 
 
+def _top(layout: Layout, name: str) -> os.stat_result | None:
+    """``fstat`` of ``inbound/name`` opened as a folder without following a link (None: a link,
+    not a folder, or gone)."""
+    try:
+        fd = open_own(layout.inbound, (name,), folder=True)
+    except OSError:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
 def _candidates(layout: Layout, students, assignments, result: Collected) -> dict:
-    """(student, assignment) -> (time, timestamp text, folder) of the latest owned submission."""
+    """(student, assignment) -> (ctime in ns, folder name) of the latest owned submission of a
+    published assignment, latest by the kernel's change time of the folder (not its name)."""
     latest = {}
     try:
         entries = sorted(os.scandir(layout.inbound), key=lambda e: e.name)
     except FileNotFoundError:
         raise ExchangeError(f"no inbound folder at {layout.inbound} (run `ste-course hub` to create the exchange)")
+    released = published(layout)
+    now = datetime.now(timezone.utc)
     for entry in entries:
         match = SUBMISSION_NAME.match(entry.name)
         label = shown(entry.name, 100)
-        if match is None or not entry.is_dir(follow_symlinks=False):
+        info = _top(layout, entry.name) if match else None
+        if info is None:
             result.refused.append(f"{label}: not a submission folder (STUDENT+ASSIGNMENT+TIMESTAMP)")
             continue
         student, assignment, stamp = match.groups()
@@ -180,18 +226,25 @@ def _candidates(layout: Layout, students, assignments, result: Collected) -> dic
             continue
         if (students and student not in students) or (assignments and assignment not in assignments):
             continue
-        owner = user_name(entry.stat(follow_symlinks=False).st_uid)
+        if assignment not in released:
+            result.refused.append(f"{label}: {shown(assignment, 40)} was never published "
+                                  f"(`ste-course publish {shown(assignment, 40)}` first); not collected")
+            continue
+        owner = user_name(info.st_uid)
         if owner != student:
             result.refused.append(f"{label}: submitted under the name {student!r} by the user "
                                   f"{owner!r}; only a student's own submissions are collected")
             continue
-        when = _parse_time(stamp)
-        if when is None:
+        named = _parse_time(stamp)
+        if named is None:
             result.refused.append(f"{label}: unreadable timestamp")
             continue
+        if (named if named.tzinfo else named.replace(tzinfo=timezone.utc)) > now + CLOCK_SLACK:
+            result.refused.append(f"{label}: named as submitted in the future; not collected")
+            continue
         key = (student, assignment)
-        if key not in latest or when > latest[key][0]:
-            latest[key] = (when, stamp, entry.name)
+        if key not in latest or (info.st_ctime_ns, entry.name) > latest[key]:
+            latest[key] = (info.st_ctime_ns, entry.name)
     return latest
 
 
@@ -199,25 +252,32 @@ def collect(layout: Layout, out: Path, students=None, assignments=None) -> Colle
     """Copy the latest submission of each student and assignment into
     ``out/<student>/<assignment>/`` (notebooks, ``timestamp.txt``, ``submission_secret.txt``).
 
-    A folder already holding that submission (same timestamp) is left as it is, so grading
-    does not redo it; a newer one replaces it whole (written beside it, then swapped in).
+    ``timestamp.txt`` holds the kernel's time of the submission (:class:`OwnTree`'s ``changed``:
+    the latest ``ctime`` of the folder and the files copied), replacing whatever the student
+    wrote there. A folder already holding that submission (same time) is left as it is, so
+    grading does not redo it; a newer one replaces it whole (written beside it, then swapped in).
     """
     result = Collected()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-    for (student, assignment), (_when, stamp, folder) in sorted(
+    for (student, assignment), (_ctime, folder) in sorted(
             _candidates(layout, students, assignments, result).items()):
+        tree = _read(layout, folder)
+        if isinstance(tree, str):
+            result.refused.append(f"{shown(folder, 100)}: {tree}")
+            continue
+        if user_name(tree.owner) != student:  # what was read, not what was listed
+            result.refused.append(f"{shown(folder, 100)}: changed owner while being collected")
+            continue
+        stamp = kernel_time(tree.changed).strftime(TIMESTAMP_FORMAT)
         target = out / student / assignment
         previous = target / "timestamp.txt"
         if previous.is_file() and not previous.is_symlink() and \
                 previous.read_text(encoding="utf-8", errors="replace").strip() == stamp:
             result.unchanged.append((student, assignment, stamp))
             continue
-        files = _files_of(layout.inbound, folder)
-        if isinstance(files, str):
-            result.refused.append(f"{shown(folder, 100)}: {files}")
-            continue
-        files["timestamp.txt"] = stamp.encode()  # the one in the folder name, which nbgrader also wrote
+        files = tree.files
+        files["timestamp.txt"] = stamp.encode()  # the kernel's, not the one the student's client wrote
         target.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         replace_tree(target, lambda staging: _write_files(staging, files), PRIVATE_DIR, PRIVATE)
         result.copied.append((student, assignment, stamp))

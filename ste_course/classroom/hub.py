@@ -7,8 +7,12 @@ One command (as root) sets up and starts the hub:
   instructor to hand out; an existing user keeps their account and password (PAM checks it);
 - in each home, ``course/`` (the chapters, copied once, never overwritten) and an empty
   ``exercises/``, where the Assignment List fetches assignments (the chapters link to
-  ``../exercises/<assignment>/``);
-- ``solutions/`` of the checkout made readable by root only (chmod 700);
+  ``../exercises/<assignment>/``); written by file descriptor (:func:`ste_course.files.copy_tree_at`):
+  a home is its student's, so a link they put there is refused, never followed, and a home
+  that cannot be furnished is reported for that student alone;
+- nothing of the checkout a student could read: ``solutions/``, ``.git`` and the course's checks
+  are tried as each student (and as ``nobody``), and the hub refuses to start, saying what to
+  run, while one of them can be read or entered (:func:`course_tree_problems`);
 - the course's own checks folder, if it has one, in ``STATE/checks`` (:func:`install_checks`),
   named to every user's server in ``STE_COURSE_CHECKS``;
 - nbgrader's exchange (:mod:`ste_course.classroom.exchange`) owned by root and a graders' group holding
@@ -24,26 +28,29 @@ One command (as root) sets up and starts the hub:
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
-import pwd
 import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ste_course.classroom import exchange
-from ste_course.files import COPY_IGNORE, PRIVATE, SHARED, SHARED_DIR, atomic_write, copy_tree, group, set_modes, user
+from ste_course.files import (COPY_IGNORE, PRIVATE, SHARED, SHARED_DIR, atomic_write, copy_tree, copy_tree_at, group,
+                              open_dir, set_modes, user)
 
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # useradd's portable names, no '+'
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_VENV = Path("/opt/ste-course/venv")
 DEFAULT_PROXY = Path("/opt/ste-course/proxy/node_modules/.bin/configurable-http-proxy")
+NOBODY = 65534  # the uid and gid of a user with no rights at all
 
 
 class HubError(Exception):
@@ -69,6 +76,7 @@ class Settings:
     student_config: str
     instructor_config: str
     checks: str = ""  # the course's checks folder as the users' kernels read it (STE_COURSE_CHECKS); "": none
+    problems: list = field(default_factory=list)  # homes that could not be furnished, one line per student
 
 
 def read_roster(path: Path) -> list[str]:
@@ -126,25 +134,94 @@ def ensure_users(names: list[str], state: Path) -> dict[str, str]:
     return book
 
 
-def _give(path: Path, account: pwd.struct_passwd) -> None:
-    for dirpath, _dirs, files in os.walk(path):
-        os.chown(dirpath, account.pw_uid, account.pw_gid)
-        for name in files:
-            os.chown(os.path.join(dirpath, name), account.pw_uid, account.pw_gid, follow_symlinks=False)
-
-
-def furnish_home(name: str, course: Path) -> None:
-    """``~/course`` (the chapters, copied once) and ``~/exercises`` (fetched assignments)."""
+def furnish_home(name: str, course: Path) -> list[str]:
+    """``~/course`` (the chapters, copied once) and ``~/exercises`` (fetched assignments) in the
+    home of the user ``name``, by file descriptor: the home is opened without following
+    a link, and what is made in it is made, given to the student and given its mode through
+    descriptors (:func:`ste_course.files.copy_tree_at`). Anything already at either name (a
+    folder, a file, a link, dangling or not) is left as it is. Returns the problems, each naming
+    the student (set-up goes on for the others)."""
     account = user(name)
     if account is None:
-        raise HubError(f"no system user {name!r} (ste-course hub creates the roster's users first)")
+        return [f"{name}: no such system user (ste-course hub creates the roster's users first)"]
     home = Path(account.pw_dir)
-    if not (home / "course").exists():
-        shutil.copytree(course, home / "course", ignore=COPY_IGNORE)
-        _give(home / "course", account)
-    if not (home / "exercises").exists():
-        (home / "exercises").mkdir(mode=0o755)
-        _give(home / "exercises", account)
+    problems = []
+    try:
+        fd = open_dir(home)
+    except OSError as err:
+        return [f"{account.pw_name}: the home {home} cannot be opened as a folder ({err.strerror}); not furnished"]
+    try:
+        for name, source in (("course", course), ("exercises", None)):
+            try:
+                there = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                there = None
+            if there is not None:  # already there: the student's, left alone
+                if not stat.S_ISDIR(there.st_mode):
+                    kind = "a link" if stat.S_ISLNK(there.st_mode) else "not a folder"
+                    problems.append(f"{account.pw_name}: ~/{name} is {kind}; left as it is (remove it and run "
+                                    f"`ste-course hub` again to have it made)")
+                continue
+            try:
+                if source is None:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    sub = open_dir(name, fd)
+                    try:
+                        os.fchown(sub, account.pw_uid, account.pw_gid)
+                        os.fchmod(sub, SHARED_DIR)
+                    finally:
+                        os.close(sub)
+                else:
+                    copy_tree_at(source, fd, name, account.pw_uid, account.pw_gid)
+            except OSError as err:
+                why = "a link was put in its way" if err.errno == errno.ELOOP else err.strerror or str(err)
+                problems.append(f"{account.pw_name}: ~/{name} not made ({why}); the other students are set up")
+    finally:
+        os.close(fd)
+    return problems
+
+
+def course_tree_problems(repo: Path, users: list[tuple[int, int, list[int]]]) -> list[str]:
+    """What of the checkout a student could read: ``solutions/``, ``.git`` (its history holds the
+    solutions too) and the course's checks folder, each tried as every ``(uid, gid, groups)`` of
+    ``users`` in a child process that has become that user (permissions, groups and ACLs as the
+    kernel applies them). A folder counts when it can be listed or entered (``x`` alone lets a
+    student open names they know, e.g. ``.git/HEAD`` and the objects it leads to). Returns one
+    line per path a student could reach, with the command that fixes it."""
+    from ste_course.specs.declarative import checks_folder
+
+    repo = Path(repo).resolve()
+    paths = [p for p in (repo / "solutions", repo / ".git", checks_folder(repo)) if os.path.lexists(p)]
+    reached = set()
+    for uid, gid, groups in users:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: become the user, try, report, exit
+            try:
+                os.close(read)
+                os.setgroups(groups)
+                os.setgid(gid)
+                os.setuid(uid)
+                found = [str(p) for p in paths if os.access(p, os.R_OK) or os.access(p, os.X_OK)]
+                os.write(write, json.dumps(found).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as fh:
+            answer = fh.read()
+        os.waitpid(pid, 0)
+        reached.update(json.loads(answer or b'["(the check could not run)"]'))
+    return [f"{path} can be read by a student: run `chmod -R go-rwx {path}` (or `chmod 700 {repo}`)"
+            for path in sorted(reached)]
+
+
+def _student_ids(names: list[str]) -> list[tuple[int, int, list[int]]]:
+    ids = [(NOBODY, NOBODY, [])]
+    for name in names:
+        account = user(name)
+        if account is not None:
+            ids.append((account.pw_uid, account.pw_gid, os.getgrouplist(name, account.pw_gid)))
+    return ids
 
 
 def install_checks(repo: Path, state: Path) -> str:
@@ -211,15 +288,17 @@ def prepare(roster: Path, repo: Path, state: Path, exchange_root: Path, *, instr
     students = read_roster(roster)
     if not USER_NAME.match(instructor) or instructor in students:
         raise HubError(f"the instructor must be a system user name not on the roster. Received: {instructor!r}")
+    _refuse_readable(repo, students)  # before anything is made
     state = Path(state).resolve()
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o755)  # users read state/config; the secrets in it are 0600
     ensure_users(students + [instructor], state)
     graders = f"{course_id}-graders"
     ensure_group(graders, [instructor])
+    _refuse_readable(repo, students)  # as the students themselves, with their groups
+    problems = []
     for name in students:
-        furnish_home(name, repo / "course")
-    os.chmod(repo / "solutions", 0o700)  # the checkout stays root's business: users never read the solutions
+        problems += furnish_home(name, repo / "course")
     layout = exchange.prepare(Path(exchange_root).resolve(), course_id, graders)
     if publish:
         exchange.publish(repo / "exercises", publish, layout)
@@ -229,10 +308,18 @@ def prepare(roster: Path, repo: Path, state: Path, exchange_root: Path, *, instr
                         student_config=str(state / "config" / "student"),
                         instructor_config=str(state / "config" / "instructor"),
                         checks=install_checks(repo, state))
+    settings.problems = problems
     write_user_config(state, settings, repo)
-    shutil.copy(repo / "hub" / "jupyterhub_config.py", state / "jupyterhub_config.py")
-    (state / "settings.json").write_text(json.dumps(settings.__dict__, indent=2) + "\n", encoding="utf-8")
+    atomic_write(state / "jupyterhub_config.py", (repo / "hub" / "jupyterhub_config.py").read_bytes(), PRIVATE)
+    atomic_write(state / "settings.json", json.dumps(settings.__dict__, indent=2) + "\n", PRIVATE)
     return settings
+
+
+def _refuse_readable(repo: Path, students: list[str]) -> None:
+    problems = course_tree_problems(repo, _student_ids(students))
+    if problems:
+        raise HubError("the checkout would show the answers to the students, so the hub does not start: "
+                       + "; ".join(problems))
 
 
 def start(settings: Settings) -> int:

@@ -46,6 +46,8 @@ def cmd_hub(args) -> int:
 
     for problem in for_instructor(settings, args.graded):  # formgrader on the class's gradebook
         print(f"warning: {shown(problem, 400)}", file=sys.stderr)
+    for problem in settings.problems:  # a student whose home could not be furnished; the class goes on
+        print(f"warning: {shown(problem, 400)}", file=sys.stderr)
     if args.setup_only:
         print(f"ste-course hub: set up in {settings.state}; not started (--setup-only)")
         return 0

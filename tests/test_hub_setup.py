@@ -1,0 +1,153 @@
+"""The hub's set-up as root against what a student may have put in its way (issue 21, attacks
+8 and 10), without starting a hub: a throwaway system user per test, homes and checkouts in
+folders every user can reach. (tests/e2e/test_hub.py runs the whole class in a browser.)"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ste_course.classroom import hub
+
+NOBODY = hub.NOBODY if hasattr(hub, "NOBODY") else 65534
+
+# the student's loop: a link to the target where ~/course is, and back, without end
+SWAP_LOOP = """
+import os, sys
+course, target = sys.argv[1], sys.argv[2]
+hold = course + ".hold"
+while True:
+    try:
+        os.rename(course, hold)
+    except OSError:
+        pass
+    try:
+        os.symlink(target, course)
+        os.unlink(course)
+    except OSError:
+        pass
+    try:
+        os.rename(hold, course)
+    except OSError:
+        pass
+"""
+
+
+@pytest.fixture
+def base():
+    """A folder every user can enter (tmp_path's parents are root's alone)."""
+    if os.geteuid() != 0:
+        pytest.fail("the hub's set-up creates users and sets owners: run it as root", pytrace=False)
+    folder = Path(tempfile.mkdtemp(prefix="ste-hub-setup-"))
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.fixture
+def student(base):
+    """A throwaway system user with a home of their own (0700) in ``base``."""
+    name = f"h{secrets.token_hex(4)}"
+    home = base / name
+    made = subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin",
+                           "--user-group", name], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    try:
+        account = pwd.getpwnam(name)
+        home.mkdir(mode=0o700)
+        os.chown(home, account.pw_uid, account.pw_gid)
+        yield account
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)
+
+
+def chapters(base: Path) -> Path:
+    """A small stand-in for the checkout's course/: a folder, a subfolder, two files."""
+    course = base / "source"
+    (course / "figures").mkdir(parents=True)
+    (course / "00_start_here.ipynb").write_text("{}")
+    (course / "figures" / "a.svg").write_text("<svg/>")
+    return course
+
+
+def owners(folder: Path) -> set:
+    return {(os.lstat(p).st_uid, os.lstat(p).st_gid) for p in [folder, *folder.rglob("*")]}
+
+
+def test_set_up_never_gives_a_student_what_a_link_points_to(base, student):
+    """Attack 8: while root copies ~/course and gives it to the student, the student swaps it
+    for a link to a folder of root's (standing in for /etc) in a tight loop; the folder and
+    everything in it stay root's."""
+    source, etc = chapters(base), base / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/bash\n")
+    home = Path(student.pw_dir)
+    swapper = subprocess.Popen(["setpriv", f"--reuid={student.pw_uid}", f"--regid={student.pw_gid}", "--clear-groups",
+                                "--", sys.executable, "-c", SWAP_LOOP, str(home / "course"), str(etc)])
+    try:
+        for _ in range(150):
+            hub.furnish_home(student.pw_name, source)
+            assert owners(etc) == {(0, 0)}, "root gave the student a folder a link pointed to"
+            for leftover in ("course", "course.hold"):  # the loop goes on meanwhile
+                try:
+                    os.unlink(home / leftover)
+                except IsADirectoryError:
+                    shutil.rmtree(home / leftover, ignore_errors=True)
+                except OSError:
+                    pass
+        assert swapper.poll() is None, "the swapping loop stopped early"
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert sorted(p.name for p in etc.iterdir()) == ["passwd"]
+
+
+def test_a_dangling_link_is_that_students_problem_only(base, student):
+    """Attack 8: a dangling ~/exercises link stopped set-up for the whole class; now it is
+    reported for that student, and their ~/course is made all the same."""
+    home = Path(student.pw_dir)
+    os.symlink("/nonexistent/anything", home / "exercises")
+    problems = hub.furnish_home(student.pw_name, chapters(base))
+    assert len(problems) == 1 and student.pw_name in problems[0] and "~/exercises is a link" in problems[0], problems
+    assert (home / "course" / "figures" / "a.svg").read_text() == "<svg/>"
+    assert owners(home / "course") == {(student.pw_uid, student.pw_gid)}
+    assert os.readlink(home / "exercises") == "/nonexistent/anything"  # left as it was
+
+
+def test_a_home_swapped_for_a_link_is_refused(base, student):
+    home = Path(student.pw_dir)
+    target = base / "elsewhere"
+    target.mkdir()
+    os.rename(home, base / "moved")
+    os.symlink(target, home)
+    problems = hub.furnish_home(student.pw_name, chapters(base))
+    assert len(problems) == 1 and "cannot be opened as a folder" in problems[0], problems
+    assert list(target.iterdir()) == []
+
+
+def test_the_hub_sees_what_a_student_could_read_of_the_checkout(base, student):
+    """Attack 10: making solutions/ root-only hid nothing while .git was readable. The check
+    runs as the student (and as nobody): each path named, then none once they are closed."""
+    repo = base / "repo"
+    (repo / "solutions" / "03_ste").mkdir(parents=True)
+    (repo / ".git" / "objects").mkdir(parents=True)
+    os.chmod(repo / "solutions", 0o700)  # what the old set-up did, and all it did
+    users = [(NOBODY, NOBODY, []), (student.pw_uid, student.pw_gid, [student.pw_gid])]
+    problems = hub.course_tree_problems(repo, users)
+    assert len(problems) == 1 and f"{repo / '.git'} can be read" in problems[0], problems
+    os.chmod(repo / ".git", 0o711)  # entering is enough to open the names git's refs give away
+    assert len(hub.course_tree_problems(repo, users)) == 1
+    os.chmod(repo / ".git", 0o750)
+    os.chown(repo / ".git", 0, student.pw_gid)  # the student's group: as they, not as nobody
+    assert len(hub.course_tree_problems(repo, users)) == 1
+    os.chmod(repo / ".git", 0o700)
+    assert hub.course_tree_problems(repo, users) == []
