@@ -598,13 +598,18 @@ if "answer" in found or "answer_in_json" in found:
 
 CAPABILITIES = r"""
 import os
-SERVER = (1 << 0) | (1 << 5) | (1 << 6) | (1 << 7)  # CAP_CHOWN, CAP_KILL, CAP_SETGID, CAP_SETUID
+SERVER = (1 << 5) | (1 << 6) | (1 << 7)  # CAP_KILL, CAP_SETGID, CAP_SETUID
 def caps(pid):
     with open(f"/proc/{pid}/status") as f:
         return {k: int(v, 16) for k, v in (l.split(":") for l in f if l.startswith("Cap"))}
+def parent(pid):
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
 held = [f"this notebook {k}={v:x}" for k, v in caps("self").items() if v]
-zygote = os.getppid()
-server = int(open(f"/proc/{zygote}/stat").read().rsplit(")", 1)[1].split()[1])
+# PID 1 of its own namespace; the sandbox's /proc names it, its keeper, the zygote and the server
+keeper = parent(os.readlink("/proc/self"))
+zygote = parent(keeper)
+server = parent(zygote)
+held += [f"keeper {k}={v:x}" for k, v in caps(keeper).items() if v]
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:  # the bounding set matters for the server and zygote (bubblewrap's pid 1 never execs)
         held += [f"pid {pid} {k}={v:x}" for k, v in caps(pid).items()
