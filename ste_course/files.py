@@ -13,7 +13,13 @@ mechanism, so that each hard case is handled (and tested) once.
 Modes follow one policy: what ste-course writes is its owner's alone (:data:`PRIVATE`, folders
 :data:`PRIVATE_DIR`: grades, results, feedback, submissions, secrets, passwords) unless the caller
 states that every user of the machine reads it (:data:`SHARED`, :data:`SHARED_DIR`: the published
-assignments, the course's checks, the Jupyter configuration of the hub's users).
+assignments, the course's checks, the Jupyter configuration of the hub's users); what is made
+without a mode (the gradebook, SQLite's WAL files, backups) gets :func:`private_umask`'s: never
+every user's.
+
+Where root writes into a folder a user controls (a student's home, the exchange), it works by
+file descriptor (:func:`open_dir`, :func:`ensure_dir_at`, :func:`copy_tree_at`): no link there
+is followed, owners and modes are set with ``fchown``/``fchmod``.
 
 Reading a file that a student controls is :func:`ste_course.untrusted.read_own` (by file
 descriptor, no link followed at any level, bounded).
@@ -33,7 +39,18 @@ PRIVATE = 0o600  # the default: a file only its owner reads
 PRIVATE_DIR = 0o700
 SHARED = 0o644  # stated by the caller: every user reads it
 SHARED_DIR = 0o755
+PRIVATE_UMASK = 0o027  # what is made without a mode: the owner's and the group's, never every user's
 COPY_IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")  # never published or copied
+
+
+def private_umask() -> int:
+    """Add :data:`PRIVATE_UMASK` to this process's umask (a stricter one is kept) and return the
+    old one: every file and folder made without an explicit mode (``graded/``, the gradebook and
+    SQLite's ``-wal``/``-shm`` files, which take the database's mode, backups, exports) is then
+    readable by its owner and group only. Called once per process by ``ste-course``'s ``main``."""
+    old = os.umask(PRIVATE_UMASK)
+    os.umask(old | PRIVATE_UMASK)
+    return old
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = PRIVATE, *, owner: int | None = None,

@@ -316,6 +316,9 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ste_course.files import private_umask
+
+    private_umask()  # one file-mode policy: nothing this process makes is readable by every user
     args = build_parser().parse_args(argv)
     return args.func(args)
 
