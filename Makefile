@@ -50,7 +50,7 @@ shared-venv:
 
 # The classroom (as root): the shared venv with jupyterhub (requirements-hub.txt) and the proxy
 # from npm (hub/install.sh); then a JupyterHub for ROSTER (a CSV with a student_id column) on
-# 127.0.0.1:8000 with assignment 03_ste published (see README, "Running a class").
+# 127.0.0.1:8000 with assignment 03_ste published (see docs/classroom.md).
 ROSTER ?= roster.csv
 .PHONY: hub-deps hub hub-stop
 hub-deps:
