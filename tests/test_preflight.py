@@ -119,3 +119,18 @@ def test_huge_and_linked_files_are_refused(tmp_path):
     link.symlink_to(big)
     with pytest.raises(PreflightError, match="is a link"):
         read_submission(link)
+
+
+def test_an_ordinary_cell_runs_once_and_the_students_edit_before_it(tmp_path):
+    """A metadata-free code cell of the source runs as the instructor wrote it; the released copy
+    left unchanged is not run a second time, an edited copy runs as the student's cell before it."""
+    _, nb = _source_nb(tmp_path)
+    nb["cells"].insert(3, _cell("code", "f(2)"))
+    path = tmp_path / "plain.ipynb"
+    path.write_text(json.dumps(nb))
+    source = load_notebook(path, "a")
+    same = prepare(source, json.loads(json.dumps(nb)))
+    assert [c.source for c in same.code_cells].count("f(2)") == 1
+    edited = json.loads(json.dumps(nb))
+    edited["cells"][3]["source"] = "f(3)"
+    assert [(c.source, c.locked) for c in prepare(source, edited).code_cells][2:4] == [("f(3)", False), ("f(2)", True)]

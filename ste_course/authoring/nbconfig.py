@@ -126,3 +126,12 @@ def load(root: Path) -> NbgraderSettings:
         code_stub=_code_stub(values.get("ClearSolutions.code_stub", DEFAULT_CODE_STUB), path),
         text_stub=text_stub, course_id=str(course_id) if course_id else None, penalty_method=method,
         cell_timeout=float(timeout) if timeout is not None else None, path=path, ignored=ignored)
+
+
+def course_id(root: Path) -> str | None:
+    """``CourseDirectory.course_id`` of the course's ``nbgrader_config.py`` (None: not set, no
+    file, or a file ste-course refuses, which release and grade report)."""
+    try:
+        return load(root).course_id
+    except NbgraderConfigError:
+        return None

@@ -97,14 +97,18 @@ def cmd_return_feedback(args) -> int:
     return 1 if done.problems else 0
 
 
-def _exchange_options(parser: argparse.ArgumentParser) -> None:
+def _exchange_options(parser: argparse.ArgumentParser, course: str = "ste") -> None:
     parser.add_argument("--exchange", type=Path, default=DEFAULT_EXCHANGE,
                         help=f"nbgrader's exchange folder (default: {DEFAULT_EXCHANGE})")
-    parser.add_argument("--course", default="ste", help="nbgrader course id (default: ste)")
+    parser.add_argument("--course", default=course, help=f"nbgrader course id (default: {course}, or the "
+                                                         "course's nbgrader_config.py CourseDirectory.course_id)")
 
 
 def add_commands(sub, root: Path) -> None:
     """Add the classroom's subcommands to ``ste-course``'s subparsers."""
+    from ste_course.authoring.nbconfig import course_id
+
+    course = course_id(root) or "ste"
     h = sub.add_parser("hub", help="set up users and the exchange for a roster, then run JupyterHub (as root)")
     h.add_argument("--students", type=Path, help="roster CSV with a student_id column, e.g. hub/roster.example.csv "
                                                   "(required but with --stop)")
@@ -123,17 +127,17 @@ def add_commands(sub, root: Path) -> None:
     h.add_argument("--background", action="store_true",
                    help="start the hub detached: output appended to STATE/hub.log, its pid in STATE/hub.pid")
     h.add_argument("--stop", action="store_true", help="stop the hub --background started for --state, and exit")
-    _exchange_options(h)
+    _exchange_options(h, course)
     h.set_defaults(func=cmd_hub, root=root)
     p = sub.add_parser("publish", help="copy released assignments (exercises/) to the exchange's outbound")
     p.add_argument("assignment", nargs="+", help="one or more assignments of exercises/, e.g. 03_ste (required)")
-    _exchange_options(p)
+    _exchange_options(p, course)
     p.set_defaults(func=cmd_publish)
     c = sub.add_parser("collect", help="copy the latest submissions from the exchange into SUBMISSIONS/ for grade")
     c.add_argument("--out", type=Path, default=Path("submitted"), help="submissions folder (default: submitted/)")
     c.add_argument("--student", action="append", help="collect only this student, repeatable (default: all)")
     c.add_argument("--assignment", action="append", help="collect only this assignment, repeatable (default: all)")
-    _exchange_options(c)
+    _exchange_options(c, course)
     c.set_defaults(func=cmd_collect)
     r = sub.add_parser("return-feedback", help="render the feedback again from the gradebook (hand grades and "
                                                "comments included), then put it where each student's "
@@ -145,8 +149,8 @@ def add_commands(sub, root: Path) -> None:
                    help="folder written by collect (default: submitted/)")
     r.add_argument("--student", action="append", help="return only this student's, repeatable (default: all)")
     r.add_argument("--assignment", action="append", help="return only this assignment's, repeatable (default: all)")
-    _exchange_options(r)
+    _exchange_options(r, course)
     r.set_defaults(func=cmd_return_feedback)
     from ste_course.cli.housekeeping import add_commands as add_housekeeping  # exchange list|purge, remove
 
-    add_housekeeping(sub, _exchange_options)
+    add_housekeeping(sub, lambda parser: _exchange_options(parser, course))

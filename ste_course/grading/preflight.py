@@ -107,7 +107,9 @@ def prepare(source: SourceNotebook, submitted: dict) -> Prepared:
       in the source's order, whatever the student did to it (edited, commented out, deleted,
       moved, metadata changed); nbgrader restores edited locked cells by checksum and, with
       ``add_missing_cells``, re-adds deleted tests;
-    * cells the student added run where they put them (after the cell before them);
+    * cells the student added run where they put them (after the cell before them); so does
+      the student's edited copy of an ordinary (metadata-free) cell of the source, just before
+      the source's own, which always runs (an unchanged copy is not run twice);
     * an answer cell that is missing is missing (as in nbgrader: a missing written answer
       waits for a hand grade).
 
@@ -121,7 +123,8 @@ def prepare(source: SourceNotebook, submitted: dict) -> Prepared:
         grade_id = _grade_id(cell)
         if grade_id in by_id and by_id[grade_id].solution:
             last[grade_id] = position
-    answers, types, extras, notes = {}, {}, {}, []
+    plain = {c.source for c in source.cells if c.cell_type == "code" and not c.grade_id}
+    answers, extras, notes = {}, {}, []
     anchor = None
     for position, cell in enumerate(cells_in):
         grade_id = _grade_id(cell)
@@ -144,6 +147,8 @@ def prepare(source: SourceNotebook, submitted: dict) -> Prepared:
             continue
         if grade_id is not None:
             notes.append(f"cell with unknown grade_id {grade_id[:40]!r} kept as the student's own")
+        elif text in plain:
+            continue  # the released copy of an ordinary cell, unchanged: the source's runs
         if cell.get("cell_type") == "code" and text.strip():
             extras.setdefault(anchor, []).append(text)
     missing = [c.grade_id for c in source.cells if c.grade_id and c.solution and c.grade_id not in answers]
