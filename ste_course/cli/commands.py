@@ -111,9 +111,11 @@ def cmd_grade(args) -> int:
                     output_chars=args.output_kb * 1024)
     executor = None
     if args.cluster:
-        from ste_course.grading.distributed import DaskExecutor
+        from ste_course.grading.distributed import DaskExecutor, cluster_security
 
-        executor = DaskExecutor(args.cluster, n_workers=args.jobs, sandbox=not args.no_sandbox, limits=limits)
+        security = cluster_security(args.cluster, args.tls_ca_file, args.tls_cert, args.tls_key, args.insecure_cluster)
+        executor = DaskExecutor(args.cluster, n_workers=args.jobs, sandbox=not args.no_sandbox, limits=limits,
+                                security=security)
     try:
         results = grade(args.submissions, args.out, sources,
                         load_secret(args.secret_file), jobs_n=args.jobs, sandbox=not args.no_sandbox,
@@ -250,9 +252,16 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
     g.add_argument("--db", default=None, help="SQLAlchemy URL of the gradebook (default: SQLite in --out)")
     g.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers (default: cores)")
     g.add_argument("--cluster", metavar="ADDRESS", default=None,
-                   help="run the notebooks on a Dask cluster: its scheduler (tcp://host:8786), or 'local' "
-                        "for a LocalCluster of --jobs worker processes; this process still records "
+                   help="run the notebooks on a Dask cluster: its scheduler (tls://host:8786 with the --tls "
+                        "files; tcp:// only on 127.0.0.1 or with --insecure-cluster), or 'local' for a "
+                        "LocalCluster of --jobs worker processes; this process still records "
                         "(default: none, local worker processes)")
+    g.add_argument("--tls-ca-file", default=None, help="the course CA's certificate, for a tls:// --cluster")
+    g.add_argument("--tls-cert", default=None, help="this client's certificate, for a tls:// --cluster")
+    g.add_argument("--tls-key", default=None, help="this client's private key, for a tls:// --cluster")
+    g.add_argument("--insecure-cluster", action="store_true",
+                   help="allow a tcp:// --cluster on another machine: no encryption, and whoever reaches the "
+                        "scheduler can join as a worker (only on a network that trusted machines alone reach)")
     g.add_argument("--judges", type=int, default=2,
                    help="processes that plan and judge beside the recording (default 2; 0: in the grading process)")
     g.add_argument("--no-sandbox", action="store_true", help="run without bubblewrap: only for trusted submissions")

@@ -18,6 +18,15 @@ lives, and slot ``n`` means uid ``UID_BASE + SLOT_OFFSET + n`` (62000, 62001, ..
 local executor's 61000 + index). The kernel drops the lock when the process dies, even by
 SIGKILL, so a slot is never leaked.
 
+Who may take part: the workers receive every student's code and the drawn inputs, and what they
+return is trusted as evidence, so they must be trusted machines, and so must anyone who can
+reach the scheduler (Dask's plain ``tcp://`` has no authentication: any process that connects can
+join as a worker). :func:`cluster_security` therefore refuses a scheduler that is not on this
+machine unless it is ``tls://`` with certificates (Dask's
+:class:`~distributed.security.Security`: the scheduler, the workers and this client each prove
+themselves with a certificate signed by the course's own CA, and refuse peers without one), or
+the instructor says ``--insecure-cluster`` (a network that only trusted machines reach).
+
 Failures: a worker that dies mid-task costs nothing, since the scheduler runs its tasks again
 elsewhere; a task that was running on ``allowed-failures + 1`` workers that all died is given
 up by Dask (``KilledWorker``) and reported as status ``error`` with a reason, as is a task that
@@ -45,6 +54,65 @@ WINDOW_PER_THREAD = 4  # tasks in flight per worker thread (the rest wait in thi
 MIN_WINDOW = 8
 WORKER_SATURATION = 1.0
 CONNECT_TIMEOUT = 120.0
+LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+def _on_this_machine(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cluster_security(address: str, tls_ca_file: str | None = None, tls_cert: str | None = None,
+                     tls_key: str | None = None, insecure: bool = False):
+    """Dask's :class:`~distributed.security.Security` for ``--cluster address``, or None for a
+    cluster that needs none (``local``; ``tcp://`` on this machine's loopback; any ``tcp://``
+    with ``insecure``).
+
+    A ``tls://`` scheduler needs the course CA's certificate and this client's certificate and
+    key (as arguments, or Dask's settings ``distributed.comm.tls.ca-file``,
+    ``distributed.comm.tls.client.cert`` and ``.key``, e.g. ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``);
+    encryption is then required on every connection.
+
+    Raises:
+        GradeError: a scheduler on another machine over anything but ``tls://`` (without
+            ``insecure``), or ``tls://`` without its three files; the message says what to do.
+    """
+    from urllib.parse import urlsplit
+
+    from ste_course.grading.jobs import GradeError
+
+    if address == "local":
+        return None
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme == "tls":
+        import dask
+        from distributed.security import Security
+
+        files = {"tls_ca_file": tls_ca_file or dask.config.get("distributed.comm.tls.ca-file", None),
+                 "tls_client_cert": tls_cert or dask.config.get("distributed.comm.tls.client.cert", None),
+                 "tls_client_key": tls_key or dask.config.get("distributed.comm.tls.client.key", None)}
+        missing = [name for name, path in files.items() if not path]
+        if missing:
+            raise GradeError(f"--cluster {address} is tls:// but has no {', '.join(missing)}: give --tls-ca-file, "
+                             "--tls-cert and --tls-key (docs/grading.md shows how to make them with openssl)")
+        for path in files.values():
+            if not Path(path).is_file():
+                raise GradeError(f"--cluster {address}: no certificate or key file at {path}")
+        return Security(require_encryption=True, **files)
+    if insecure or (parts.scheme == "tcp" and _on_this_machine(parts.hostname or "")):
+        return None
+    raise GradeError(
+        f"--cluster {address}: refused. Over {parts.scheme}:// anyone who reaches the scheduler can read every "
+        "student's code and inputs and join as a worker that returns made-up evidence. Use tls://HOST:PORT with "
+        "the course's certificates (--tls-ca-file, --tls-cert, --tls-key; docs/grading.md shows how to make "
+        "them with openssl), or --insecure-cluster if only trusted machines can reach that network")
+
 
 
 # ====================================================================== worker side
@@ -170,7 +238,8 @@ def checked_result(run: dict, result) -> dict:
 
 
 class DaskExecutor:
-    """Runs notebooks on a Dask cluster: ``address`` (``tcp://host:8786``) or ``"local"``.
+    """Runs notebooks on a Dask cluster: ``address`` (``tls://host:8786`` with ``security``
+    from :func:`cluster_security`, ``tcp://127.0.0.1:8786``) or ``"local"``.
 
     ``"local"`` starts a ``LocalCluster`` of ``n_workers`` processes with one thread each on
     this machine. ``task`` is the function a worker runs per notebook (default
@@ -179,8 +248,9 @@ class DaskExecutor:
 
     def __init__(self, address: str = "local", n_workers: int = 2, sandbox: bool = True,
                  limits: Limits | None = None, allowed_failures: int = ALLOWED_FAILURES,
-                 task=None, connect_timeout: float = CONNECT_TIMEOUT):
+                 task=None, connect_timeout: float = CONNECT_TIMEOUT, security=None):
         self.address, self.n_workers, self.sandbox = address, max(1, int(n_workers)), sandbox
+        self.security = security  # distributed.security.Security (cluster_security) or None
         self.limits = limits or Limits()
         self.allowed_failures, self.connect_timeout = allowed_failures, connect_timeout
         self.task = task or run_on_worker
@@ -211,7 +281,7 @@ class DaskExecutor:
                                                 dashboard_address="127.0.0.1:0")
                     self.client = Client(self.cluster, timeout=self.connect_timeout)
                 else:
-                    self.client = Client(self.address, timeout=self.connect_timeout)
+                    self.client = Client(self.address, timeout=self.connect_timeout, security=self.security)
                 self.client.wait_for_workers(self.n_workers if self.cluster else 1, timeout=self.connect_timeout)
             except (OSError, TimeoutError) as err:
                 self.close()
