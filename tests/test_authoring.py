@@ -184,7 +184,8 @@ def test_a_written_answer_waits_for_a_hand_grade_that_reaches_grades_csv(tmp_pat
     autograded = json.loads((out / "autograded" / "s1" / "adv" / "adv.ipynb").read_text())  # formgrader's view
     shown = {c["metadata"]["nbgrader"]["grade_id"]: "".join(c["source"]) for c in autograded["cells"]
              if c["metadata"].get("nbgrader", {}).get("grade_id")}
-    assert shown["why"].startswith("Outside the window the sign is flat")
+    assert "Outside the window the sign is flat" in shown["why"]  # inert HTML, framed (record.sanitize)
+    assert shown["why"].startswith("<div ") and "\n" not in shown["why"]
 
 
 BYO = ROOT / "tests" / "fixtures" / "byo"  # nbgrader's documentation style: assert cells, no check

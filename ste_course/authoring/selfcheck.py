@@ -27,7 +27,7 @@ from ste_course.authoring.source import load_assignments, load_notebook
 from ste_course.authoring.source import problems as source_problems
 from ste_course.authoring.source import warnings as source_warnings
 from ste_course.sandbox import Limits, Worker
-from ste_course.specs.derive import crashed, part_forbid
+from ste_course.specs.derive import crashed, derive_all, part_forbid
 
 ALLOWED_IN_RELEASE = ("NotImplementedError", "AssertionError", "CheckFailed", "NameError")
 PROOF_CELL = 1_000_000  # the index of the forbid proof's cell, after a solution's own cells
@@ -50,6 +50,7 @@ def run_checks(solutions: Path, exercises: Path, log=print, strict: bool = False
         log(f"warning: {warning}")
     settings = next((nb.settings for nbs in sources.values() for nb in nbs), None)
     problems += [f"drift: {p}" for p in drift(solutions, exercises, settings)]
+    derive_all(c for nbs in sources.values() for nb in nbs for c in nb.grade_cells)  # one child, cached
     worker = Worker(0, sandbox=False, limits=Limits(cell_seconds=120, notebook_seconds=600))
     try:
         for assignment, notebooks in sources.items():

@@ -132,6 +132,12 @@ _STATE: dict = {}  # in a judge process: sources, secret, context, late
 
 def _start_judge(sources, secret, context, late):
     import ste_course.specs  # noqa: F401 - the references (TensorFlow), imported once per judge
+    from ste_course.specs.derive import derive_all
+
+    try:  # every part's forbid list, once (a failure shows in each notebook's plan instead)
+        derive_all(c for nbs in sources.values() for nb in nbs for c in nb.grade_cells)
+    except Exception:  # noqa: BLE001
+        pass
 
     _STATE.update(sources=sources, secret=secret, context=context, late=late)
 

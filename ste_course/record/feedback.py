@@ -6,10 +6,13 @@ nbconvert's ``HTMLExporter`` (markdown rendered, code highlighted by Pygments). 
 (``$...$``, ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``) becomes MathML on the server
 (latex2mathml), which browsers display natively, so the page needs no script at all.
 
-Everything that reaches the page is then sanitised with nh3 (Ammonia) against an allowlist:
-no ``<script>``, no ``<style>`` or ``style=`` from content, no event handlers, no URL scheme but
-``http``, ``https`` and ``mailto`` (so no ``javascript:``), no SVG; the page also carries a
-Content-Security-Policy that forbids scripts. The header (student id, assignment, score, each
+Markdown (the instructor's and the student's alike: a page cannot tell them apart once stored)
+is made inert before nbconvert sees it (:func:`ste_course.record.sanitize.student_html`: no
+``class``, ``id`` or ``style``, so nothing can look like the grader's verdict), a written answer
+framed as the student's; everything that reaches the page is then sanitised again with nh3
+(Ammonia) against an allowlist: no ``<script>``, no ``<style>`` or ``style=`` from content, no
+event handlers, no URL scheme but ``http``, ``https`` and ``mailto`` (so no ``javascript:``), no
+SVG, no images; the page also carries a Content-Security-Policy that forbids scripts. The header (student id, assignment, score, each
 part's score as the gradebook holds it, hand edits marked, written answers still waiting for a
 hand grade said so, lateness) and the grader's comments are escaped text. A page is a view of
 the gradebook: :func:`ste_course.record.recorder.refresh_feedback` renders it again whenever the
@@ -22,23 +25,11 @@ message was scrubbed by the judge (:func:`ste_course.grading.judge.scrubber`).
 from __future__ import annotations
 
 import html
-import re
 from functools import lru_cache
 
-MATHML_TAGS = {"math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace",
-               "msup", "msub", "msubsup", "mfrac", "msqrt", "mroot", "mover", "munder", "munderover",
-               "mtable", "mtr", "mtd", "mstyle", "mpadded", "mphantom", "menclose", "merror"}
-MATHML_ATTRIBUTES = {"display", "xmlns", "mathvariant", "stretchy", "fence", "separator", "lspace",
-                     "rspace", "columnalign", "columnspacing", "rowspacing", "displaystyle",
-                     "scriptlevel", "accent", "accentunder", "width", "height", "depth",
-                     "linethickness", "minsize", "maxsize", "movablelimits", "form", "notation",
-                     "symmetric", "largeop", "encoding"}
-URL_SCHEMES = {"http", "https", "mailto"}
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src https: http:"
+from ste_course.record.sanitize import clean_html, framed, math_to_mathml, student_html  # noqa: F401
 
-# Maths in markdown: display first, then inline; code spans and fences are left alone.
-_CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)
-_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)|\\\((.+?)\\\)", re.S)
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src https: http:"
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.5}
@@ -50,35 +41,14 @@ pre{background:#f6f8fa;padding:.6rem;border-radius:4px;overflow-x:auto;white-spa
 .score{font-weight:bold}.manual{color:#555;font-style:italic}
 table.parts{border-collapse:collapse}table.parts td,table.parts th{border:1px solid #ccc;padding:.2rem .6rem}
 math[display=block]{margin:.6rem 0}
+.student-text{border:1px dashed #8a6d3b;background:#fcf8e3;padding:.2rem .8rem;margin:.4rem 0}
 """
 
 
-def math_to_mathml(markdown: str) -> str:
-    """``markdown`` with each TeX formula replaced by MathML (a formula latex2mathml cannot read
-    stays as its TeX, escaped, in a ``<code>``); code spans and fences are untouched."""
-    from latex2mathml.converter import convert
-
-    def one(match):
-        display = match.group(1) is not None or match.group(2) is not None
-        tex = next(g for g in match.groups() if g is not None)
-        try:
-            return convert(tex.strip(), display="block" if display else "inline")
-        except Exception:  # noqa: BLE001 - a student's TeX is data: show it as written
-            return f"<code>{html.escape(match.group(0))}</code>"
-
-    pieces = _CODE.split(markdown)
-    return "".join(p if i % 2 else _MATH.sub(one, p) for i, p in enumerate(pieces))
-
-
 def sanitize(fragment: str) -> str:
-    """``fragment`` with only the allowlisted HTML and MathML kept (nh3)."""
-    import nh3
-
-    tags = (set(nh3.ALLOWED_TAGS) | MATHML_TAGS) - {"img", "map", "area"}
-    attributes = {"*": {"class", "title"}, "a": {"href"}, "td": {"colspan", "rowspan"},
-                  "th": {"colspan", "rowspan"}, **{t: MATHML_ATTRIBUTES for t in MATHML_TAGS}}
-    return nh3.clean(fragment, tags=tags, attributes=attributes, url_schemes=URL_SCHEMES,
-                     link_rel="noopener noreferrer nofollow")
+    """The grader's page markup with only the allowlisted HTML and MathML kept (classes too:
+    student text arrives already cleaned of them, :func:`~ste_course.record.sanitize.student_html`)."""
+    return clean_html(fragment, classes=True)
 
 
 @lru_cache(maxsize=1)
@@ -136,9 +106,10 @@ def feedback_notebook(result, parts: dict | None = None):
     for item in result.feedback_cells:
         kind, text, gid = item.get("kind"), str(item.get("text", "")), item.get("grade_id")
         if kind == "markdown":
-            nb.cells.append(v4.new_markdown_cell(math_to_mathml(text)))
+            answer = gid in grades or gid in scores  # a written answer: the student's text, framed
+            nb.cells.append(v4.new_markdown_cell(framed(text, "class") if answer else student_html(text)))
             last_code = None
-            if gid in grades or gid in scores:  # a written answer: its hand grade, or that it waits
+            if answer:  # its hand grade, or that it waits
                 nb.cells.append(v4.new_markdown_cell(_verdict(grades.get(gid, {"manual": True}),
                                                               scores.get(gid), gid in waiting)))
         elif kind in ("code", "test"):

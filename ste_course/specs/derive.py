@@ -86,12 +86,12 @@ def _derive(spec_name: str, skip=()):
 def _code_digest() -> str:
     """sha256 of the code a derivation depends on (``ste_utils`` and the specs)."""
     import hashlib
+    import importlib.util
     from pathlib import Path
 
-    import ste_utils
-
+    library = Path(importlib.util.find_spec("ste_utils").origin).parent  # found, not imported (TensorFlow)
     digest = hashlib.sha256()
-    for folder in (Path(ste_utils.__file__).parent, Path(__file__).parent):
+    for folder in (library, Path(__file__).parent):
         for path in sorted(folder.glob("*.py")):
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
@@ -172,11 +172,25 @@ def derived_forbid(spec_name: str) -> tuple:
 
 
 def part_forbid(cell) -> list:
-    """What a test cell forbids: its hand list (``ste_course.forbid`` metadata) and, for each of
-    its check calls, :func:`derived_forbid`."""
+    """What a test cell forbids. A part that asks for the student's own implementation says so
+    with a ``forbid`` list in its ``ste_course`` metadata (functions named there by hand, such
+    as layers, which no probe calls, may be added); it then forbids, besides, every function
+    :func:`derived_forbid` finds for each of its check calls. A part without the key forbids
+    nothing (an exercise that may use the library)."""
+    metadata = getattr(cell, "metadata", None) or {}
+    marked = isinstance(metadata.get("ste_course"), dict) and "forbid" in metadata["ste_course"]
+    if not marked:
+        return sorted(set(cell.forbid))
     derived = derived_forbids([call.spec for call in getattr(cell, "checks", ())])
-    derived = {label for labels in derived.values() for label in labels}
-    return sorted(set(cell.forbid) | derived)
+    return sorted(set(cell.forbid) | {label for labels in derived.values() for label in labels})
+
+
+def derive_all(cells) -> None:
+    """Derive the lists of every marked check part of ``cells`` at once (one child process,
+    not one per notebook, when the cache is cold)."""
+    derived_forbids([call.spec for cell in cells if "forbid" in ((getattr(cell, "metadata", None) or {})
+                                                                   .get("ste_course") or {})
+                     for call in getattr(cell, "checks", ())])
 
 
 def prove_forbidden(namespace: dict, parts: list) -> list:
