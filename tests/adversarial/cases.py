@@ -420,12 +420,13 @@ def _duplicate_tests(nb):
 
 
 def _duplicate_answer(nb):
-    """The correct answer cell, then a copy of it that exits: the copy is never run."""
+    """A wrong answer cell, then a copy of it with the correct answer: the last copy is the answer
+    (nbgrader's DeduplicateIds), the earlier one runs as the student's own cell."""
     for i, cell in enumerate(nb["cells"]):
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == ANSWER_ID:
             dup = copy.deepcopy(cell)
-            cell["source"] = CORRECT
-            dup["source"] = "import os\nos._exit(0)"
+            cell["source"] = "def my_sign(x, clip_value=1.0):\n    return x\n"
+            dup["source"] = CORRECT
             nb["cells"].insert(i + 1, dup)
             return
 
