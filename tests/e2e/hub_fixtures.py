@@ -123,6 +123,11 @@ def hub(request) -> Hub:
     request.addfinalizer(lambda: _teardown(process, students + [instructor], f"{course}-graders", base))
     roster = base / "roster.csv"
     roster.write_text("student_id,name\n" + "".join(f"{s},Student {s}\n" for s in students))
+    # the checkout hidden from the students, as docs/classroom.md tells the instructor: the hub
+    # refuses to start while a student could read or enter solutions/, .git or the checks
+    for private in (ROOT / "solutions", ROOT / ".git", ROOT / "checks"):
+        if private.exists():
+            os.chmod(private, 0o700)
     from ste_course.classroom.hub import free_port
 
     port = free_port()

@@ -135,9 +135,14 @@ def test_a_class_on_the_hub(hub, browser, tmp_path):
         for path in (home / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", secret,
                      ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"):
             assert as_user(b, "cat", str(path)).returncode != 0, f"{b} can read {path}"
+        # nor the solutions through the checkout's history, nor rename A's submission away (sticky)
+        history = as_user(b, "git", "-c", "safe.directory=*", "-C", str(ROOT), "show",
+                          f"HEAD:solutions/{ASSIGNMENT}/{ASSIGNMENT}.ipynb")
+        assert history.returncode != 0 and "ste_sign" not in history.stdout, history.stdout[:300]
+        assert as_user(b, "mv", str(mine[0]), f"{mine[0]}x").returncode != 0 and mine[0].is_dir()
 
         # the instructor's loop: collect (timestamps kept), grade sandboxed, return feedback
-        submitted, graded = tmp_path / "submitted", tmp_path / "graded"
+        submitted, graded = tmp_path / "submitted", hub.base / "graded-by-root"  # a folder students may enter
         exchange = ["--exchange", str(hub.exchange), "--course", hub.course]
         out = ste_course("collect", "--out", str(submitted), *exchange)
         assert "2 submission(s) collected" in out, out
@@ -152,6 +157,11 @@ def test_a_class_on_the_hub(hub, browser, tmp_path):
         assert scores[b][0] < scores[b][1] == 10.0, scores
         out = ste_course("return-feedback", "--graded", str(graded), "--submissions", str(submitted), *exchange)
         assert "2 feedback page(s) returned" in out, out
+        # what the grader wrote (gradebook, its WAL, feedback, results, grades.csv) is not B's to read
+        paths = [graded, *graded.rglob("*")]
+        listed = as_user(b, "ls", *[str(p) for p in paths if p.is_dir()])
+        read = as_user(b, "cat", *[str(p) for p in paths if p.is_file()])
+        assert listed.stdout == "" and read.stdout == "", (listed.stdout[:300], read.stdout[:300])
 
         # each student fetches and reads their own score
         assert fetch_feedback(hub, a, page_a, screenshot="hub-feedback.png") == "Score: 10 / 10"
