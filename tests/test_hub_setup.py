@@ -151,3 +151,16 @@ def test_the_hub_sees_what_a_student_could_read_of_the_checkout(base, student):
     assert len(hub.course_tree_problems(repo, users)) == 1
     os.chmod(repo / ".git", 0o700)
     assert hub.course_tree_problems(repo, users) == []
+
+
+def test_the_hub_refuses_to_start_on_a_readable_checkout(base):
+    """``ste-course hub``'s set-up stops before it makes any user, naming the path and the fix."""
+    repo = base / "repo"
+    (repo / "solutions").mkdir(parents=True, mode=0o700)
+    (repo / ".git").mkdir(mode=0o755)
+    roster = base / "roster.csv"
+    name = f"h{secrets.token_hex(4)}"
+    roster.write_text(f"student_id\n{name}\n")
+    with pytest.raises(hub.HubError, match=r"\.git can be read by a student: run `chmod"):
+        hub.prepare(roster, repo, base / "state", base / "exchange")
+    assert subprocess.run(["id", name], capture_output=True).returncode != 0  # no user made
