@@ -249,7 +249,9 @@ def test_a_failure_in_the_parent_is_that_notebooks_error_row_and_a_rerun_grades_
     assert _rows(out)["bob"]["status"] == "ok"
 
 
-def test_a_failure_while_recording_is_that_notebooks_error_row(tmp_path, monkeypatch):
+def test_a_failed_file_write_never_turns_a_committed_grade_into_an_error_row(tmp_path, monkeypatch, capsys):
+    """Issue 22, item 2: the grade is committed before its files; a page that cannot be written is
+    said on stderr as such (never "could not record"), and the next plain run writes it."""
     subs, out = tmp_path / "subs", tmp_path / "out"
     for student in ("ann", "bob"):
         _submit(subs, student)
@@ -259,9 +261,7 @@ def test_a_failure_while_recording_is_that_notebooks_error_row(tmp_path, monkeyp
     failed = []
 
     def atomic_write(path, text, *args, **kwargs):
-        # ann's feedback page, whoever rendered it (a judge or the recorder): in the batch and
-        # again when ann is recorded alone; then the error row's own page can be written
-        if "feedback" in Path(path).parts and "ann" in Path(path).parts and len(failed) < 2:
+        if "feedback" in Path(path).parts and "ann" in Path(path).parts:
             failed.append(path)
             raise OSError("disk full while writing ann's feedback")
         return real(path, text, *args, **kwargs)
@@ -269,8 +269,16 @@ def test_a_failure_while_recording_is_that_notebooks_error_row(tmp_path, monkeyp
     monkeypatch.setattr(record, "atomic_write", atomic_write)
     _grade(subs, out)
     rows = _rows(out)
-    assert rows["ann"]["status"] == "error" and "disk full" in rows["ann"]["reason"]
-    assert rows["bob"]["status"] == "ok"
+    assert failed and rows["ann"]["status"] == rows["bob"]["status"] == "ok"
+    err = capsys.readouterr().err
+    assert "ann/adv/adv is recorded in the gradebook, but its files could not be written" in err
+    assert "could not record" not in err
+    page = out / "feedback" / "ann" / ASSIGNMENT / f"{ASSIGNMENT}.html"
+    assert not page.exists() and not list(out.rglob(".*.html.*"))  # no temporary file left either
+    monkeypatch.setattr(record, "atomic_write", real)
+    replay = Replay()
+    _grade(subs, out, replay)
+    assert replay.runs == [] and page.is_file() and not list((out / ".journal").iterdir())
 
 
 # ------------------------------------------------------------------ late work

@@ -126,7 +126,21 @@ def cmd_grade(args) -> int:
         if executor is not None:
             executor.close()
     _summary(Path(args.out) / "grades.csv", len(results), args.db)
+    _dropped_summary(Path(args.out), getattr(results, "dropped", []))
     return 0
+
+
+def _dropped_summary(out: Path, dropped: list) -> None:
+    """The notebooks whose hand edits this run dropped (their hand grades were for an earlier
+    version of the submission, or ``--drop-manual``): where the old values are kept."""
+    if not dropped:
+        return
+    from ste_course.record.recorder import DROPPED_REPORT
+
+    names = ", ".join(shown("/".join((d.student, d.assignment, d.notebook)), 60) for d in dropped[:20])
+    more = f" and {len(dropped) - 20} more" if len(dropped) > 20 else ""
+    print(f"hand edits dropped in {len(dropped)} notebook(s), graded for an earlier version of the submission "
+          f"or with --drop-manual: {names}{more}; the values they had are in {shown(out / DROPPED_REPORT)}")
 
 
 @known_errors(FileNotFoundError, ValueError)

@@ -54,6 +54,7 @@ WINDOW_PER_THREAD = 4  # tasks in flight per worker thread (the rest wait in thi
 MIN_WINDOW = 8
 WORKER_SATURATION = 1.0
 CONNECT_TIMEOUT = 120.0
+REACH_TIMEOUT = 10.0  # seconds to open a TCP connection to the scheduler before Dask is asked
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 
@@ -113,6 +114,19 @@ def cluster_security(address: str, tls_ca_file: str | None = None, tls_cert: str
         "the course's certificates (--tls-ca-file, --tls-cert, --tls-key; docs/grading.md shows how to make "
         "them with openssl), or --insecure-cluster if only trusted machines can reach that network")
 
+
+def _reachable(address: str, timeout: float) -> None:
+    """Raise OSError at once when the scheduler at ``address`` (``tcp://host:port``, ``tls://``)
+    cannot be reached: an unknown host or a refused port (Dask itself retries until its
+    connection timeout, two minutes, before it says so)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname:
+        return
+    with socket.create_connection((parts.hostname, parts.port or 8786), timeout=timeout):
+        pass
 
 
 # ====================================================================== worker side
@@ -256,10 +270,15 @@ class DaskExecutor:
         self.task = task or run_on_worker
         self.client = self.cluster = self.thread = self.feeder = None
         self._capacity = max(MIN_WINDOW, WINDOW_PER_THREAD * self.n_workers)
-        self.delivered: set = set()  # run indexes whose result was handed on
+        self.delivered = 0  # results handed on
         self.duplicates = 0  # results dropped because their run was already handed on
 
     # ------------------------------------------------------------ connection
+    def start(self):
+        """Connect before the run records anything (:func:`ste_course.grading.run.grade`)."""
+        if self.client is None:
+            self.connect()
+
     def connect(self):
         """Connect (or start the local cluster) and check that the workers can grade."""
         import dask
@@ -275,6 +294,8 @@ class DaskExecutor:
         with dask.config.set({"distributed.scheduler.allowed-failures": self.allowed_failures,
                               "distributed.scheduler.worker-saturation": WORKER_SATURATION}):
             try:
+                if self.address != "local":
+                    _reachable(self.address, min(REACH_TIMEOUT, self.connect_timeout))
                 if self.address == "local":
                     self.cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=1,
                                                 processes=True, host="127.0.0.1",
@@ -390,14 +411,11 @@ class DaskExecutor:
                 return
             with self._lock:
                 index = self._futures.pop(future, None)
-                duplicate = index is None or index in self.delivered
-                if duplicate:  # a result that arrives twice is not graded twice
+                run = self._runs.pop(index, None) if index is not None else None
+                if run is None:  # a result that arrives twice is not graded twice
                     self.duplicates += 1
-                else:
-                    self.delivered.add(index)
-            if duplicate:
+            if run is None:
                 continue
-            run = self._runs[index]
             try:
                 result = checked_result(run, future.result())
             except BaseException as err:  # noqa: BLE001 - KilledWorker, CancelledError, the task's error
@@ -408,8 +426,10 @@ class DaskExecutor:
                 self._deliver(self._submit_more())
 
     def _deliver(self, results):
+        """Hand results on; a run is forgotten once its result is (``_runs`` holds only the runs
+        in flight or waiting: what this process keeps does not grow with the class)."""
         for index, result in results:
-            self.delivered.add(index)
+            self.delivered += 1
             self._runs.pop(index, None)
             self._on_result(index, result)
 

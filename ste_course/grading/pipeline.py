@@ -28,6 +28,10 @@ on_result)`` with ``runs`` an iterable of run dicts that may block until the nex
 and ends when the class is done; ``on_result(index, result)`` is called once per run, ``index``
 being the run's position in ``runs``; ``executor.join()`` returns when every result was handed
 on. ``run_all`` is called in a thread of its own, so an executor may also run synchronously.
+An executor that cannot run notebooks says so by raising from ``run_all`` or by handing an
+exception to ``on_result`` in place of a result: :meth:`Pipeline.run` then raises it at once
+(the notebooks not recorded yet are graded by the next run), calling ``executor.stop()`` if
+it has one, as on any other way out of the loop before the class is done.
 """
 
 from __future__ import annotations
@@ -144,6 +148,9 @@ class Pipeline:
                 self._handle(*self.inbox.get())
         finally:
             self.feed.close(drop=not finished)
+            stop = getattr(self.executor, "stop", None)
+            if not finished and self._runner is not None and callable(stop):
+                stop()
             try:
                 if self._runner is not None:
                     self._runner.join()
@@ -165,6 +172,8 @@ class Pipeline:
         if kind == "planned":
             self.planning -= 1
             self._planned(job, value)
+        elif kind == "stopped":  # the executor cannot run notebooks
+            raise value
         elif kind == "ran":
             ticket, payload = value
             self.judges.judge(job, ticket, payload, lambda result: self.inbox.put(("judged", job, result)))
@@ -183,13 +192,22 @@ class Pipeline:
         self._running[self._put_runs] = (job, ticket)
         self._put_runs += 1
         if self._runner is None:
-            self._runner = threading.Thread(target=self.executor.run_all, args=(self.feed, self._ran),
-                                            name="ste-executor", daemon=True)
+            self._runner = threading.Thread(target=self._run_executor, name="ste-executor", daemon=True)
             self._runner.start()
         self.feed.put(run)
 
+    def _run_executor(self) -> None:
+        try:
+            self.executor.run_all(self.feed, self._ran)
+        except BaseException as err:  # noqa: BLE001 - raised in the loop's thread
+            self.inbox.put(("stopped", None, err))
+
     def _ran(self, index: int, payload) -> None:
-        """From the executor's threads: post the result to this thread's inbox."""
+        """From the executor's threads: post the result to this thread's inbox (an exception in
+        place of a result stops the run)."""
+        if isinstance(payload, BaseException):
+            self.inbox.put(("stopped", None, payload))
+            return
         job, ticket = self._running.pop(index)
         self.inbox.put(("ran", job, (ticket, payload)))
 

@@ -174,36 +174,71 @@ def write(gb, result, drop_manual: bool = False) -> list:
 @dataclass(frozen=True)
 class Written:
     """What :func:`write_batch` did to one notebook: the hand edits it dropped (one line per
-    cell) and whether none is left (``fresh``: its :func:`part_scores` are then
+    cell, with the comments dropped) and whether none is left (``fresh``: its :func:`part_scores` are then
     :func:`fresh_parts`, so its feedback page could be rendered before the write)."""
 
     dropped: list
     fresh: bool
+    kept: bool = False  # an error that left the notebook's grade (and its files) as they were
+    why: str = ""  # why hand edits were dropped: "asked with --drop-manual" or "submission changed"
 
 
-def write_batch(gb, results, drop_manual: bool = False, definitions: dict | None = None) -> list:
+def write_batch(gb, results, drop_manual: bool = False, definitions: dict | None = None,
+                before_commit=None) -> list:
     """Record several notebooks' grades in one transaction (one commit: in a SQLite gradebook with
     ``synchronous=NORMAL``, one write to disk; in PostgreSQL, one flush of its log); returns a
     :class:`Written` per result. Hand edits (``manual_score``, ``extra_credit``,
     ``manual_comment``) are kept when the same submission is graded again, dropped with
-    ``drop_manual`` or when the submission itself changed. Either every notebook of the batch is
-    recorded or none (an interrupted run grades the rest again: no status row, no grade).
-    ``definitions``: a dict kept for a run (:func:`_definition`), so an assignment's cells are
-    read once per run, not per new submission."""
+    ``drop_manual`` or when the student's bytes changed (:func:`_write_one`); an ``error`` result
+    never replaces a grade. Either every notebook of the batch is recorded or none (an
+    interrupted run grades the rest again: no status row, no grade). ``definitions``: a dict kept
+    for a run (:func:`_definition`), so an assignment's cells are read once per run, not per new
+    submission. ``before_commit(written)`` runs after the rows are written and before the commit
+    (the recorder's journal of the batch, and its report of dropped hand edits): if it raises,
+    nothing is committed."""
     definitions = {} if definitions is None else definitions
     try:
         written = [_write_one(gb, result, drop_manual, definitions) for result in results]
+        if before_commit is not None:
+            before_commit(written)
         gb.db.commit()
-    except Exception:
+    except BaseException:
         gb.db.rollback()
         raise
     return written
 
 
+def _changed(prev, result) -> bool:
+    """Whether ``result`` is of other bytes than the grade ``prev`` holds. An empty hash says
+    "not known" for an ``error`` (the judge died before reading the file) and "no file" for
+    ``missing`` and ``invalid``: an unknown hash never counts as a change; no file does."""
+    if prev is None:
+        return False
+    before, now = prev["submission_sha256"], result.submission_sha256
+    if result.status in RETRIED and not now:
+        return False
+    return before != now
+
+
 def _write_one(gb, result, drop_manual: bool, definitions: dict) -> Written:
-    """One notebook's rows, not committed."""
+    """One notebook's rows, not committed.
+
+    An ``error`` result (:data:`RETRIED`) of a notebook the gradebook already holds writes its
+    status row only: the points, hand edits and comments stay as they are (the grade of the last
+    run that graded it, for the submission whose hash the row keeps), the reason says this run
+    failed, and the next run grades it again."""
     prev = previous(gb, result.student, result.assignment, result.notebook)
-    same = prev is not None and prev["submission_sha256"] == result.submission_sha256
+    key = dict(student=result.student, assignment=result.assignment, notebook=result.notebook)
+    if result.status in RETRIED and prev is not None:
+        note = "the grade recorded before stands"
+        if _changed(prev, result):
+            note += "; it is of an earlier version of the submission"
+        row = dict(status=result.status, reason=f"{result.reason}; {note}" if result.reason else note,
+                   late=prev["late"], hours_late=prev["hours_late"], inputs=prev["inputs"],
+                   submission_sha256=prev["submission_sha256"])
+        gb.db.execute(STATUS.update().where(*(getattr(STATUS.c, k) == v for k, v in key.items())).values(**row))
+        return Written([], False, kept=True)
+    same = not _changed(prev, result)
     submission = _submission(gb, result.assignment, result.student, definitions)
     submission.timestamp = dt.datetime.fromisoformat(result.submitted_at) if result.submitted_at else None
     notebook = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
@@ -221,21 +256,22 @@ def _write_one(gb, result, drop_manual: bool, definitions: dict) -> Written:
             grade.needs_manual_grade = grade.manual_score is None
     for comment in notebook.comments:
         if comment.manual_comment is not None and (drop_manual or not same):
+            dropped.append(f"{comment.name}: comment {comment.manual_comment!r}")
             comment.manual_comment = None
     notebook.late_submission_penalty = result.penalty or None
     reason = result.reason
-    if dropped and not drop_manual:
-        note = "hand edits dropped, the submission changed (" + "; ".join(dropped) + ")"
+    why = "asked with --drop-manual" if drop_manual and same else "submission changed"
+    if dropped:
+        note = f"hand edits dropped, {why.replace('submission', 'the submission')} (" + "; ".join(dropped) + ")"
         reason = f"{reason}; {note}" if reason else note
     row = dict(status=result.status, reason=reason, late=result.late,
                hours_late=result.hours_late, inputs=result.inputs,
                submission_sha256=result.submission_sha256)
-    key = dict(student=result.student, assignment=result.assignment, notebook=result.notebook)
     gb.db.execute(delete(STATUS).where(*(getattr(STATUS.c, k) == v for k, v in key.items())))
     gb.db.execute(STATUS.insert().values(**key, **row))
     fresh = not any(g.manual_score is not None or g.extra_credit is not None for g in notebook.grades) \
         and not any(c.manual_comment for c in notebook.comments)
-    return Written(dropped, fresh)
+    return Written(dropped, fresh, why=why)
 
 
 def _definition(gb, assignment: str, definitions: dict) -> tuple:
@@ -312,6 +348,7 @@ def rows(gb) -> list:
             student_id=key[0], assignment=key[1], notebook=key[2], score=max(0.0, raw - penalty),
             max_score=float(nb.max_score or 0.0), status=extra.get("status", ""),
             reason=extra.get("reason", ""), late=extra.get("late", "no"), penalty=penalty,
+            submission_sha256=extra.get("submission_sha256", ""),
             hours_late=extra.get("hours_late"), raw_score=raw,
             manual=any(g.manual_score is not None or g.extra_credit is not None for g in nb.grades),
             needs_manual=sorted(g.name for g in nb.grades if waiting(g))))
