@@ -270,12 +270,15 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
                         "files; tcp:// only on 127.0.0.1 or with --insecure-cluster), or 'local' for a "
                         "LocalCluster of --jobs worker processes; this process still records "
                         "(default: none, local worker processes)")
-    g.add_argument("--tls-ca-file", default=None, help="the course CA's certificate, for a tls:// --cluster")
-    g.add_argument("--tls-cert", default=None, help="this client's certificate, for a tls:// --cluster")
-    g.add_argument("--tls-key", default=None, help="this client's private key, for a tls:// --cluster")
+    g.add_argument("--tls-ca-file", default=None, help="the course CA's certificate, for a tls:// --cluster "
+                        "(default: Dask's distributed.comm.tls.ca-file)")
+    g.add_argument("--tls-cert", default=None, help="this client's certificate, for a tls:// --cluster "
+                        "(default: Dask's distributed.comm.tls.client.cert)")
+    g.add_argument("--tls-key", default=None, help="this client's private key, for a tls:// --cluster "
+                        "(default: Dask's distributed.comm.tls.client.key)")
     g.add_argument("--insecure-cluster", action="store_true",
                    help="allow a tcp:// --cluster on another machine: no encryption, and whoever reaches the "
-                        "scheduler can join as a worker (only on a network that trusted machines alone reach)")
+                        "scheduler can join as a worker (only on a network that trusted machines alone reach; default: refused)")
     g.add_argument("--judges", type=int, default=2,
                    help="processes that plan and judge beside the recording (default 2; 0: in the grading process)")
     g.add_argument("--no-sandbox", action="store_true", help="run without bubblewrap: only for trusted submissions")
