@@ -10,6 +10,8 @@ events the harness wrote, in its order, are evidence (:func:`harness_events`).
 
 from __future__ import annotations
 
+import ast
+import builtins
 import hashlib
 from dataclasses import dataclass, field
 
@@ -28,6 +30,56 @@ class Plan:
     grade_ids: dict  # run index (str) -> grade_id
     order: list = field(default_factory=list)  # run indices of the code cells, in the order run
     unanswered: list = field(default_factory=list)  # written answers submitted as released
+    sources: dict = field(default_factory=dict)  # run index -> the source the sandbox runs instead
+    quiet: bool = False  # hidden assert source runs in the sandbox: no student output reaches a page
+
+
+def sandbox_source(cell) -> str:
+    """What the sandbox runs for the instructor's test ``cell``: a check cell's hidden blocks
+    replaced by their ``check(...)`` calls alone (the grader draws the inputs; nothing else of a
+    hidden block is needed, so nothing else of it enters the sandbox); any other cell as it is.
+
+    Each hidden block becomes its calls, one statement a line at the block's indentation
+    (``ast.unparse``); a statement of the block that is not a check call is left out."""
+    if not cell.checks or "BEGIN HIDDEN TESTS" not in cell.source:
+        return cell.source
+    lines = cell.source.split("\n")
+    calls = [n for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Name) and n.func.id == "check"]
+    out, start = [], None
+    for number, line in enumerate(lines, 1):
+        if "BEGIN HIDDEN TESTS" in line:
+            start = number
+        elif "END HIDDEN TESTS" in line and start is not None:
+            indent = line[:len(line) - len(line.lstrip())]
+            out += [indent + ast.unparse(c) for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))
+                    if start < c.lineno < number]
+            start = None
+        elif start is None:
+            out.append(line)
+    return "\n".join(out)
+
+
+def quiet(source: SourceNotebook) -> bool:
+    """Whether ``source`` runs hidden test source in the sandbox (an assert cell with a hidden
+    block): the student's code shares the process with it from the first cell on and could
+    print it, so no student output, error text or stderr of the run reaches the feedback: only
+    pass or fail and the instructor's own messages (:func:`instructor_message`)."""
+    return any(c.asserts and "BEGIN HIDDEN TESTS" in c.source for c in source.grade_cells)
+
+
+def instructor_message(cell, error: str) -> str:
+    """For a quiet notebook: ``error`` (an assert cell's) if its message is a string the
+    instructor wrote in ``cell`` (``assert ..., "msg"``, ``raise AssertionError("msg")``), else
+    only that the test failed, with the exception's name when it is a built-in one."""
+    kind, _, message = str(error).partition(":")
+    texts = {n.value for n in ast.walk(ast.parse(cell.source)) if isinstance(n, ast.Constant)
+             and isinstance(n.value, str)}
+    if message.strip() and message.strip() in texts:
+        return f"This test failed: {kind}: {message.strip()}"
+    name = kind.strip().rsplit(".", 1)[-1]
+    builtin = isinstance(getattr(builtins, name, None), type) and issubclass(getattr(builtins, name), BaseException)
+    return f"This test failed ({name})." if builtin else "This test failed."
 
 
 def answers_digest(prepared) -> str:
@@ -66,7 +118,10 @@ def plan(source: SourceNotebook, prepared, secret: str, student: str) -> Plan:
             calls[key].append({"spec": call.spec, "cases": [encode_case(student_case(spec, c)) for c in cases],
                                "forbid": forbid, "run": DECLARED.get(call.spec)})
             full[key].append((call.spec, cases))
-    return Plan(calls, full, grade_ids, [c.index for c in prepared.code_cells], list(prepared.unanswered))
+    sources = {str(c.index): sandbox_source(by_id[c.grade_id]) for c in prepared.code_cells
+               if c.locked and c.grade_id in by_id and by_id[c.grade_id].checks}
+    return Plan(calls, full, grade_ids, [c.index for c in prepared.code_cells], list(prepared.unanswered),
+                sources, quiet(source))
 
 
 @dataclass
@@ -106,8 +161,10 @@ def harness_events(events: list, order: list) -> Stream:
         cut = min(named, position)
         keep_cells = set(order[:cut])
         kept = [e for e in kept if e.get("cell") in keep_cells]
-        what = f"{kind!r} for cell {event.get('cell')!r}" if isinstance(event, dict) else "a non-event"
-        return Stream(kept, f"something other than the grader wrote on its channel ({what[:80]} out of "
+        named = event.get("cell") if isinstance(event, dict) else None
+        what = (f"{repr(kind) if kind in ('start', 'end', 'fatal') else 'an event'} for cell "
+                f"{named if type(named) is int else '?'}")  # nothing the student wrote is repeated
+        return Stream(kept, f"something other than the grader wrote on its channel ({what} out of "
                             "order); nothing from that cell on counts")
     return Stream(kept)
 
@@ -186,10 +243,11 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
             result.messages = messages
             continue
         if original.asserts and end.get("error"):
-            messages.append(f"This test failed: {str(end['error'])[:300]}")
+            messages.append(instructor_message(original, end["error"]) if the_plan.quiet
+                            else f"This test failed: {str(end['error'])[:300]}")
         elif original.asserts and str(end.get("stderr") or ""):
-            messages.append("This test wrote on stderr, which nbgrader counts as a failure: "
-                            f"{str(end['stderr']).strip()[-300:]}")
+            messages.append("This test wrote on stderr, which nbgrader counts as a failure" +
+                            ("." if the_plan.quiet else f": {str(end['stderr']).strip()[-300:]}"))
         for k, (spec_name, cases) in enumerate(the_plan.full[key]):
             spec = get_spec(spec_name)
             got = evidence[k] if k < len(evidence) and isinstance(evidence[k], dict) else None
@@ -203,6 +261,9 @@ def judge(source: SourceNotebook, the_plan: Plan, events: list, stop_reason: str
                 messages += compare(spec, case, spec.reference(case), ev)
                 if len(messages) >= 4:
                     break
+        if messages and the_plan.quiet and not original.asserts:  # numbers and errors the run chose
+            messages = [f"{get_spec(name).summary}: does not match the reference on the grader's inputs."
+                        for name, _ in the_plan.full[key]] or messages
         if messages:
             result.messages = messages[:4]
         else:

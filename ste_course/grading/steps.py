@@ -27,8 +27,9 @@ def _missing_reason(job: Job) -> str:
     return f"{job.parts[-1]} was not submitted{hint}"
 
 
-def _feedback_cells(source, prepared, events, scrub):
-    """What the student sees: their code, instructions, visible test source and verdicts."""
+def _feedback_cells(source, prepared, events, scrub, quiet=False):
+    """What the student sees: their code, instructions, visible test source and verdicts (with
+    ``quiet``, :func:`~ste_course.grading.judge.quiet`: no output of theirs)."""
     ends = {e.get("cell"): e for e in events if isinstance(e, dict) and e.get("event") == "end"}
     by_id = source.by_id()
     cells = []
@@ -42,7 +43,7 @@ def _feedback_cells(source, prepared, events, scrub):
             continue
         cells.append({"kind": "code", "text": cell.source, "grade_id": cell.grade_id})
         end = ends.get(cell.index)
-        if end is not None and not cell.locked:
+        if end is not None and not cell.locked and not quiet:
             out = str(end.get("stdout") or "")[:5000]
             if end.get("error"):
                 out += ("\n" if out else "") + str(end["error"])[:500]
@@ -51,13 +52,14 @@ def _feedback_cells(source, prepared, events, scrub):
     return cells
 
 
-def _stop_status(events, result, prepared, source):
-    """(status, reason) from how the run ended."""
+def _stop_status(events, result, prepared, source, quiet=False):
+    """(status, reason) from how the run ended (with ``quiet``, no text the run wrote)."""
     if result.get("status") in ("timeout", "output", "error"):
         return result["status"], result.get("reason") or ""
     fatal = [e for e in events if e.get("event") == "fatal"]
     if fatal:
-        return "error", f"the notebook could not start: {fatal[0].get('error', '')[:200]}"
+        said = "" if quiet else f": {str(fatal[0].get('error', ''))[:200]}"
+        return "error", f"the notebook could not start{said}"
     ended = {e.get("cell") for e in events if e.get("event") == "end"}
     graded = {c.index for c in prepared.code_cells if c.locked and c.grade_id in
               {g.grade_id for g in source.grade_cells}}
@@ -78,7 +80,9 @@ class Pending:
     @property
     def run(self) -> dict:
         """The plain-data job for a worker (nothing here lets the sandbox see other files)."""
-        return {"id": "/".join(self.job.key), "cells": [c.__dict__ for c in self.prepared.code_cells],
+        # a check cell's hidden blocks reach the sandbox as their calls only (judge.sandbox_source)
+        cells = [dict(c.__dict__, source=self.plan.sources.get(str(c.index), c.source)) for c in self.prepared.code_cells]
+        return {"id": "/".join(self.job.key), "cells": cells,
                 "calls": self.plan.calls, "seed": 0}
 
 
@@ -120,7 +124,8 @@ def conclude(pending: Pending, result: dict) -> NotebookResult:
     events = [e for e in result.get("events", []) if isinstance(e, dict)] if isinstance(result, dict) else []
     stream = harness_events(events, pending.plan.order)  # only the harness's events are evidence
     events = stream.events
-    status, reason = _stop_status(events, result if isinstance(result, dict) else {}, prepared, source)
+    quiet = pending.plan.quiet
+    status, reason = _stop_status(events, result if isinstance(result, dict) else {}, prepared, source, quiet)
     if stream.tampered and status in ("ok", "crash"):
         status, reason = "error", stream.tampered
     cell_grades = judge(source, pending.plan, events, reason or None)
@@ -134,7 +139,7 @@ def conclude(pending: Pending, result: dict) -> NotebookResult:
         cells=[{"grade_id": g.grade_id, "points": g.points, "max_points": g.max_points,
                 "messages": [scrub(m) for m in g.messages], "manual": g.manual} for g in cell_grades],
         submission_sha256=sha256_hex(pending.raw), seconds=seconds if isinstance(seconds, (int, float)) else None,
-        feedback_cells=_feedback_cells(source, prepared, events, scrub), **_base(pending.job))
+        feedback_cells=_feedback_cells(source, prepared, events, scrub, quiet), **_base(pending.job))
 
 
 def apply_late(result: NotebookResult, job: Job, late: LatePolicy | None) -> NotebookResult:
