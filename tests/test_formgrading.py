@@ -72,3 +72,23 @@ def test_a_gradebook_root_wrote_is_named_as_a_problem(tmp_path, nobody):
     (graded / "gradebook.db").write_bytes(b"")
     problems = prepare_graded(graded, tmp_path / "config", "ste", home, uid, gid)
     assert len(problems) == 1 and "cannot save hand grades" in problems[0], problems
+
+
+def test_the_graders_course_copy_is_theirs_to_read_and_no_one_elses(tmp_path, nobody):
+    from ste_course.classroom.formgrading import install_course_copy
+
+    _uid, gid = nobody
+    repo = tmp_path / "repo"
+    (repo / "solutions" / "03_ste").mkdir(parents=True)
+    (repo / "solutions" / "03_ste" / "03_ste.ipynb").write_text("{}")
+    (repo / "my_checks").mkdir()
+    (repo / "my_checks" / "a.toml").write_text("")
+    (repo / "ste_course.toml").write_text('[course]\nchecks = "my_checks"\n')
+    (repo / "course").mkdir()  # not what grading reads: not copied
+    target = install_course_copy(repo, tmp_path / "state" / "course", gid)
+    assert sorted(p.name for p in target.iterdir()) == ["my_checks", "solutions", "ste_course.toml"]
+    for path in [target, *target.rglob("*")]:
+        info = os.lstat(path)
+        mode = stat.S_IMODE(info.st_mode)
+        assert (info.st_uid, info.st_gid) == (0, gid) and mode & 0o007 == 0, (path, oct(mode))
+        assert mode == (0o2750 if path.is_dir() else 0o640), (path, oct(mode))

@@ -24,9 +24,11 @@ import os
 import stat
 from pathlib import Path
 
-from ste_course.files import SHARED, atomic_write, open_dir
+from ste_course.files import COPY_IGNORE, SHARED, atomic_write, copy_tree, open_dir
 
 GRADED_MODE = 0o2770  # the instructor and the graders' group; setgid keeps the group on what grade writes
+COPY_DIR_MODE, COPY_FILE_MODE = 0o2750, 0o640  # the course copy: root writes, the graders read
+COURSE_COPY = ("solutions", "ste_course.toml", "nbgrader_config.py")  # what grading reads of the root (and checks)
 LINK_NAME = "graded"
 
 
@@ -92,13 +94,47 @@ def prepare_graded(graded: Path, config_dir: Path, course_id: str, home: Path, u
     return problems
 
 
-def for_instructor(settings, graded: Path) -> list:
+def install_course_copy(repo: Path, target: Path, gid: int) -> Path:
+    """What grading reads of the course root ``repo`` (``solutions/``, the checks folder,
+    ``ste_course.toml``, ``nbgrader_config.py``) copied to ``target``, root's and the graders'
+    group's (folders 2750, files 0640: no student enters it), replacing an older copy: the course
+    root the instructor grades from without root (``cd TARGET && ste-course grade ...``), while
+    the checkout stays root's alone."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = open_dir(target)
+    try:
+        os.fchown(fd, 0, gid)
+        os.fchmod(fd, COPY_DIR_MODE)
+    finally:
+        os.close(fd)
+    from ste_course.specs.declarative import checks_folder
+
+    checks = checks_folder(repo)
+    names = list(COURSE_COPY)
+    if checks.is_dir() and checks.resolve().is_relative_to(Path(repo).resolve()):  # [course] checks = "..."
+        names.append(str(checks.resolve().relative_to(Path(repo).resolve())))
+    for name in dict.fromkeys(names):
+        source = Path(repo) / name
+        if source.is_dir():
+            copy_tree(source, target / name, COPY_DIR_MODE, COPY_FILE_MODE, ignore=COPY_IGNORE)
+        elif source.is_file():
+            atomic_write(target / name, source.read_bytes(), COPY_FILE_MODE)
+    for dirpath, dirs, files in os.walk(target, followlinks=False):
+        for name in dirs + files:
+            os.chown(os.path.join(dirpath, name), 0, gid, follow_symlinks=False)
+    return target
+
+
+def for_instructor(settings, graded: Path, repo: Path) -> list:
     """:func:`prepare_graded` for the hub of ``settings`` (:class:`~ste_course.classroom.hub.Settings`):
-    its instructor, graders' group, course id and instructor's configuration folder."""
+    its instructor, graders' group, course id and instructor's configuration folder; and the
+    course copy they grade from, ``STATE/course`` (:func:`install_course_copy`)."""
     from ste_course.files import group, user
 
     account, graders = user(settings.instructor), group(settings.graders_group)
     if account is None or graders is None:
         return [f"no user {settings.instructor!r} or group {settings.graders_group!r}; formgrader is not set up"]
+    install_course_copy(repo, Path(settings.state) / "course", graders.gr_gid)
     return prepare_graded(graded, Path(settings.instructor_config), settings.course_id, Path(account.pw_dir),
                           account.pw_uid, graders.gr_gid)

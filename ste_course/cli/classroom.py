@@ -44,7 +44,7 @@ def cmd_hub(args) -> int:
                        course_id=args.course, ip=args.ip, port=args.port, publish=args.publish)
     from ste_course.classroom.formgrading import for_instructor
 
-    for problem in for_instructor(settings, args.graded):  # formgrader on the class's gradebook
+    for problem in for_instructor(settings, args.graded, args.root):  # formgrader on the class's gradebook
         print(f"warning: {shown(problem, 400)}", file=sys.stderr)
     for problem in settings.problems:  # a student whose home could not be furnished; the class goes on
         print(f"warning: {shown(problem, 400)}", file=sys.stderr)

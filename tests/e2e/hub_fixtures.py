@@ -136,7 +136,7 @@ def hub(request) -> Hub:
         process = subprocess.Popen(
             [str(STE_COURSE), "hub", "--students", str(roster), "--instructor", instructor,
              "--course", course, "--state", str(base / "state"), "--exchange", str(base / "exchange"),
-             "--port", str(port), "--publish", "03_ste"],
+             "--port", str(port), "--publish", "03_ste", "--graded", str(base / "graded")],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + HUB_START_TIMEOUT

@@ -18,6 +18,7 @@ import pwd
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -180,3 +181,103 @@ def test_a_class_on_the_hub(hub, browser, tmp_path):
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def as_instructor(hub, *args: str, timeout: int = 900, cwd: Path | None = None) -> str:
+    """``ste-course ARGS`` as the hub's instructor from the shared venv, in their home (what a
+    terminal of the instructor's server runs): no root."""
+    venv = "/opt/ste-course/venv/bin"
+    home = hub.home(hub.instructor)
+    out = subprocess.run(["runuser", "-u", hub.instructor, "--", "env", f"PATH={venv}:{SAFE_PATH}", f"HOME={home}",
+                          "TF_CPP_MIN_LOG_LEVEL=2", f"{venv}/ste-course", *args],
+                         capture_output=True, text=True, timeout=timeout, cwd=cwd or home)
+    assert out.returncode == 0, f"ste-course {' '.join(args)} as {hub.instructor} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def test_a_hand_grade_in_formgrader_on_the_hub_reaches_the_student(hub, browser):
+    """The instructor grades in their server's terminal into ``~/graded`` (the course folder
+    ``ste-course hub --graded`` gave them), opens formgrader through the hub, sets a manual score
+    and a comment on A's submission; ``return-feedback`` renders A's page again from that
+    gradebook and A fetches it: both are there. Reuses the submissions of the test above."""
+    from nbgrader.api import Gradebook
+
+    a = hub.students[0]
+    graded, home = hub.base / "graded", hub.home(hub.instructor)
+    assert os.readlink(home / "graded") == str(graded)
+    exchange = ["--exchange", str(hub.exchange), "--course", hub.course]
+    if not [p for p in (hub.exchange / hub.course / "inbound").iterdir() if p.name.startswith(f"{a}+")]:
+        context, _page = fetch_and_submit(browser, hub, a, correct=True)  # this test run alone
+        context.close()
+    # the instructor's terminal on the hub: collect (the graders' group reads inbound) and grade
+    # (the unprivileged sandbox) into ~/graded, no root
+    submitted = home / "submitted"
+    as_instructor(hub, "collect", "--out", str(submitted), "--student", a, *exchange)
+    as_instructor(hub, "grade", str(submitted), "--out", str(home / "graded"), "--assignment", ASSIGNMENT,
+                  "--jobs", "1", cwd=hub.base / "state" / "course")  # the course copy the hub gave the graders
+    db = f"sqlite:///{graded}/gradebook.db"
+    with Gradebook(db) as gb:
+        notebook = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, a)
+        submission, grade_id = notebook.id, sorted(g.name for g in notebook.grades)[0]
+        max_score = gb.find_grade(grade_id, ASSIGNMENT, ASSIGNMENT, a).max_score
+
+    comment = f"Hand comment {os.getpid()}: look at the clip window again."
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.goto(f"{hub.url}/hub/login?next=%2Fhub%2Fspawn%3Fnext%3D%252Fuser%252F{hub.instructor}%252Flab")
+        page.fill("#username_input", hub.instructor)
+        page.fill("#password_input", hub.passwords[hub.instructor])
+        page.click("#login_submit")
+        page.wait_for_url(re.compile(re.escape(hub.url) + rf"/user/{hub.instructor}/lab.*"), timeout=UI_TIMEOUT)
+        page.goto(f"{hub.url}/user/{hub.instructor}/formgrader/submissions/{submission}/")
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        score = page.locator(f"input.score#{grade_id}")
+        score.wait_for(timeout=UI_TIMEOUT)
+        page.wait_for_load_state("networkidle")  # formgrader's views are bound to the inputs
+        score.fill("1")
+        score.press("Tab")  # formgrader saves on change
+        box = page.locator(f"textarea#{grade_id}-comment")
+        if box.count() == 0:
+            box = page.locator("textarea.comment").first
+        box.fill(comment)
+        box.press("Tab")
+        deadline = time.monotonic() + 30
+        while True:  # formgrader saves each change with a request of its own
+            with Gradebook(db) as gb:
+                notebook = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, a)
+                manual = {g.name: g.manual_score for g in notebook.grades}
+                comments = [c.manual_comment for c in notebook.comments if c.manual_comment]
+            if (manual[grade_id] is not None and comments) or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(500)
+    finally:
+        context.close()
+    assert manual[grade_id] == 1.0 != max_score, (manual, errors)
+    assert comments == [comment], (comments, errors)
+
+    # return-feedback gives each page to its student: root's step. Its submissions folder is root's
+    # own collect: the graders cannot read a submission's submission_secret.txt (nbgrader writes it
+    # with the student's group after copytree took the folder's setgid away), so the instructor's
+    # collect above has the notebooks but not the secrets.
+    secrets_from = hub.base / "submitted-root"
+    ste_course("collect", "--out", str(secrets_from), "--student", a, *exchange)
+    out = ste_course("return-feedback", "--graded", str(graded), "--submissions", str(secrets_from),
+                     "--student", a, *exchange)
+    assert "1 feedback page(s) returned" in out, out
+    context, page = login(browser, hub, a)
+    try:
+        page.locator("#refresh_assignments_list").click()
+        submitted_row = page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
+        submitted_row.get_by_role("button", name="Fetch Feedback").click(timeout=UI_TIMEOUT)
+        page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first \
+            .get_by_text("view feedback").wait_for(timeout=UI_TIMEOUT)
+        pages = sorted((hub.home(a) / "exercises" / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html"),
+                       key=lambda p: p.stat().st_mtime)
+        page.goto(f"{hub.url}/user/{a}/files/{pages[-1].relative_to(hub.home(a)).as_posix()}")
+        text = page.locator("body").inner_text(timeout=UI_TIMEOUT)
+    finally:
+        context.close()
+    assert comment in text, text[:2000]
+    assert f"1 / {max_score:g} (by hand)" in text, text[:2000]
