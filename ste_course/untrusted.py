@@ -24,7 +24,7 @@ import os
 import re
 import stat
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Unicode categories never shown raw: controls (C0, C1, DEL), format characters (bidi
@@ -187,6 +187,11 @@ def read_own(root: Path, parts: tuple, limit: int, what: str = "the file") -> by
         os.close(fd)
 
 
+# What ``ste-course collect`` writes beside a collected submission's files: one line per file
+# :func:`walk_own_tree` left out, ``<shown path>\t<why>``; a dot name, so never a student's.
+LEFT_OUT = ".left_out.txt"
+
+
 @dataclass
 class OwnTree:
     """What :func:`walk_own_tree` read: ``files`` (relative path -> bytes), ``owner`` (the uid
@@ -197,6 +202,7 @@ class OwnTree:
     files: dict
     owner: int
     changed: int
+    left_out: list = field(default_factory=list)  # (relative path, why) of what is not part of it
 
 
 def read_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, max_files: int) -> dict:
@@ -210,14 +216,15 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
     walked by file descriptor: every folder and file is opened with ``O_NOFOLLOW`` relative to
     its parent's descriptor, so no link is followed at any level, even one swapped in during the
     walk. Links, names starting with ``.``, FIFOs, devices, files larger than ``file_limit`` and
-    files beyond the first ``max_files`` are left out. The owner and change times come from the
+    files beyond the first ``max_files`` are left out (each but the dot names in ``left_out``, with
+    why, so collect can say it). The owner and change times come from the
     descriptors read (:class:`OwnTree`), never from a second look by path.
 
     Raises:
         FileNotFoundError, NotOwnFile: the folder itself cannot be opened as the student's own;
             NotOwnFile also when the files kept add up to more than ``total_limit`` bytes.
     """
-    files, total = {}, 0
+    files, total, left_out = {}, 0, []
     top = open_own(root, parts, folder=True)
     info = os.fstat(top)
     owner, changed = info.st_uid, info.st_ctime_ns
@@ -236,20 +243,27 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
                             pending.append((rel + "/", os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                                                                | os.O_CLOEXEC, dir_fd=fd)))
                             continue
-                        if len(files) >= max_files or not entry.is_file(follow_symlinks=False):
+                        if len(files) >= max_files:
+                            left_out.append((rel, f"beyond the first {max_files} files"))
+                            continue
+                        if not entry.is_file(follow_symlinks=False):
+                            left_out.append((rel, _kind_of(entry.stat(follow_symlinks=False).st_mode)))
                             continue
                         child = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                                         dir_fd=fd)
-                    except OSError:
-                        continue  # became a link, vanished or unreadable: not part of it
+                    except OSError as err:  # became a link, vanished or unreadable: not part of it
+                        left_out.append((rel, f"unreadable ({err.strerror or type(err).__name__})"))
+                        continue
                     try:
                         info = os.fstat(child)
                         if not stat.S_ISREG(info.st_mode):
+                            left_out.append((rel, _kind_of(info.st_mode)))
                             continue
                         data = _read_fd(child, file_limit, rel)
                         changed = max(changed, os.fstat(child).st_ctime_ns)
                     except NotOwnFile:
-                        continue  # too large: not part of it
+                        left_out.append((rel, f"larger than {_size(file_limit)}"))
+                        continue
                     finally:
                         os.close(child)
                     total += len(data)
@@ -261,7 +275,16 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
     finally:
         for _, fd in pending:
             os.close(fd)
-    return OwnTree(files, owner, changed)
+    return OwnTree(files, owner, changed, left_out)
+
+
+def _kind_of(mode: int) -> str:
+    """What a file that is not a regular file is, for a person: ``a FIFO``, ``a link``..."""
+    for test, name in ((stat.S_ISLNK, "a link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _size(n: int) -> str:

@@ -171,3 +171,30 @@ def test_the_list_agrees_with_collect_and_purge_removes_what_is_chosen(layout, t
     assert not (layout.feedback / page).exists()
     done = purge(layout, assignments=[ASSIGNMENT], outbound=True)
     assert done.outbound == [ASSIGNMENT] and not (layout.outbound / ASSIGNMENT).exists()
+
+
+def test_collect_says_what_it_left_out_and_grade_gives_it_as_the_reason(layout, tmp_path, capsys):
+    """A FIFO named as the notebook and a file over the size limit: collect's summary names both
+    with why, and grade's row for the notebook says it was left out, not just 'not submitted'."""
+    from ste_course.classroom.exchange import MAX_FILE_BYTES
+    from ste_course.grading.jobs import Job
+    from ste_course.grading.steps import _missing_reason
+
+    folder = layout.inbound / f"root+{ASSIGNMENT}+{STAMP}+r1"
+    folder.mkdir()
+    os.mkfifo(folder / f"{ASSIGNMENT}.ipynb")
+    with open(folder / "data.bin", "wb") as big:
+        big.truncate(MAX_FILE_BYTES + 1)  # sparse: nothing is written
+    (folder / "notes.txt").write_text("kept")
+    done = collect(layout, tmp_path / "submitted")
+    assert [c[:2] for c in done.copied] == [("root", ASSIGNMENT)]
+    assert sorted(done.left_out) == [("root", ASSIGNMENT, f"{ASSIGNMENT}.ipynb", "a FIFO"),
+                                     ("root", ASSIGNMENT, "data.bin", "larger than 20.0 MB")], done.left_out
+    assert main(["collect", "--out", str(tmp_path / "again"), "--exchange", str(layout.root), "--course", "c"]) == 0
+    out = capsys.readouterr()
+    assert f"left out: root {ASSIGNMENT} {ASSIGNMENT}.ipynb: a FIFO" in out.err, out
+    assert "2 file(s) left out" in out.out, out.out
+
+    source = type("Source", (), {"assignment": ASSIGNMENT, "name": ASSIGNMENT})()
+    reason = _missing_reason(Job("root", source, tmp_path / "submitted", "root"))
+    assert reason == f"{ASSIGNMENT}.ipynb was not collected: a FIFO (ste-course collect leaves it out)", reason

@@ -45,7 +45,8 @@ from nbgrader.exchange.default.submit import ExchangeSubmit
 
 from ste_course.files import (COPY_IGNORE, PRIVATE, PRIVATE_DIR, SHARED, SHARED_DIR, atomic_write, copy_tree,
                               ensure_dir_at, group, open_dir, replace_tree, set_modes, user, user_name)
-from ste_course.untrusted import NotOwnFile, OwnTree, open_own, read_own, shown, valid_id, walk_own_tree
+from ste_course.untrusted import (LEFT_OUT, NotOwnFile, OwnTree, open_own, read_own, shown, valid_id,
+                                  walk_own_tree)
 
 # modes of the exchange's folders and of a submission once locked down
 ROOT_MODE = 0o1777
@@ -156,6 +157,7 @@ class Collected:
     copied: list[tuple[str, str, str]] = field(default_factory=list)  # student, assignment, timestamp
     unchanged: list[tuple[str, str, str]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    left_out: list[tuple[str, str, str, str]] = field(default_factory=list)  # student, assignment, file, why
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -278,6 +280,9 @@ def collect(layout: Layout, out: Path, students=None, assignments=None) -> Colle
             continue
         files = tree.files
         files["timestamp.txt"] = stamp.encode()  # the kernel's, not the one the student's client wrote
+        result.left_out += [(student, assignment, rel, why) for rel, why in tree.left_out]
+        if tree.left_out:  # grade's row of a notebook left out says why (grading.steps)
+            files[LEFT_OUT] = "".join(f"{shown(rel)}\t{why}\n" for rel, why in tree.left_out).encode()
         target.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         replace_tree(target, lambda staging: _write_files(staging, files), PRIVATE_DIR, PRIVATE)
         result.copied.append((student, assignment, stamp))

@@ -77,8 +77,10 @@ def cmd_collect(args) -> int:
         print(f"collected {shown(student, 40)} {shown(assignment, 40)} submitted {shown(stamp, 40)}")
     for reason in done.refused:
         print(f"refused: {reason}", file=sys.stderr)
+    for student, assignment, name, why in done.left_out:
+        print(f"left out: {shown(student, 40)} {shown(assignment, 40)} {shown(name, 100)}: {why}", file=sys.stderr)
     print(f"{len(done.copied)} submission(s) collected into {args.out}, {len(done.unchanged)} unchanged, "
-          f"{len(done.refused)} refused")
+          f"{len(done.refused)} refused" + (f", {len(done.left_out)} file(s) left out" if done.left_out else ""))
     return 0
 
 

@@ -14,11 +14,20 @@ from ste_course.grading.judge import harness_events, judge, plan, scrubber
 from ste_course.grading.late import LateError, LatePolicy, read_timestamp
 from ste_course.grading.preflight import MAX_NOTEBOOK_BYTES, PreflightError, parse_submission, prepare
 from ste_course.record.recorder import NotebookResult
-from ste_course.untrusted import NotOwnFile, clean, read_own, shown
+from ste_course.untrusted import LEFT_OUT, NotOwnFile, clean, read_own, shown
 
 
 def _missing_reason(job: Job) -> str:
-    """What is in the (real, not linked) assignment folder instead, names escaped."""
+    """Why ``ste-course collect`` left the notebook out (its note, :data:`~ste_course.untrusted.LEFT_OUT`),
+    else what is in the (real, not linked) assignment folder instead, names escaped."""
+    try:
+        note = read_own(job.root, (*job.parts[:-1], LEFT_OUT), 64 * 1024, LEFT_OUT).decode("utf-8", "replace")
+    except OSError:
+        note = ""
+    for line in note.splitlines():
+        name, _, why = line.partition("\t")
+        if name == shown(job.parts[-1]):
+            return f"{shown(job.parts[-1], 60)} was not collected: {shown(why, 100)} (ste-course collect leaves it out)"
     try:
         others = sorted(shown(n, 60) for n in os.listdir(job.path.parent) if n.endswith(".ipynb"))
     except OSError:
