@@ -22,6 +22,23 @@ from ste_course.authoring.release import blank_solution
 from ste_course.authoring.source import strip_hidden
 
 ASSIGNMENT = "adv"
+
+
+def ready_to_grade() -> None:
+    """Fail (never skip) without bubblewrap; put this environment's ``bin`` on PATH (nbgrader's
+    gradebook runs ``alembic`` by name)."""
+    import sys
+
+    import pytest
+
+    from ste_course.sandbox import bwrap_path
+
+    if not bwrap_path():
+        pytest.fail("bubblewrap is required (make system-deps)")
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
+
 FULL = 5.0
 ANSWER_ID = "answer"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from ste_course.authoring.source import load_assignments
 from ste_course.grading.run import grade
-from ste_course.sandbox import Limits, bwrap_path
+from ste_course.sandbox import Limits
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -49,11 +48,7 @@ def _answer_index(answer_id: str) -> int:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    if not bwrap_path():
-        pytest.fail("bubblewrap is required (make system-deps)")
-    bindir = str(Path(sys.executable).parent)  # nbgrader's gradebook runs `alembic` by name
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
+    cases.ready_to_grade()
     root = tmp_path_factory.mktemp("forbid")
     source = root / "source"
     shutil.copytree(ROOT / "solutions" / NAME, source / NAME)

@@ -17,8 +17,8 @@ readable on the page.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,9 +27,15 @@ import pytest
 
 from ste_course.authoring.source import load_assignments, strip_hidden
 from ste_course.grading.run import grade
-from ste_course.sandbox import Limits, bwrap_path
+from ste_course.sandbox import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+if "adversarial_cases" not in sys.modules:
+    _spec = importlib.util.spec_from_file_location("adversarial_cases", HERE / "cases.py")
+    sys.modules["adversarial_cases"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["adversarial_cases"])
+cases = sys.modules["adversarial_cases"]
 SECRET = "SECRET-inputs-7f3a9"
 READ_BACK = r'''
 import gc as _gc
@@ -77,11 +83,7 @@ def _attacked(nb: dict, answer_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    if not bwrap_path():
-        pytest.fail("bubblewrap is required (make system-deps)")
-    bindir = str(Path(sys.executable).parent)  # nbgrader's gradebook runs `alembic` by name
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
+    cases.ready_to_grade()
     root = tmp_path_factory.mktemp("hidden")
     solutions, subs, out = root / "solutions", root / "submissions", root / "out"
     shutil.copytree(ROOT / "solutions" / "03_ste", solutions / "03_ste")
