@@ -105,6 +105,23 @@ def _teardown(process: subprocess.Popen | None, users: list[str], group: str, ba
     shutil.rmtree(base, ignore_errors=True)
 
 
+def wait_for_hub(process: subprocess.Popen, url: str, log: Path, timeout: float = HUB_START_TIMEOUT) -> None:
+    """Until the hub started as ``process`` answers on ``url`` (RuntimeError with its log's end
+    when it exits or does not answer within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"ste-course hub exited with {process.returncode}:\n{_log_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"{url}/hub/api", timeout=5):
+                return
+        except (OSError, urllib.error.URLError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the hub did not answer on {url} within {timeout:g} s:\n{_log_tail(log)}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def hub(request) -> Hub:
     """``ste-course hub`` for students ``e2e<id>a``, ``e2e<id>b`` and instructor ``e2e<id>i``."""
@@ -139,18 +156,7 @@ def hub(request) -> Hub:
              "--port", str(port), "--publish", "03_ste", "--graded", str(base / "graded")],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + HUB_START_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"ste-course hub exited with {process.returncode}:\n{_log_tail(log)}")
-        try:
-            with urllib.request.urlopen(f"{url}/hub/api", timeout=5):
-                break
-        except (OSError, urllib.error.URLError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the hub did not answer on {url} within {HUB_START_TIMEOUT} s:\n{_log_tail(log)}")
-        time.sleep(0.5)
+    wait_for_hub(process, url, log)
     with (base / "state" / "passwords.csv").open(encoding="utf-8") as fh:
         passwords = {row["user"]: row["password"] for row in csv.DictReader(fh)}
     return Hub(url, course, students, instructor, passwords, base, log, process)
