@@ -177,7 +177,7 @@ def test_a_cluster_out_of_reach_ends_the_run_in_seconds_with_one_line_and_exit_2
     solutions, subs, out = _class(tmp_path, {"ann": "complete"})
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "ste_course.cli", "--solutions", str(solutions), "grade", str(subs),
-                           "--out", str(out), "--cluster", "tcp://typo:8786", "--no-sandbox", "--judges", "0",
+                           "--out", str(out), "--cluster", "tcp://typo:8786", "--insecure-cluster", "--no-sandbox", "--judges", "0",
                            "--secret-file", str(tmp_path / "secret"), "--config", str(tmp_path / "none.toml")],
                           capture_output=True, text=True, timeout=100, cwd=tmp_path,
                           env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
@@ -187,6 +187,16 @@ def test_a_cluster_out_of_reach_ends_the_run_in_seconds_with_one_line_and_exit_2
     assert len(lines) == 1 and "typo:8786" in lines[0] and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert seconds < 60, seconds  # Python, TensorFlow's import for the checks, then a refused name
     assert not (out / "gradebook.db").exists()  # nothing recorded
+
+
+def test_a_refused_scheduler_is_said_at_once(tmp_path):
+    from ste_course.grading.distributed import DaskExecutor
+
+    solutions, subs, out = _class(tmp_path, {"ann": "complete"})
+    started = time.monotonic()
+    with pytest.raises(GradeError, match="127.0.0.1:9.*refused"):
+        _grade(subs, out, solutions, executor=DaskExecutor("tcp://127.0.0.1:9", 1, sandbox=False))
+    assert time.monotonic() - started < 15 and not out.exists()
 
 
 def test_workers_that_cannot_start_end_the_run_without_a_grade(tmp_path, monkeypatch):
