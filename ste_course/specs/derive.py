@@ -51,14 +51,20 @@ def _evidence(spec, fn, case):
 
 def _matches(spec, cases, references, fn) -> set:
     """The outputs of ``spec`` that ``fn`` gets right on every case (``{"*"}``: the spec's own
-    comparison, e.g. a threshold, passes as a whole)."""
-    evidence = [_evidence(spec, fn, c) for c in cases]
-    if any(e is None for e in evidence):
-        return set()
-    if spec.compare is not None:
-        return {"*"} if all(not compare(spec, c, r, e) for c, r, e in zip(cases, references, evidence)) else set()
-    return {name for name in references[0]
-            if all(not compare(spec, c, {name: r[name]}, e) for c, r, e in zip(cases, references, evidence))}
+    comparison, e.g. a threshold, passes as a whole). Case by case, stopping at the first that
+    leaves nothing matched (most functions fail the first case: one run, not one per case)."""
+    left = {"*"} if spec.compare is not None else set(references[0])
+    for case, reference in zip(cases, references):
+        evidence = _evidence(spec, fn, case)
+        if evidence is None:
+            return set()
+        if spec.compare is not None:
+            left = left if not compare(spec, case, reference, evidence) else set()
+        else:
+            left = {name for name in left if not compare(spec, case, {name: reference[name]}, evidence)}
+        if not left:
+            break
+    return left
 
 
 def probe_cases(spec) -> list:
