@@ -178,6 +178,7 @@ class Worker:
         self.privileged = os.geteuid() == 0
         self.uid, self.lease = None, None  # leased while the server lives (root, sandboxed)
         self.proc = None
+        self.booting = None  # the stderr file of a server launched and not yet ready (launch)
         self.restart_each_job = sandbox and not self.privileged
 
     def _command(self, probe=False):
@@ -186,8 +187,10 @@ class Worker:
         server += ["--probe"] if probe else []
         return (bwrap_command(self.privileged) + server) if self.sandbox else server
 
-    def start(self, probe=False):
-        """Start the server (``probe``: only its isolation check); ``WorkerError`` says why not."""
+    def launch(self, probe=False):
+        """Start the server's process without waiting for it: its TensorFlow import runs while the
+        caller does other work, and :meth:`start` (from any thread) waits until it is ready. Call it
+        from a thread that outlives the server: bubblewrap dies with the thread that started it."""
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", MPLBACKEND="Agg")
         if self.privileged and self.sandbox and self.lease is None:
             self.uid, self.lease = lease_uid()
@@ -195,6 +198,18 @@ class Worker:
         try:
             self.proc = subprocess.Popen(self._command(probe), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=errors, env=env, cwd="/tmp" if self.sandbox else None)
+        except BaseException:
+            errors.close()
+            raise
+        self.booting = errors
+
+    def start(self, probe=False):
+        """Start the server (``probe``: only its isolation check), or wait for the one :meth:`launch`
+        started; ``WorkerError`` says why not."""
+        if self.booting is None or self.proc is None:
+            self.launch(probe)
+        errors, self.booting = self.booting, None
+        try:
             line = self._readline(READY_TIMEOUT)
             try:
                 answer = decode_bounded(line, 100) if line else {}
@@ -242,7 +257,7 @@ class Worker:
 
     def run(self, job: dict) -> dict:
         job = dict(job, limits=self.limits.as_dict())
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None or self.proc.poll() is not None or self.booting is not None:
             self.start()
         try:
             self.proc.stdin.write((json.dumps(job) + "\n").encode())
@@ -274,6 +289,9 @@ class Worker:
             except Exception:  # noqa: BLE001
                 pass
             self.proc = None
+        if self.booting is not None:
+            self.booting.close()
+            self.booting = None
         if self.lease is not None:  # the sandbox and every notebook in it are gone
             os.close(self.lease)
             self.uid, self.lease = None, None

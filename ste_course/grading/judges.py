@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -131,9 +132,27 @@ def _attempt(step, *args):
 _STATE: dict = {}  # in a judge process: sources, secret, context, late
 
 
+def _warm() -> None:
+    """Import TensorFlow (``ste_utils``: the references) while the judge plans and the worker boots,
+    so that judging the first notebook does not wait for it (planning needs no TensorFlow), and
+    render a page (nbconvert compiles its templates once per process)."""
+    import ste_utils  # noqa: F401
+    from ste_course.record.feedback import render_feedback
+    from ste_course.record.recorder import NotebookResult
+
+    try:
+        render_feedback(NotebookResult("warm", "warm", "warm.ipynb", 0.0, 1.0, "ok", ""))
+    except Exception:  # noqa: BLE001 - only a head start: the real pages say what fails
+        pass
+
+
 def _start_judge(sources, secret, context, late):
-    import ste_course.specs  # noqa: F401 - the references (TensorFlow), imported once per judge
+    import ste_course.specs  # noqa: F401 - the specs (their references import TensorFlow: _warm)
+    from ste_course.grading.fingerprint import inputs  # noqa: F401 - what planning and pages import,
+    from ste_course.record import feedback, gradebook, recorder  # noqa: F401 - before _warm's thread
     from ste_course.specs.derive import derive_all
+
+    threading.Thread(target=_warm, name="ste-judge-warm", daemon=True).start()
 
     try:  # every part's forbid list, once (a failure shows in each notebook's plan instead)
         derive_all(c for nbs in sources.values() for nb in nbs for c in nb.grade_cells)
@@ -180,6 +199,7 @@ class JudgePool:
     def __init__(self, n: int, sources: dict, secret: str, context: str, late):
         self.n, self.args = max(1, int(n)), (sources, secret, context, late)
         self.pool = self._new_pool()
+        self.pool.submit(int)  # one judge starts now, beside the worker's boot and the gradebook's opening
 
     def _new_pool(self):
         return ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
