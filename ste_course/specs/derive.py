@@ -41,6 +41,42 @@ def call_styles(f):
             lambda x, *a, **k: f(x))
 
 
+def _call_shape(spec, case):
+    """``(x, args, kwargs)``: how ``spec`` calls the student's function on ``case`` (recorded
+    with a stand-in returning ``x``), or None when it calls no function of ``x``."""
+    seen = []
+
+    def stand_in(x, *args, **kwargs):
+        seen.append((x, args, kwargs))
+        return x
+
+    try:
+        spec.run(stand_in, student_case(spec, case))
+    except Exception:  # noqa: BLE001 - a spec that wants another kind of object
+        pass
+    return seen[0] if seen else None
+
+
+def candidate_styles(spec, case, f) -> list:
+    """The :func:`call_styles` of ``f`` worth grading on ``spec``: those that call it differently
+    for the way ``spec`` calls an answer, and whose plain forward on ``case`` runs (most
+    functions fail here, in microseconds, instead of in a gradient or a Jacobian)."""
+    styles = call_styles(f)
+    shape = _call_shape(spec, case)
+    if shape is None:
+        return list(styles)
+    x, args, kwargs = shape
+    distinct = [styles[0]] + ([styles[1]] if kwargs else []) + ([styles[2]] if args or kwargs else [])
+    kept = []
+    for style in distinct:
+        try:
+            style(x, *args, **kwargs)
+        except Exception:  # noqa: BLE001 - cannot even run forward: gives nothing
+            continue
+        kept.append(style)
+    return kept
+
+
 def _evidence(spec, fn, case):
     try:
         outputs = spec.run(fn, student_case(spec, case))
@@ -86,7 +122,8 @@ def _derive(spec_name: str, skip=()):
         trivial |= _matches(spec, cases, references, control)
     for label, f in public_functions().items():
         if label not in skip:
-            yield label, any(_matches(spec, cases, references, style) - trivial for style in call_styles(f))
+            yield label, any(_matches(spec, cases, references, style) - trivial
+                             for style in candidate_styles(spec, cases[0], f))
 
 
 def _code_digest() -> str:
@@ -241,7 +278,7 @@ def prove_forbidden(namespace: dict, parts: list) -> list:
         for label, f in public_functions().items():
             if label in forbid or not informative:
                 continue
-            if any(scores(wrappers(style)[k]) for style in call_styles(f) for k in informative):
+            if any(scores(wrappers(style)[k]) for style in candidate_styles(spec, cases[0], f) for k in informative):
                 problems.append(f"[{grade_id}] {spec_name}: an answer wrapping {label} scores; it is not forbidden")
     return problems
 
