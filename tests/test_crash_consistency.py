@@ -353,6 +353,10 @@ def test_a_dropped_database_connection_never_costs_a_grade(klass):
 
 def test_zz_fault_points_tried(klass, capsys):
     """The closing count (printed with ``-s``)."""
+    kinds = {}
+    for name in FAULT_POINTS:
+        kind = name.split("-")[0] if not name.startswith(("disk-full", "db-drop")) else "-".join(name.split("-")[:2])
+        kinds[kind] = kinds.get(kind, 0) + 1
     with capsys.disabled():
-        print(f"\n[issue 22] fault points tried: {len(FAULT_POINTS)}")
+        print(f"\n[issue 22] fault points tried: {len(FAULT_POINTS)} {kinds}")
     assert len(FAULT_POINTS) > 60
