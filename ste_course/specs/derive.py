@@ -150,7 +150,8 @@ def derived_forbids(spec_names) -> dict:
     Computed in a child process (calling library functions on inputs they were not written for
     can crash TensorFlow itself: a crash while probing a function means it gives nothing, and the
     child goes on from the next one), cached in this process and on disk under
-    ``$XDG_CACHE_HOME/ste_course`` by a digest of the code it depends on."""
+    ``$XDG_CACHE_HOME/ste_course`` by a digest of the code it depends on (a course's own
+    declared checks, ``checks/*.toml``, are derived again in each process)."""
     import json
     import os
     import subprocess
@@ -166,7 +167,9 @@ def derived_forbids(spec_names) -> dict:
         except (OSError, ValueError):
             stored = {}
         stored = stored if isinstance(stored, dict) else {}
-        missing = [n for n in wanted if not isinstance(stored.get(n), list)]
+        from ste_course.specs.declarative import DECLARED  # a course's own checks: not in the digest
+
+        missing = [n for n in wanted if n in DECLARED or not isinstance(stored.get(n), list)]
         done: dict = {name: {} for name in missing}
         crashed: dict = {name: [] for name in missing}
         while missing:
@@ -195,7 +198,8 @@ def derived_forbids(spec_names) -> dict:
             try:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(stored, sort_keys=True))
+                tmp.write_text(json.dumps({k: v for k, v in stored.items() if k.rpartition(" ")[2] not in DECLARED},
+                                          sort_keys=True))
                 os.replace(tmp, cache)
             except OSError:
                 pass
