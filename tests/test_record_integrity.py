@@ -57,6 +57,19 @@ def _class(tmp_path: Path, plan=None) -> tuple:
     return solutions, subs, out
 
 
+def broken_source(solutions: Path) -> str:
+    """Make a mistake in the fixture's ``solutions/`` (a check that does not exist); returns the
+    notebook's text before it, to put back."""
+    path = solutions / "ps1" / "ps1.ipynb"
+    good = path.read_text()
+    nb = json.loads(good)
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "correct_squares":
+            cell["source"] = "check(squares, 'no/such-check')\n"
+    path.write_text(json.dumps(nb))
+    return good
+
+
 def _csv(out: Path) -> dict:
     with open(out / "grades.csv", newline="", encoding="utf-8") as f:
         return {r["student_id"]: r for r in csv.DictReader(f)}
@@ -91,13 +104,7 @@ def test_an_error_row_keeps_the_grade_and_the_hand_edits_and_the_next_run_grades
 
     # a mistake in solutions/: the whole class's rows are errors, no grade is lost
     monkeypatch.setattr(steps, "judge", real)
-    path = solutions / "ps1" / "ps1.ipynb"
-    good = path.read_text()
-    nb = json.loads(good)
-    for cell in nb["cells"]:
-        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "correct_squares":
-            cell["source"] = "check(squares, 'no/such-check')\n"  # a check that does not exist
-    path.write_text(json.dumps(nb))
+    path, good = solutions / "ps1" / "ps1.ipynb", broken_source(solutions)
     assert load_assignments(solutions)["ps1"][0].problems
     _grade(subs, out, solutions)
     assert {s: r["status"] for s, r in _csv(out).items()} == {"ann": "error", "bob": "error", "cat": "error"}

@@ -121,7 +121,7 @@ def cmd_grade(args) -> int:
                         load_secret(args.secret_file), jobs_n=args.jobs, sandbox=not args.no_sandbox,
                         limits=limits, db_url=args.db, students=args.student, assignments=args.assignment,
                         force=args.force, late=late, executor=executor, drop_manual=args.drop_manual,
-                        judges=args.judges, keep_results=False)
+                        judges=args.judges, keep_results=False, retry_errors=args.retry_errors)
     finally:
         if executor is not None:
             executor.close()
@@ -201,8 +201,12 @@ def _summary(csv_path: Path, graded_now: int, db_url: str | None = None) -> None
               f"{shown(r['status']):<8} {shown(r['reason'])[:70]}")
     unknown = sum(r["late"] == "unknown" for r in rows)
     waiting = sum(bool(r["needs_manual"]) for r in rows)
+    capped = sum(bool(r.get("capped")) for r in rows)
     print(f"{len(rows)} notebooks in {shown(csv_path)} ({graded_now} graded in this run"
-          + (f"; {unknown} with a timestamp that could not be read, see the reason" if unknown else "") + ")"
+          + (f"; {unknown} with a timestamp that could not be read, see the reason" if unknown else "")
+          + (f"; {capped} notebook{'s' if capped > 1 else ''} left at the error cap, not graded again by a plain run "
+             "(ended in an error each time with the same submission and grader: --retry-errors grades "
+             f"{'them' if capped > 1 else 'it'} again)" if capped else "") + ")"
           + ("; * = adjusted by hand" if any(r["manual"] for r in rows) else "")
           + (f"; ! = waiting for a hand grade ({waiting} notebooks: nbgrader formgrader in "
              f"{shown(csv_path.parent)}, then ste-course feedback)" if waiting else ""))
@@ -297,7 +301,11 @@ def build_parser(root: Path | None = None) -> argparse.ArgumentParser:
                    help="grade only this assignment, repeatable (default: every assignment of solutions/)")
     g.add_argument("--force", action="store_true",
                    help="re-grade every notebook (by default only those whose submission, assignment, checks, "
-                        "secret, late rule or timestamp changed, and those that ended in a grading error)")
+                        "secret, late rule or timestamp changed, and those that ended in a grading error, "
+                        "unless they did so 3 times in a row with the same inputs: see --retry-errors)")
+    g.add_argument("--retry-errors", action="store_true",
+                   help="grade again the notebooks that ended in a grading error 3 times in a row with the same "
+                        "submission and grader, which a plain run leaves as they are (--force does too)")
     g.add_argument("--drop-manual", action="store_true",
                    help="drop hand edits (formgrader's manual scores, extra credit, comments) of the notebooks "
                         "graded in this run; by default a re-grade of the same submission keeps them")

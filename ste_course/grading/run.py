@@ -22,7 +22,7 @@ from ste_course.grading.judges import InlineJudges, Judged, JudgePool
 from ste_course.grading.late import LatePolicy
 from ste_course.grading.pipeline import Pipeline
 from ste_course.grading.steps import internal_error
-from ste_course.record.gradebook import RETRIED
+from ste_course.record.gradebook import RETRIED, capped
 from ste_course.record.recorder import NotebookResult, Recorded, Recorder
 from ste_course.sandbox import Limits, bwrap_path, sandbox_problem
 from ste_course.untrusted import shown
@@ -55,7 +55,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
           sandbox: bool = True, limits: Limits | None = None, db_url: str | None = None,
           students=None, assignments=None, force: bool = False, progress: bool = True,
           late: LatePolicy | None = None, executor=None, drop_manual: bool = False,
-          judges: int = 0, keep_results: bool = True) -> Graded:
+          judges: int = 0, keep_results: bool = True, retry_errors: bool = False) -> Graded:
     """Grade a class; returns the list of NotebookResult recorded in this run (without
     ``keep_results``, their keys (student, assignment, notebook) only: a large class's results
     are in the gradebook and files, not in this process's memory), a :class:`Graded`.
@@ -71,7 +71,10 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     (:data:`~ste_course.record.gradebook.RETRIED`), when its files are not those of its grade
     (:meth:`~ste_course.record.recorder.Recorder.complete`), or with ``force``; hand edits in
     the gradebook survive a re-grade of the same submission unless ``drop_manual``, and an
-    ``error`` never replaces a grade.
+    ``error`` never replaces a grade. A notebook that ended in an error
+    :data:`~ste_course.record.gradebook.ERROR_CAP` times in a row from the same inputs is left as
+    it is (:func:`~ste_course.record.gradebook.capped`; its row says so) unless ``retry_errors``
+    or ``force``.
 
     An executor with a ``start()`` is started before anything is recorded.
 
@@ -93,6 +96,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
         raise GradeError(layout_problem(Path(submissions), sources))
     # Naming students or assignments asks for a re-grade of exactly those.
     force = force or bool(students) or bool(assignments)
+    retry_errors = retry_errors or force
     owned, executor = executor is None, executor or LocalExecutor(max(1, jobs_n), sandbox, limits)
     if callable(getattr(executor, "start", None)):
         _start(executor)
@@ -121,6 +125,9 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
                 bar.update(1)
 
     def record(job, judged):
+        result = judged.result if isinstance(judged, Judged) else judged
+        if not retry_errors and result.status in RETRIED and _capped(recorder, job, result.inputs):
+            return  # an error planned without a run (e.g. the assignment's source): left as it is
         pending.append((job, judged))
         if len(pending) >= RECORD_BATCH:
             flush()
@@ -128,7 +135,8 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
     failed = None
     try:
         Pipeline(itertools.chain([first], jobs), judging, executor,
-                 wanted=lambda job, ticket: force or not _already_graded(recorder, job, ticket.inputs),
+                 wanted=lambda job, ticket: force or not (_already_graded(recorder, job, ticket.inputs) or (
+                     not retry_errors and _capped(recorder, job, ticket.inputs))),
                  record=record, failed=internal_error, flush=flush).run()
     except BaseException as err:  # e.g. ExecutorError (a GradeError): the workers cannot run notebooks
         failed = err
@@ -211,6 +219,16 @@ def _already_graded(recorder: Recorder, job: Job, fingerprint: str) -> bool:
         prev = recorder.previous(*job.key)
         return prev is not None and prev["status"] not in RETRIED and prev["inputs"] == fingerprint \
             and recorder.complete(*job.key, prev)
+    except Exception:  # noqa: BLE001 - e.g. a dropped database connection: grade it
+        return False
+
+
+def _capped(recorder: Recorder, job: Job, fingerprint: str) -> bool:
+    """The gradebook's row of this notebook is an error that ended
+    :data:`~ste_course.record.gradebook.ERROR_CAP` times in a row from these inputs. A gradebook
+    that cannot be read says nothing: the notebook is graded."""
+    try:
+        return capped(recorder.previous(*job.key), fingerprint)
     except Exception:  # noqa: BLE001 - e.g. a dropped database connection: grade it
         return False
 

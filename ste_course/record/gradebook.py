@@ -11,8 +11,10 @@ shows and edits it:
   them; a notebook's grade is ``max(0, score - penalty)``, as nbgrader's own export computes it;
 * what nbgrader has no column for, in one extra table of the same database,
   ``ste_course_result`` (student, assignment, notebook, status, reason, late, hours late, the
-  fingerprint of everything the grade depends on, the submission's SHA-256). formgrader and
-  nbgrader's migrations ignore tables they do not know.
+  fingerprint of everything the grade depends on, the submission's SHA-256, and how many times
+  in a row the notebook ended in an ``error`` with the same inputs: :data:`ERROR_CAP`). formgrader
+  and nbgrader's migrations ignore tables they do not know; a table of an older grader gains the
+  new columns when it is opened (:func:`_migrate`).
 
 ``grades.csv``, the LMS exports and the terminal summary are all :func:`rows` of this record.
 """
@@ -25,7 +27,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, delete, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, inspect, select, text
 
 STATUS = Table(
     "ste_course_result", MetaData(),
@@ -38,10 +40,20 @@ STATUS = Table(
     Column("hours_late", Float, nullable=True),
     Column("inputs", String(64), nullable=False, default=""),  # fingerprint of what the grade depends on
     Column("submission_sha256", String(64), nullable=False, default=""),
+    # errors in a row with the same inputs (error_inputs: their fingerprint); 0 after any other status
+    Column("errors", Integer, nullable=False, default=0, server_default="0"),
+    Column("error_inputs", String(64), nullable=False, default="", server_default=""),
 )
 
 # Statuses that say nothing about the student's work: graded again by the next run.
 RETRIED = frozenset({"error"})
+# A notebook that ended in an error this many times in a row with the same inputs (its bytes and
+# everything else its grade depends on) is not graded again by a plain run (:func:`capped`): a
+# student who can make their own notebook error (e.g. by writing on the event channel) cannot
+# make every run pay a worker for it. ``ste-course grade --retry-errors`` grades it again.
+ERROR_CAP = 3
+CAPPED_NOTE = (f"ended in an error {ERROR_CAP} times with the same submission and grader; "
+               "`ste-course grade --retry-errors` grades it again")
 ROW_COLUMNS = ["student_id", "assignment", "notebook", "score", "max_score", "status", "reason",
                "late", "penalty", "hours_late", "raw_score", "manual", "needs_manual"]
 
@@ -58,9 +70,30 @@ def open_gradebook(db_url: str):
     nbgrader.api.get_alembic_version = _alembic_head  # a new gradebook's version, without a subprocess
     gb = Gradebook(db_url)
     STATUS.create(gb.engine, checkfirst=True)
+    _migrate(gb.engine)
     if gb.engine.dialect.name == "sqlite":
         _sqlite_wal(gb)
     return gb
+
+
+def _migrate(engine) -> None:
+    """Add the columns of :data:`STATUS` that a table made by an older grader lacks (with their
+    defaults: no notebook has errors counted yet). Another process may add them at the same time:
+    a column that exists by then is fine."""
+    have = {c["name"] for c in inspect(engine).get_columns(STATUS.name)}
+    for column in STATUS.columns:
+        if column.name in have:
+            continue
+        kind = column.type.compile(dialect=engine.dialect)
+        default = column.server_default.arg if column.server_default is not None else None
+        sql = f"ALTER TABLE {STATUS.name} ADD COLUMN {column.name} {kind}" + (
+            f" NOT NULL DEFAULT '{default}'" if default is not None else "")
+        try:
+            with engine.begin() as con:
+                con.execute(text(sql))
+        except Exception:  # noqa: BLE001 - added meanwhile by another process, else a real failure
+            if column.name not in {c["name"] for c in inspect(engine).get_columns(STATUS.name)}:
+                raise
 
 
 def _alembic_head() -> str:
@@ -178,6 +211,26 @@ def previous(gb, student: str, assignment: str, notebook: str):
     return gb.db.execute(select(STATUS).where(key)).mappings().first()
 
 
+def capped(prev, inputs: str) -> bool:
+    """Whether the stored row ``prev`` (:func:`previous`) is an ``error`` that ended
+    :data:`ERROR_CAP` times in a row with these ``inputs``: a plain run leaves it as it is."""
+    return prev is not None and prev["status"] in RETRIED and bool(inputs) \
+        and prev["error_inputs"] == inputs and prev["errors"] >= ERROR_CAP
+
+
+def _errors(prev, result) -> dict:
+    """The error count of the row ``result`` makes: one more when ``prev`` ended in an error with
+    the same inputs, else 1; an error whose inputs are not known (it failed before they were
+    read) leaves the count as it was; any other status clears it."""
+    if result.status not in RETRIED:
+        return dict(errors=0, error_inputs="")
+    if not result.inputs:
+        return dict(errors=prev["errors"], error_inputs=prev["error_inputs"]) if prev is not None else \
+            dict(errors=0, error_inputs="")
+    same = prev is not None and prev["status"] in RETRIED and prev["error_inputs"] == result.inputs
+    return dict(errors=prev["errors"] + 1 if same else 1, error_inputs=result.inputs)
+
+
 def write(gb, result, drop_manual: bool = False) -> list:
     """Record one notebook's grade (``result``: a :class:`~ste_course.record.recorder.NotebookResult`)
     in one transaction (:func:`write_batch`). Returns what was dropped, one line per cell (for the
@@ -240,16 +293,19 @@ def _write_one(gb, result, drop_manual: bool, definitions: dict) -> Written:
     An ``error`` result (:data:`RETRIED`) of a notebook the gradebook already holds writes its
     status row only: the points, hand edits and comments stay as they are (the grade of the last
     run that graded it, for the submission whose hash the row keeps), the reason says this run
-    failed, and the next run grades it again."""
+    failed, and the next run grades it again, unless it ended in an error :data:`ERROR_CAP`
+    times in a row with the same inputs (:func:`_errors`; the reason then says so)."""
     prev = previous(gb, result.student, result.assignment, result.notebook)
     key = dict(student=result.student, assignment=result.assignment, notebook=result.notebook)
+    errors = _errors(prev, result)
+    capped_note = [CAPPED_NOTE] if errors["errors"] >= ERROR_CAP else []
     if result.status in RETRIED and prev is not None:
         note = "the grade recorded before stands"
         if _changed(prev, result):
             note += "; it is of an earlier version of the submission"
-        row = dict(status=result.status, reason=f"{result.reason}; {note}" if result.reason else note,
+        row = dict(status=result.status, reason="; ".join([r for r in (result.reason,) if r] + [note] + capped_note),
                    late=prev["late"], hours_late=prev["hours_late"], inputs=prev["inputs"],
-                   submission_sha256=prev["submission_sha256"])
+                   submission_sha256=prev["submission_sha256"], **errors)
         gb.db.execute(STATUS.update().where(*(getattr(STATUS.c, k) == v for k, v in key.items())).values(**row))
         return Written([], False, kept=True)
     same = not _changed(prev, result)
@@ -278,9 +334,10 @@ def _write_one(gb, result, drop_manual: bool, definitions: dict) -> Written:
     if dropped:
         note = f"hand edits dropped, {why.replace('submission', 'the submission')} (" + "; ".join(dropped) + ")"
         reason = f"{reason}; {note}" if reason else note
+    reason = "; ".join([r for r in (reason,) if r] + capped_note)
     row = dict(status=result.status, reason=reason, late=result.late,
                hours_late=result.hours_late, inputs=result.inputs,
-               submission_sha256=result.submission_sha256)
+               submission_sha256=result.submission_sha256, **errors)
     gb.db.execute(delete(STATUS).where(*(getattr(STATUS.c, k) == v for k, v in key.items())))
     gb.db.execute(STATUS.insert().values(**key, **row))
     fresh = not any(g.manual_score is not None or g.extra_credit is not None for g in notebook.grades) \
@@ -363,6 +420,7 @@ def rows(gb) -> list:
             max_score=float(nb.max_score or 0.0), status=extra.get("status", ""),
             reason=extra.get("reason", ""), late=extra.get("late", "no"), penalty=penalty,
             submission_sha256=extra.get("submission_sha256", ""),
+            capped=extra.get("status") in RETRIED and (extra.get("errors") or 0) >= ERROR_CAP,
             hours_late=extra.get("hours_late"), raw_score=raw,
             manual=any(g.manual_score is not None or g.extra_credit is not None for g in nb.grades),
             needs_manual=sorted(g.name for g in nb.grades if waiting(g))))
