@@ -222,3 +222,33 @@ def test_collect_never_follows_a_link_swapped_in(layout, tmp_path):
     finally:
         swapper.kill()
         swapper.wait()
+
+
+def test_a_students_own_submit_leaves_every_file_to_the_graders(open_layout):
+    """nbgrader's submit as a student (not in the graders' group): every file of the folder,
+    timestamp.txt and submission_secret.txt included (nbgrader writes them after its copy), has
+    the graders' group and is readable by it, and by no other student. (Old: copytree copied the
+    folder's mode last, clearing the setgid bit it took from inbound, so those two files got the
+    student's group and the instructor, unprivileged, could not return feedback.)"""
+    layout = open_layout
+    python = Path(os.environ.get("STE_SHARED_VENV", "/opt/ste-course/venv")) / "bin" / "python"
+    if not python.exists():  # root's .venv may sit where other users cannot reach
+        pytest.fail(f"no shared venv at {python.parent.parent}: run `make shared-venv`", pytrace=False)
+    work = Path(tempfile.mkdtemp(prefix="ste-student-"))
+    try:
+        shutil.copytree(ROOT / "exercises" / ASSIGNMENT, work / ASSIGNMENT)
+        subprocess.run(["chown", "-R", "nobody:nogroup", str(work)], check=True)
+        out = as_nobody("env", f"HOME={work}", f"PYTHONPATH={ROOT}", f"JUPYTER_CONFIG_DIR={work}/cfg", f"JUPYTER_DATA_DIR={work}/data",
+                        "sh", "-c", 'cd "$1" && exec "$2" -m nbgrader submit 03_ste --course c --Exchange.root="$3" '
+                        '--ExchangeFactory.submit=ste_course.classroom.exchange.PrivateSubmit', "sh", str(work),
+                        str(python), str(layout.root))
+        assert out.returncode == 0, out.stderr
+    finally:
+        shutil.rmtree(work)
+    (folder,) = list(layout.inbound.iterdir())
+    graders = os.stat(layout.inbound).st_gid
+    files = {p.name: os.stat(p) for p in folder.iterdir()}
+    assert {"timestamp.txt", "submission_secret.txt", f"{ASSIGNMENT}.ipynb"} <= set(files), files
+    assert {name: (s.st_gid, stat.S_IMODE(s.st_mode)) for name, s in files.items()} == \
+        {name: (graders, 0o640) for name in files}
+    assert others_can_read(folder) == []

@@ -13,7 +13,8 @@ The exchange is one folder on the hub's machine, in nbgrader's layout::
 nbgrader's own ``submit`` leaves each submission folder 0777 with 0644 files and relies on its
 random suffix; :class:`PrivateSubmit` (configured as ``ExchangeFactory.submit`` on the hub)
 takes the "other" bits away as soon as nbgrader has written it, and the setgid ``inbound``
-gives the folder the graders' group. The submission secret nbgrader writes beside the
+gives the folder and every file in it the graders' group (its copy keeps the folder's setgid
+bit, which nbgrader's ``copytree`` clears before writing the secret and the timestamp). The submission secret nbgrader writes beside the
 notebooks names the feedback file, so a student who cannot read another's submission cannot
 name their feedback either; when run as root, ``return_feedback`` also gives each feedback file
 to its student (0600).
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -79,6 +81,33 @@ def lock_down(folder: str | os.PathLike) -> None:
 
 class PrivateSubmit(ExchangeSubmit):
     """nbgrader's submit, then the submission made unreadable to other students."""
+
+    def do_copy(self, src, dest, log=None):
+        """nbgrader's copy (its size limit and ignore patterns), keeping the mode each folder is
+        made with: ``shutil.copytree`` copies a folder's mode last, clearing the setgid bit the
+        folder took from ``inbound`` (a student, not in the graders' group, cannot set it again),
+        and the files nbgrader writes next (``timestamp.txt``, ``submission_secret.txt``) would
+        have the student's group, not the graders'."""
+        from nbgrader.utils import ignore_patterns
+
+        size = self.get_size(src)
+        if size > 1000 * self.coursedir.max_dir_size:
+            self.log.error("Directory size is too big")
+            raise RuntimeError(f"Directory size is too big. Size is {size}, "
+                               f"maximum size is {1000 * self.coursedir.max_dir_size}")
+        ignore = ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
+                                 max_file_size=self.coursedir.max_file_size, log=self.log)
+
+        def copy(source, target):
+            os.makedirs(target)  # the group and setgid bit of the folder it is made in
+            names = os.listdir(source)
+            skipped = ignore(source, names)
+            for name in names:
+                if name not in skipped:  # links followed, as nbgrader's copytree does
+                    here, there = os.path.join(source, name), os.path.join(target, name)
+                    copy(here, there) if os.path.isdir(here) else shutil.copyfile(here, there)
+
+        copy(src, dest)
 
     def copy_files(self):
         super().copy_files()
