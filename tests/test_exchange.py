@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ste_course.classroom.exchange import collect, prepare, publish
+from ste_course.files import user
 from ste_course.grading.late import LatePolicy, read_timestamp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,3 +253,44 @@ def test_a_students_own_submit_leaves_every_file_to_the_graders(open_layout):
     assert {name: (s.st_gid, stat.S_IMODE(s.st_mode)) for name, s in files.items()} == \
         {name: (graders, 0o640) for name in files}
     assert others_can_read(folder) == []
+
+
+INSTRUCTOR_STEPS = """
+import sys
+from pathlib import Path
+from ste_course.classroom.exchange import Layout, publish, return_feedback
+layout = Layout(Path(sys.argv[1]), "c")
+print(publish(Path(sys.argv[2]), ["03_ste"], layout))
+done = return_feedback(Path(sys.argv[3]) / "graded", Path(sys.argv[3]) / "submitted", layout, refresh=False)
+print(done.returned, done.problems)
+"""
+
+
+def test_the_graders_publish_and_return_feedback_without_root(open_layout):
+    """The instructor's account (here daemon, in the graders' group, not root) publishes again over
+    root's copy and returns feedback; a student (nobody, not in it) can write in neither outbound
+    nor feedback."""
+    layout = open_layout  # root published 03_ste
+    python = Path(os.environ.get("STE_SHARED_VENV", "/opt/ste-course/venv")) / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"no shared venv at {python.parent.parent}: run `make shared-venv`", pytrace=False)
+    work = Path(tempfile.mkdtemp(prefix="ste-instructor-"))
+    try:
+        (work / "graded" / "feedback" / "s1" / ASSIGNMENT).mkdir(parents=True)
+        (work / "graded" / "feedback" / "s1" / ASSIGNMENT / f"{ASSIGNMENT}.html").write_text("<p>page</p>")
+        (work / "submitted" / "s1" / ASSIGNMENT).mkdir(parents=True)
+        (work / "submitted" / "s1" / ASSIGNMENT / "submission_secret.txt").write_text("abc")
+        subprocess.run(["chown", "-R", "daemon:daemon", str(work)], check=True)
+        graders = os.stat(layout.inbound).st_gid
+        out = subprocess.run(["setpriv", "--reuid=daemon", "--regid=daemon", f"--groups={graders}", "--",
+                              "env", f"PYTHONPATH={ROOT}", str(python), "-c", INSTRUCTOR_STEPS, str(layout.root),
+                              str(ROOT / "exercises"), str(work)], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(work)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["['03_ste']", f"[('s1', '{ASSIGNMENT}', '{ASSIGNMENT}')] []"], out.stdout
+    published = layout.outbound / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    assert os.stat(published).st_uid == user("daemon").pw_uid and stat.S_IMODE(os.stat(published).st_mode) == 0o644
+    for folder in (layout.outbound, layout.outbound / ASSIGNMENT, layout.feedback):
+        assert as_nobody("touch", str(folder / "x")).returncode != 0, f"a student can write in {folder}"
+    assert as_nobody("ls", str(layout.feedback)).returncode != 0  # a page's name is its only key

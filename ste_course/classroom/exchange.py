@@ -4,11 +4,13 @@ The exchange is one folder on the hub's machine, in nbgrader's layout::
 
     EXCHANGE/                     1777  nbgrader requires the root writable by every user
       COURSE/                     0755  root:GRADERS
-        outbound/ASSIGNMENT/      0755  released notebooks (``publish``), read by everyone
+        outbound/                 2775  the graders publish here, without root
+          ASSIGNMENT/             2775 / files 0644: released notebooks (``publish``), read by everyone
         inbound/                  3773  students create their submission here but cannot list it,
                                         nor rename or remove another's (sticky bit)
           STUDENT+ASSIGNMENT+TIMESTAMP+RANDOM/   2750 / files 0640: the student and GRADERS only
-        feedback/                 0711  HASH.html, HASH from the submission's own secret
+        feedback/                 2771  HASH.html, HASH from the submission's own secret: the graders
+                                        write here without root; a student enters, never lists
 
 nbgrader's own ``submit`` leaves each submission folder 0777 with 0644 files and relies on its
 random suffix; :class:`PrivateSubmit` (configured as ``ExchangeFactory.submit`` on the hub)
@@ -19,7 +21,8 @@ notebooks names the feedback file, so a student who cannot read another's submis
 name their feedback either; when run as root, ``return_feedback`` also gives each feedback file
 to its student (0600).
 
-The instructor's side runs as root (grading's sandbox needs it): :func:`publish` copies
+The instructor's side runs as root or as any member of the graders' group (the instructor's
+hub account: no root): :func:`publish` copies
 ``exercises/ASSIGNMENT`` to ``outbound``; :func:`collect` copies the latest submission of each
 student into ``SUBMISSIONS/<student>/<assignment>/`` (what ``ste-course grade`` reads), only
 for assignments published in ``outbound`` and only when the folder belongs to the user it names
@@ -53,9 +56,10 @@ from ste_course.untrusted import (LEFT_OUT, NotOwnFile, OwnTree, open_own, read_
 # modes of the exchange's folders and of a submission once locked down
 ROOT_MODE = 0o1777
 COURSE_MODE = 0o755
-OUTBOUND_MODE = 0o755
+OUTBOUND_MODE = 0o2775  # the graders' group writes (publish), every user reads
+PUBLISHED_DIR_MODE = 0o2775  # group-writable, so another grader can replace a copy root published
 INBOUND_MODE = 0o3773  # setgid (the graders' group) and sticky (no renaming another's)
-FEEDBACK_MODE = 0o711
+FEEDBACK_MODE = 0o2771  # the graders' group writes (return-feedback); students enter only
 SUBMISSION_DIR_MODE = 0o2750
 SUBMISSION_FILE_MODE = 0o640
 
@@ -174,7 +178,7 @@ def publish(exercises: Path, assignments: list[str], layout: Layout) -> list[str
         source = Path(exercises) / name
         if not valid_id(name) or "+" in name or not source.is_dir():
             raise ExchangeError(f"no released assignment {name!r} in {exercises} (run `ste-course release`)")
-        copy_tree(source, layout.outbound / name, SHARED_DIR, SHARED, ignore=COPY_IGNORE)
+        copy_tree(source, layout.outbound / name, PUBLISHED_DIR_MODE, SHARED, ignore=COPY_IGNORE)
         done.append(name)
     return done
 
