@@ -31,6 +31,7 @@ from ste_course.authoring.source import SourceNotebook
 from ste_course.files import atomic_write
 from ste_course.record import gradebook
 from ste_course.record.feedback import render_feedback
+from ste_course.record.sanitize import framed
 from ste_course.record.writelock import WriterLock, ping_on_checkout, retrying
 from ste_course.untrusted import cell, clean
 
@@ -327,7 +328,8 @@ class Recorder:
             gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
             meta = cell.get("metadata", {}).get("nbgrader", {})
             if meta.get("solution") and gid in answers:
-                cell["source"] = answers[gid]
+                # formgrader renders markdown unsanitised: a written answer goes in as inert HTML
+                cell["source"] = framed(answers[gid]) if cell.get("cell_type") == "markdown" else answers[gid]
             if cell.get("cell_type") == "code":
                 cell["outputs"], cell["execution_count"] = [], None
                 if gid in grades:
