@@ -10,8 +10,8 @@ What the sandbox sees (everything else does not exist in it):
 Not visible: the submissions, ``solutions/``, the gradebook and output folder, the instructor's
 home. As root, the server keeps only :data:`ste_course.inside.server.KEPT_CAPABILITIES` (to give
 each notebook the worker's uid), and each worker leases a uid of its own for as long as it lives
-(:func:`lease_uid`: an ``flock`` per uid, so concurrent grading runs on one machine never share
-one); as another user bubblewrap runs unprivileged (a user namespace) and a fresh sandbox is
+(:func:`lease_uid`: an ``flock`` per uid in ``/run/ste-course/uids``, a folder that is root's
+alone, so concurrent grading runs on one machine never share one); as another user bubblewrap runs unprivileged (a user namespace) and a fresh sandbox is
 started per notebook. Either way each notebook is then sealed (:func:`ste_course.inside.server._seal`):
 PID 1 of a PID namespace of its own (when it exits the kernel ends everything it started), with
 its own user, mount, network and IPC namespaces, a private size-bounded ``/tmp`` (its scratch)
@@ -21,8 +21,11 @@ start (:func:`sandbox_problem`) rather than run notebooks unsealed.
 
 Limits that hold without cgroups (none are delegated here): processes per notebook as a whole
 (``RLIMIT_NPROC`` in its user namespace), address space per process (``RLIMIT_AS``), bytes per
-file, and the tmpfs sizes (scratch and ``/dev/shm``); memory is not bounded for the notebook as
-a whole (``tests/adversarial/test_sealed.py`` measures what holds).
+file, open files per process, and the tmpfs sizes (scratch and ``/dev/shm``); the notebook's
+system-call filter (:mod:`ste_course.inside.seccomp`) refuses memory that no limit counts
+(``memfd_create``, SysV shared memory, message queues, semaphores) and any change of a limit.
+Memory is not bounded for the notebook as a whole (``tests/adversarial/test_sealed.py``
+measures what holds).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import os
 import selectors
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -43,6 +47,7 @@ from pathlib import Path
 import importlib.util
 
 from ste_course.inside.server import KEPT_CAPABILITIES, MAX_EVENT_BYTES, MAX_EVENT_VALUES, decode_bounded
+from ste_course.files import open_dir
 from ste_course.untrusted import shown
 
 UID_BASE = 61000
@@ -71,11 +76,47 @@ class Limits:
 
 
 def uid_lock_dir() -> Path:
-    """Where the per-uid lease locks live (shared by every grading run of the machine)."""
-    base = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
-    path = base / "ste-course-uids"
-    path.mkdir(mode=0o755, exist_ok=True)
-    return path
+    """Where the per-uid lease locks live, shared by every grading run of this user on the
+    machine: root's in ``/run/ste-course/uids`` (``/run`` is root's alone: no student can make the
+    folder first), another user's under their own ``XDG_RUNTIME_DIR`` or ``~/.cache``."""
+    if os.geteuid() == 0:
+        return Path("/run/ste-course/uids")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime and Path(runtime).is_absolute() else Path.home() / ".cache"
+    return base / "ste-course" / "uids"
+
+
+def _private_folder(path: Path, make_from: int = 0) -> int:
+    """A descriptor of the folder ``path``, which must be this user's alone: every component from
+    index ``make_from`` on (of ``path.parts``) is made (0700) if missing, and each is opened
+    without following a link and must belong to this user and be writable by nobody else, so no
+    one else can hold, place or redirect a lock in it. ``WorkerError`` says what is wrong."""
+    uid = os.geteuid()
+    fd = open_dir(path.parts[0])
+    try:
+        for i, part in enumerate(path.parts[1:], start=1):
+            if i >= make_from:
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                child = open_dir(part, fd)
+            except OSError as err:
+                raise WorkerError(f"the grading uid lease folder {path}: {Path(*path.parts[:i + 1])} is a link "
+                                  f"or not a folder ({err.strerror}): remove it") from None
+            os.close(fd)
+            fd = child
+            if i >= make_from or i == len(path.parts) - 1:
+                info = os.fstat(fd)
+                if info.st_uid != uid or info.st_mode & 0o022:
+                    raise WorkerError(f"the grading uid lease folder {path}: {Path(*path.parts[:i + 1])} belongs "
+                                      f"to uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):o}; it must be "
+                                      f"uid {uid}'s and writable by nobody else: remove it")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def lease_uid(folder: Path | None = None, first: int = UID_BASE, count: int = UID_COUNT):
@@ -83,16 +124,31 @@ def lease_uid(folder: Path | None = None, first: int = UID_BASE, count: int = UI
 
     ``flock`` is per open file description and dropped by the kernel when its holder dies (even
     by SIGKILL), so two workers, of one run or of two runs on the machine, never get one uid.
+    The lock files are opened through the folder's descriptor with ``O_NOFOLLOW``, in a folder
+    that must be this user's alone (:func:`_private_folder`; made by default: :func:`uid_lock_dir`).
     """
-    folder = folder or uid_lock_dir()
-    for uid in range(first, first + count):
-        fd = os.open(folder / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        return uid, fd
+    if folder is None:
+        folder = uid_lock_dir()
+        folder.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # /run, or the user's own
+        made = len(folder.parts) - 2  # ste-course/uids: made here, 0700
+    else:
+        made = len(folder.parts)  # the caller's folder: checked, never made
+    folder_fd = _private_folder(folder, made)
+    try:
+        for uid in range(first, first + count):
+            try:
+                fd = os.open(f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600,
+                             dir_fd=folder_fd)
+            except OSError as err:
+                raise WorkerError(f"cannot open the lease of uid {uid} in {folder}: {err.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            return uid, fd
+    finally:
+        os.close(folder_fd)
     raise WorkerError(f"all {count} grading uids from {first} are leased (lock files in {folder})")
 
 

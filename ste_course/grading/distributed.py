@@ -12,11 +12,10 @@ dicts to Dask workers and plain result dicts back:
   (:class:`ste_course.sandbox.Worker`, kept in a module-level pool keyed by thread) and returns
   the runner's result dict untouched: evidence, outputs and reasons, never a verdict.
 
-Two Dask worker processes on one host never share a grading uid: each fork server holds an
-exclusive ``flock`` on a slot file (``/run/lock/ste-course-slots/<n>.lock``) for as long as it
-lives, and slot ``n`` means uid ``UID_BASE + SLOT_OFFSET + n`` (62000, 62001, ...: clear of the
-local executor's 61000 + index). The kernel drops the lock when the process dies, even by
-SIGKILL, so a slot is never leaked.
+Two Dask worker processes on one host never share a grading uid: each fork server leases its
+uid for as long as it lives, as every worker does (:func:`ste_course.sandbox.lease_uid`: an
+exclusive ``flock`` per uid in a folder that is root's alone, dropped by the kernel when the
+holder dies, even by SIGKILL).
 
 Who may take part: the workers receive every student's code and the drawn inputs, and what they
 return is trusted as evidence, so they must be trusted machines, and so must anyone who can
@@ -37,18 +36,14 @@ from __future__ import annotations
 
 import atexit
 import collections
-import fcntl
 import os
 import secrets
-import tempfile
 import threading
 from pathlib import Path
 
 from ste_course.grading.executors import failed_run
-from ste_course.sandbox import Limits, Worker, bwrap_path
+from ste_course.sandbox import Limits, Worker, WorkerError, bwrap_path, lease_uid
 
-SLOT_OFFSET = 1000
-MAX_SLOTS = 4000
 ALLOWED_FAILURES = 2
 WINDOW_PER_THREAD = 4  # tasks in flight per worker thread (the rest wait in this process)
 MIN_WINDOW = 8
@@ -130,45 +125,15 @@ def _reachable(address: str, timeout: float) -> None:
 
 
 # ====================================================================== worker side
-def slot_dir() -> Path:
-    """Where the per-host slot locks live (shared by every process of the host)."""
-    base = Path("/run/lock")
-    if not (base.is_dir() and os.access(base, os.W_OK)):
-        base = Path(tempfile.gettempdir())
-    path = base / "ste-course-slots"
-    path.mkdir(mode=0o755, exist_ok=True)
-    return path
-
-
-def claim_slot(folder: Path | None = None, limit: int = MAX_SLOTS):
-    """``(n, fd)``: the lowest slot ``n`` no live process holds; keep ``fd`` open to keep it.
-
-    ``flock`` is per open file description and released by the kernel when the holder dies, so
-    concurrent processes (and threads, each opening its own file) never get the same slot.
-    """
-    folder = folder or slot_dir()
-    for n in range(limit):
-        fd = os.open(folder / f"{n}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        return n, fd
-    raise RuntimeError(f"all {limit} grading slots in {folder} are taken")
-
-
 class _Slot:
-    """A sandboxed fork server owned by one Dask worker thread, and the uid slot it holds."""
+    """A sandboxed fork server owned by one Dask worker thread (it leases its uid itself)."""
 
     def __init__(self, thread: threading.Thread, sandbox: bool):
         self.thread, self.sandbox = thread, sandbox
-        self.number, self.fd = claim_slot()
-        self.worker = Worker(SLOT_OFFSET + self.number, sandbox, Limits())
+        self.worker = Worker(0, sandbox, Limits())
 
     def close(self):
-        self.worker.stop()
-        os.close(self.fd)  # releases the slot (after its fork server is gone)
+        self.worker.stop()  # releases its uid lease (after its fork server is gone)
 
 
 _POOL: dict = {}  # thread ident -> _Slot
@@ -218,10 +183,11 @@ def worker_problems(sandbox: bool) -> str:
     """Run on every worker before grading: what is missing there ('' when ready)."""
     if sandbox and not bwrap_path():
         return "bubblewrap (bwrap) is not installed"
-    try:
-        slot_dir()
-    except OSError as err:
-        return f"cannot create the grading slot folder: {err}"
+    if sandbox and os.geteuid() == 0:
+        try:
+            os.close(lease_uid()[1])
+        except (WorkerError, OSError) as err:
+            return f"cannot lease a grading uid: {err}"
     return ""
 
 

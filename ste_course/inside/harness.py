@@ -15,12 +15,10 @@ trusts nothing that comes back from the student's code:
 
 from __future__ import annotations
 
-import ctypes
 import io
 import json
 import os
 import signal
-import struct
 import sys
 import time
 import traceback
@@ -29,36 +27,14 @@ _write = os.write  # bound before any student code runs
 _dumps = json.dumps
 
 
-SFD_NONBLOCK, SFD_CLOEXEC = 0o4000, 0o2000000
-SI_USER, SI_QUEUE, SI_TKILL = 0, -1, -6
-
-
-class OutsideInterrupts:
-    """SIGINT blocked and read from a signalfd: the notebook's process is PID 1 of its own PID
-    namespace, so a sender outside it reads as pid 0. ``outside()`` says whether such an
-    interrupt arrived since the last call (one sent from inside the notebook is dropped: an
-    interrupt never raises in a cell any more)."""
-
-    def __init__(self):
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        mask = (ctypes.c_ulong * 16)()
-        mask[0] = 1 << (signal.SIGINT - 1)
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.signalfd(-1, ctypes.byref(mask), SFD_NONBLOCK | SFD_CLOEXEC)
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "signalfd for SIGINT")
-
-    def outside(self) -> bool:
-        seen = False
-        while True:
-            try:
-                info = os.read(self.fd, 128)
-            except OSError:  # nothing pending (or the fd closed by student code)
-                return seen
-            if len(info) < 16:
-                return seen
-            _, _, code, pid = struct.unpack_from("<IiiI", info)
-            seen = seen or (pid == 0 and code in (SI_USER, SI_QUEUE, SI_TKILL))
+def block_interrupts() -> None:
+    """SIGINT blocked for good, before any student code (children inherit it): the notebook's
+    process is PID 1 of its own namespace, so only a process outside it can interrupt it, and
+    such an interrupt must not raise in a cell and cost the student points. It stays pending,
+    unread; nothing in the notebook reports it (a report from inside is the student's to forge:
+    the row is the notebook's own, and only the keeper's observation of how its process ended
+    says "from outside"). Student code that unblocks SIGINT takes what comes."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 class CellTimeout(BaseException):
@@ -104,11 +80,9 @@ def _error_text(exc: BaseException) -> str:
 class Notebook:
     """Executes cells for one job; ``genuine`` holds references taken before student code."""
 
-    def __init__(self, shell, genuine: dict, session, fd: int, output_limit: int, cell_timeout: float,
-                 interrupts: OutsideInterrupts | None = None):
+    def __init__(self, shell, genuine: dict, session, fd: int, output_limit: int, cell_timeout: float):
         self.shell, self.genuine, self.session = shell, genuine, session
         self.fd, self.output_limit, self.cell_timeout = fd, output_limit, cell_timeout
-        self.interrupts = interrupts
 
     def _restore_genuine(self) -> None:
         restore = self.genuine["restore_checks"]  # ste_course.inside.kernel.restore
@@ -166,6 +140,3 @@ class Notebook:
                 emit(self.fd, {"event": "end", "cell": index, "error": error,
                                "stdout": stdout.getvalue(), "stderr": "",
                                "evidence": [], "evidence_error": _error_text(exc), "forbidden": forbidden})
-            if self.interrupts is not None and self.interrupts.outside():
-                emit(self.fd, {"event": "interrupted", "cell": index})  # the server ends the row here
-                return

@@ -23,9 +23,11 @@ the server. The keeper stays outside, waits for the notebook's process and repor
 1. the notebook's process, before any student code: takes a session of its own, mounts its own
    ``/proc`` (where the kernel allows it: not under bubblewrap, see :func:`_enter`), sets the process
    limit (counted in its own user namespace since Linux 5.14) and drops every capability,
-   bounding set included (no-new-privs); SIGINT is blocked and read from a signalfd
-   (:class:`ste_course.inside.harness.OutsideInterrupts`): one sent from outside the namespace
-   (its sender's pid reads 0) ends the row as an infrastructure error after the cell;
+   bounding set included (no-new-privs), then installs its system-call filter
+   (:mod:`ste_course.inside.seccomp`: no forged signal sender, no changed limit, no keyring, no
+   memory outside the address space and the tmpfs, no namespace of its own); SIGINT is
+   blocked (:func:`ste_course.inside.harness.block_interrupts`): one from outside never raises
+   in a cell, and nothing the notebook says makes it an error;
 2. the server streams the notebook's per-cell events from a pipe, enforcing the per-cell and
    per-notebook time limits and a budget in bytes and in JSON values (:func:`json_values`,
    counted before anything is decoded); only the harness's sequence (``start`` of the next cell
@@ -35,6 +37,10 @@ the server. The keeper stays outside, waits for the notebook's process and repor
    A notebook killed by a signal that is not a fault of its own code (anything but SIGSEGV,
    SIGBUS, SIGILL, SIGFPE, SIGSYS, SIGTRAP, SIGABRT), when the server did not send it, was
    ended from outside: status ``error`` (an infrastructure failure, graded again by the next run).
+   That verdict is the keeper's own observation (the wait status), never a line on the
+   notebook's channel; the filter keeps the notebook's code from causing such a death itself
+   (a CPU limit it set, whose SIGKILL the kernel sends). The server and everything it forks
+   also leave the grader's session keyring for an empty one (:func:`fresh_session_keyring`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ import signal
 import socket
 import sys
 import time
+
+from ste_course.inside import seccomp
 
 MAX_EVENT_BYTES = 8 * 2**20
 # JSON values (containers, keys, scalars) a notebook may send in all: the harness's events for a
@@ -73,6 +81,8 @@ SCRATCH = "/tmp"  # the notebook's own tmpfs: working directory, HOME, TMPDIR
 OWN_FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGSYS,
                         signal.SIGTRAP, signal.SIGABRT})
 KEEPER_GRACE = 10.0  # seconds the keeper gets to end its notebook before it is killed
+OPEN_FILES = 256  # RLIMIT_NOFILE of each notebook process (the filter keeps it from raising it)
+KEYCTL_JOIN_SESSION_KEYRING = 1
 _SERVER_FDS: list = []  # the server's reply channel: a forked child must not inherit it
 
 
@@ -169,6 +179,16 @@ def keep_only(names) -> None:
     _prctl_capset(sum(1 << KEPT_CAPABILITIES[name] for name in names))
 
 
+def fresh_session_keyring() -> bool:
+    """Leave the session keyring the grader was started with (a login's or a service's, which may
+    hold the instructor's keys) for a new, empty one: the server and every process it forks.
+    False when the kernel refuses (no keyrings, or a container's filter refuses ``keyctl``): a
+    second wall only, since the notebook's own filter refuses every keyring call."""
+    number = seccomp.NUMBERS.get(os.uname().machine, {}).get("keyctl")
+    libc = ctypes.CDLL(None, use_errno=True)
+    return number is not None and libc.syscall(ctypes.c_long(number), KEYCTL_JOIN_SESSION_KEYRING, None) >= 0
+
+
 def _mount(source: str, target: str, fstype, flags: int, data) -> None:
     _libc_call("mount", source.encode(), target.encode(), fstype.encode() if fstype else None,
                ctypes.c_ulong(flags), data.encode() if data else None)
@@ -203,8 +223,8 @@ def _drop_all() -> None:
 
 def _enter(processes: int, keeper_alive: int) -> None:
     """The notebook's process (PID 1 of its namespace), before any student code: its own
-    ``/proc``, its process limit (counted in its own user namespace), no capability, and death
-    with its keeper. ``keeper_alive``: the read end of a pipe only the keeper writes to. A
+    ``/proc``, its process limit (counted in its own user namespace), no capability, death
+    with its keeper, and the system-call filter (:mod:`ste_course.inside.seccomp`). ``keeper_alive``: the read end of a pipe only the keeper writes to. A
     session of its own: nothing it signals by process group (``kill(0, ...)``) is outside it."""
     os.setsid()  # a process group of its own: kill(0, ...) must not reach the keeper's
     try:
@@ -221,6 +241,7 @@ def _enter(processes: int, keeper_alive: int) -> None:
     if _hung_up(keeper_alive):
         os._exit(1)  # the keeper died before the death signal was armed
     os.close(keeper_alive)
+    seccomp.install()  # last: it refuses PR_SET_PDEATHSIG and setting limits from here on
 
 
 def _hung_up(fd: int) -> bool:
@@ -273,6 +294,7 @@ class Keeper:
         limits = job["limits"]
         _limit(resource.RLIMIT_CORE, 0)
         _limit(resource.RLIMIT_FSIZE, int(limits["file_bytes"]))
+        _limit(resource.RLIMIT_NOFILE, int(limits.get("open_files", OPEN_FILES)))
         # The warm server already maps ~1.3 GB (TensorFlow, mostly shared and copy-on-write):
         # the notebook may allocate memory_bytes on top of that footprint.
         _limit(resource.RLIMIT_AS, _address_space() + int(limits["memory_bytes"]))
@@ -321,12 +343,12 @@ def _notebook(job, fd, shell, genuine, processes, keeper_alive):
         tf.random.set_seed(seed % 2**31)
         sys.path[:] = [p for p in sys.path if p not in ("", ".", SCRATCH)]
         from ste_course.checks import GradingSession
-        from ste_course.inside.harness import Notebook, OutsideInterrupts
+        from ste_course.inside.harness import Notebook, block_interrupts
 
         limits = job["limits"]
         session = GradingSession(calls=job.get("calls", {}), reference_codes=genuine["reference_codes"])
-        notebook = Notebook(shell, genuine, session, fd, int(limits["output_chars"]),
-                            float(limits["cell_seconds"]), OutsideInterrupts())
+        block_interrupts()
+        notebook = Notebook(shell, genuine, session, fd, int(limits["output_chars"]), float(limits["cell_seconds"]))
         notebook.run(job["cells"])
     except BaseException as exc:  # noqa: BLE001 - the child must never fall back into the server loop
         _fatal(fd, exc)
@@ -509,14 +531,18 @@ def _depth(value) -> int:
     return deepest
 
 
-# A JSON string: its brackets, commas and colons are text, not values.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# A JSON string: its brackets, commas and colons are text, not values. Possessive loops and an
+# optional closing quote: a match never fails once it has begun, so nothing is scanned twice (an
+# unclosed string, e.g. '"' followed by a megabyte of '\\"', runs to the end in one pass; with
+# backtracking each of its quotes started a scan to the end: quadratic, 107 s for 128 KB).
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
 
 
 def json_values(data: bytes) -> int:
     """An upper bound on the JSON values (containers, keys, scalars) ``data`` decodes to, counted
-    without decoding it (time and memory linear in its length): every container is a bracket,
-    every key a colon, and every element but a container's first follows a comma."""
+    without decoding it (one pass: time and memory linear in its length): every container is a
+    bracket, every key a colon, and every element but a container's first follows a comma. A
+    string the data never closes runs to its end (the decoder stops there too)."""
     bare = _STRING.sub(b"", data)
     return 2 * (bare.count(b"[") + bare.count(b"{")) + bare.count(b",") + bare.count(b":") + 1
 
@@ -597,9 +623,6 @@ def _read_events(fd, pidfd, limits, started, order):
                 return events, "output", (f"more than {MAX_EVENT_VALUES:,} JSON values of results and output "
                                           "on the grader's channel"), exited
             event = decode_event(line)
-            if isinstance(event, dict) and event.get("event") == "interrupted":
-                return events, "error", ("the notebook was interrupted (SIGINT) from outside it, not by its code: "
-                                         "graded again next run"), exited
             if isinstance(event, dict):
                 events.append(event)
                 timer.see(event, time.monotonic())
@@ -685,6 +708,7 @@ def serve(uid=None, probe=False) -> None:
     sealed here (no TensorFlow: a fraction of a second)."""
     if uid is not None:  # root in bubblewrap: keep only what giving notebooks a uid needs
         keep_only(KEPT_CAPABILITIES)
+    fresh_session_keyring()
     # Not dumpable: a notebook that sees this process in a /proc (of the sandbox, when the kernel
     # refuses it a /proc of its own) cannot read or write its memory, even under the same uid.
     _libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)

@@ -6,22 +6,37 @@ main thread alone exits through the raw ``exit`` system call after starting a th
 thread-group leader is a zombie while the thread runs on), and files, a SysV segment and an
 abstract unix socket behind; then an observer that reports what of it reaches it: signals,
 the socket, ``/tmp``, ``/dev/shm``, SysV IPC, files planted in its scratch, processes. The
-host's ``/proc`` is scanned for the survivor too. Last, a notebook killed (SIGKILL) and one
-interrupted (SIGINT) from outside must be infrastructure errors (status ``error``, retried by
-the next run), never ``crash`` or a graded row.
+host's ``/proc`` is scanned for the survivor too. A notebook killed (SIGKILL) from outside must
+be an infrastructure error (status ``error``, retried by the next run), never ``crash`` or a
+graded row; a SIGINT from outside never reaches a cell (the row is the notebook's own).
+
+The red team's second round (RT1), each seen failing on the code before the fix: the channel's
+value count was quadratic in a line of escaped quotes; the grader's session keyring was readable
+and a key passed from one notebook to the next; a notebook's own code made its row an "outside"
+error (a CPU limit whose SIGKILL the kernel sends, a SIGINT with a forged sender, an
+``interrupted`` line on the channel); memory outside every limit (memfds, SysV segments); and
+the uid lease folder was taken as found (a student's folder or link).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
+from ste_course.inside.seccomp import NUMBERS
 from ste_course.sandbox import Limits, Worker, bwrap_path
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+SYSCALLS = NUMBERS[os.uname().machine]
+KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_SEARCH, KEY_SPEC_SESSION_KEYRING = 1, 10, -3
 
 SYS_EXIT = {"x86_64": 60, "aarch64": 93}[os.uname().machine]
 
@@ -125,10 +140,19 @@ def _host_threads_named(name: str) -> list:
     return found
 
 
+def _search_session_keyring(name: bytes) -> int:
+    return LIBC.syscall(SYSCALLS["keyctl"], KEYCTL_SEARCH, KEY_SPEC_SESSION_KEYRING, b"user", name, 0)
+
+
 @pytest.fixture(scope="module")
 def worker():
     if bwrap_path() is None:
         pytest.fail("bubblewrap (bwrap) is needed: run scripts/system-deps.sh")
+    # As a PAM login or a systemd service starts the grader: a session keyring holding the
+    # instructor's keys (Kerberos KEYRING caches, ecryptfs, NFS tokens). This test process's own.
+    assert LIBC.syscall(SYSCALLS["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, None) > 0
+    assert LIBC.syscall(SYSCALLS["add_key"], b"user", b"ste:instructor", b"instructor-secret", 17,
+                        KEY_SPEC_SESSION_KEYRING) > 0
     worker = Worker(0, sandbox=True, limits=Limits(cell_seconds=30, notebook_seconds=40, scratch_bytes=64 * 2**20,
                                                    shm_bytes=16 * 2**20, processes=32))
     yield worker
@@ -192,11 +216,19 @@ def _run_and_signal(worker, signum):
     return result
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
-def test_a_death_or_interrupt_from_outside_is_an_infrastructure_error(worker, signum):
-    result = _run_and_signal(worker, signum)
+def test_a_death_from_outside_is_an_infrastructure_error(worker):
+    result = _run_and_signal(worker, signal.SIGKILL)
     assert result.get("status") == "error", result
     assert "outside" in (result.get("reason") or ""), result
+
+
+def test_an_interrupt_from_outside_never_reaches_a_cell(worker):
+    """SIGINT is blocked in the notebook: it neither raises in the cell (a KeyboardInterrupt that
+    would cost points) nor makes the row an error (which only the keeper's own observation may)."""
+    result = _run_and_signal(worker, signal.SIGINT)
+    assert result.get("status") is None, result
+    ends = [e for e in result["events"] if e.get("event") == "end"]
+    assert [e["error"] for e in ends] == [None, None] and ends[1]["stdout"].strip() == "after", result
 
 
 LIMITS_PROBE = """
@@ -275,3 +307,179 @@ def test_a_notebook_reaches_nothing_outside_itself_by_process_group(worker):
                                       "os.kill(-1, signal.SIGKILL)", "print('alive')"))
     assert result["status"] is None, result
     assert [e["stdout"].strip() for e in result["events"] if e.get("event") == "end"][-1] == "alive", result
+
+
+def test_the_channels_value_count_is_linear_in_its_size():
+    """RT1: a line of escaped quotes with no closing quote made the string pattern backtrack from
+    every quote (quadratic: 128 KB took 107 s; under budget a notebook could write it and stall
+    its worker past the parent's timeout, an ``error`` row paid again every run). 1 MB of each
+    shape, counted in a child with a deadline (the old pattern would run for hours)."""
+    code = """
+import time
+from ste_course.inside.server import json_values
+shapes = [b'"' + b'\\\\"' * 2**19, b'"' * 2**20, b'"' + b'\\\\' * 2**20, b'"",' * 2**18, b'[' + b'"\\\\"' * 2**18]
+started = time.perf_counter()
+counts = [json_values(shape) for shape in shapes]
+print(counts, time.perf_counter() - started)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    counts, seconds = out.stdout.rsplit("]", 1)
+    assert counts.strip() == "[1, 1, 1, 262145, 3", out.stdout + out.stderr
+    assert float(seconds) < 2.0, out.stdout  # 5 MB in all: about 0.3 s on a loaded 2-core machine
+
+
+def _ends(result) -> list:
+    return [e for e in result["events"] if e.get("event") == "end"]
+
+
+def test_no_notebook_reads_or_clears_the_graders_session_keyring(worker):
+    notebook = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                f"print(libc.syscall({SYSCALLS['keyctl']}, 10, -3, b'user', b'ste:instructor', 0) > 0)\n"
+                f"cleared = libc.syscall({SYSCALLS['keyctl']}, 7, -3)\n")  # KEYCTL_SEARCH, then KEYCTL_CLEAR
+    ends = _ends(worker.run(_job("keyring", notebook)))
+    assert ends and ends[0]["stdout"].strip() == "False", ends
+    assert _search_session_keyring(b"ste:instructor") > 0  # still there
+
+
+def test_no_key_passes_from_one_notebook_to_a_later_one(worker):
+    write = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+             f"print(libc.syscall({SYSCALLS['add_key']}, b'user', b'ste:left', b'answers', 7, -3) > 0)\n"
+             f"print(libc.syscall({SYSCALLS['add_key']}, b'user', b'ste:left', b'answers', 7, -4) > 0)\n")
+    read = ("import ctypes\nlibc = ctypes.CDLL(None)\n"
+            f"print([libc.syscall({SYSCALLS['keyctl']}, 10, ring, b'user', b'ste:left', 0) > 0 for ring in (-3, -4, -5)])\n")
+    assert [e["stdout"].split() for e in _ends(worker.run(_job("writer", write)))] == [["False", "False"]]
+    assert [e["stdout"].strip() for e in _ends(worker.run(_job("reader", read)))] == ["[False, False, False]"]
+
+
+SELF_KILL = "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1, 1))\nwhile True:\n    pass\n"
+SELF_SIGINT = f"""
+import ctypes, os, signal
+info = (ctypes.c_int * 32)()
+info[0], info[2], info[4] = signal.SIGINT, -1, 0  # si_signo, si_code SI_QUEUE, si_pid 0 (forged)
+ctypes.CDLL(None).syscall({SYSCALLS['rt_sigqueueinfo']}, os.getpid(), signal.SIGINT, ctypes.byref(info))
+"""
+CHANNEL_SIGINT = """
+import gc, json, os
+from ste_course.inside.harness import Notebook
+fd = next(o.fd for o in gc.get_objects() if isinstance(o, Notebook))
+os.write(fd, (json.dumps({"event": "interrupted", "cell": 0}) + "\\n").encode())
+"""
+
+
+@pytest.mark.parametrize("name,source", [("rlimit_cpu_sigkill", SELF_KILL), ("forged_siginfo", SELF_SIGINT),
+                                         ("forged_event", CHANNEL_SIGINT)])
+def test_a_notebooks_own_code_cannot_claim_an_outside_death_or_interrupt(worker, name, source):
+    """RT1: each made the row ``error`` "from outside the notebook (not its code): graded again
+    next run", retried by every run for ever. Now the CPU limit cannot be set (the filter), the
+    forged SIGINT cannot be sent (the filter) and nothing reads it, and the channel carries no
+    verdict: the server's row is the notebook's own (a forged line is for the judge to find)."""
+    result = worker.run(_job(name, source, "print('after')"))
+    assert result["status"] is None and "outside" not in (result.get("reason") or ""), result
+    assert _ends(result)[-1]["stdout"].strip() == "after", result
+
+
+HOG = r"""
+import ctypes, json, mmap, os, resource
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+held, block = {"memfd": 0, "sysv": 0, "msg": 0}, b"x" * 2**20
+try:
+    while held["memfd"] < 2**30:
+        fd = os.memfd_create("hog")
+        for _ in range(32):
+            held["memfd"] += os.write(fd, block)
+except OSError:
+    pass
+for _ in range(8):
+    seg = libc.shmget(0, 128 * 2**20, 0o1000 | 0o600)
+    if seg < 0:
+        break
+    addr = libc.shmat(seg, None, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        break
+    ctypes.memset(addr, 1, 128 * 2**20)
+    libc.shmdt(ctypes.c_void_p(addr))
+    held["sysv"] += 128 * 2**20
+held["msg"] = libc.msgget(0, 0o1000 | 0o600) >= 0
+held["sem"] = libc.semget(0, 1, 0o1000 | 0o600) >= 0
+held["files"] = resource.getrlimit(resource.RLIMIT_NOFILE)
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (10, 10))
+    held["lowered"] = True
+except (ValueError, OSError):
+    held["lowered"] = False
+print(json.dumps(held))
+"""
+
+
+def test_no_memory_outside_the_address_space_and_the_tmpfs(worker):
+    """RT1: with memory_bytes = 256 MB one process held 1 GB in memfds written with write() (no
+    address space) and 1 GB in SysV segments (the kernel's default limits). Both are refused
+    now (the filter), as are SysV message queues and semaphores, and open files are capped."""
+    saved = worker.limits
+    worker.limits = Limits(**dict(saved.as_dict(), memory_bytes=256 * 2**20))
+    try:
+        ends = _ends(worker.run(_job("hog", HOG)))
+    finally:
+        worker.limits = saved
+    held = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
+    assert held == {"memfd": 0, "sysv": 0, "msg": False, "sem": False, "files": [256, 256], "lowered": False}, held
+
+
+FILTER_PROBE = f"""
+import ctypes, json, os, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def refused(number, *args):
+    return libc.syscall(number, *args) == -1 and ctypes.get_errno()
+seen = {{"unshare": refused({SYSCALLS['unshare']}, 0x10000000),
+        "pdeathsig": refused({SYSCALLS['prctl']}, 1, 15, 0, 0, 0),
+        "clone3": refused({SYSCALLS['clone3']}, None, 0)}}
+thread = threading.Thread(target=lambda: seen.update(thread=True))
+thread.start()
+thread.join()
+seen["spawned"] = subprocess.run(["python", "-c", "print(7 * 6)"], capture_output=True, text=True).stdout.strip()
+print(json.dumps(seen))
+"""
+
+
+def test_the_filter_refuses_namespaces_and_a_death_signal_and_lets_processes_start(worker):
+    ends = _ends(worker.run(_job("filter", FILTER_PROBE)))
+    seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
+    assert seen == {"unshare": 1, "pdeathsig": 1, "clone3": 38, "thread": True, "spawned": "42"}, seen
+
+
+LEASE = r"""
+set -e
+mount -t tmpfs -o mode=1777 tmpfs /run
+mkdir -m 0777 {target} && chown 65534:65534 {target}
+setpriv --reuid=65534 --regid=65534 --clear-groups {make}
+{python} -c '
+import os, sys
+from ste_course.sandbox import lease_uid
+try:
+    lease_uid()
+except Exception as err:
+    print("refused:", err)
+else:
+    print("leased")
+print("in the target:", os.listdir("{target}"))
+'
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root: a private mount namespace and a student's uid")
+@pytest.mark.parametrize("make", ["ln -s {target} /run/ste-course", "mkdir -m 0777 /run/ste-course",
+                                  "mkdir -p -m 0755 /run/ste-course/uids"])
+def test_root_never_leases_in_a_folder_a_student_made(tmp_path, make):
+    """RT1: the lease folder was /run/lock/ste-course-uids (/run/lock is 1777): a student made it
+    first, as their own folder (and held every uid: every run stopped) or as a link (root made
+    its lock files where it pointed). Now it is /run/ste-course/uids, which only root can make;
+    here /run is made writable by all in a private mount namespace, so the student gets there
+    first, and the folder they made is refused with a reason, nothing created in it."""
+    target = tmp_path / "student"
+    os.chmod(tmp_path, 0o755)
+    script = LEASE.format(target=target, make=make.format(target=target), python=sys.executable)
+    out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "in the target: []" in out.stdout, out.stdout
