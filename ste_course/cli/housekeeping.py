@@ -76,7 +76,8 @@ def add_commands(sub, exchange_options) -> None:
     """Add ``exchange list|purge`` and ``remove student|assignment`` to ``ste-course``'s
     subparsers; ``exchange_options(parser)`` adds ``--exchange`` and ``--course``."""
     e = sub.add_parser("exchange", help="list or purge what is in the exchange's inbound (as root)")
-    actions = e.add_subparsers(dest="action", required=True, metavar="{list,purge}", parser_class=type(e))
+    actions = e.add_subparsers(dest="action", required=True, metavar="{list,purge}", parser_class=type(e),
+                               help="list the inbound entries, or purge some (required)")
     listing = actions.add_parser("list", help="every inbound entry: latest, older or refused by collect (and why)")
     listing.add_argument("--student", action="append", help="only this student's, repeatable (default: all)")
     listing.add_argument("--assignment", action="append", help="only this assignment's, repeatable (default: all)")
@@ -94,8 +95,8 @@ def add_commands(sub, exchange_options) -> None:
     p.set_defaults(func=cmd_exchange_purge, command="exchange purge")
     r = sub.add_parser("remove", help="remove a student or an assignment from the gradebook and everything derived "
                                       "(feedback, autograded/, evidence, grades.csv rows), as nbgrader db ... remove")
-    r.add_argument("kind", choices=("student", "assignment"), help="what to remove")
-    r.add_argument("name", help="the student id or assignment name")
+    r.add_argument("kind", choices=("student", "assignment"), help="what to remove (required)")
+    r.add_argument("name", help="the student id or assignment name (required)")
     r.add_argument("--graded", type=Path, default=Path("graded"), help="folder written by grade (default: graded/)")
     r.add_argument("--db", default=None, help="SQLAlchemy URL of the gradebook (default: the one grade wrote in --graded)")
     r.add_argument("--force", action="store_true", help="remove even when graded work or hand grades would be lost")
