@@ -106,6 +106,9 @@ def test_a_hand_grade_reaches_the_page_the_csv_and_the_exchange(tmp_path, capsys
     _summary(out / "grades.csv", 1)
     summary = capsys.readouterr().out
     assert "4/5!" in summary and "! = waiting for a hand grade (1 notebooks" in summary
+    # how to open formgrader on it (`nbgrader formgrader` only lists nbgrader's subcommands)
+    assert f"make lab-instructor GRADED={out}" in summary and "nbgrader formgrader" not in summary, summary
+    assert "nbgrader formgrader" not in (out / "nbgrader_config.py").read_text()
 
     # formgrader: half a point and a hostile comment; the page is stale until it is rendered again
     _hand_grade(out, 0.5, HOSTILE)

@@ -208,8 +208,9 @@ def _summary(csv_path: Path, graded_now: int, db_url: str | None = None) -> None
              "(ended in an error each time with the same submission and grader: --retry-errors grades "
              f"{'them' if capped > 1 else 'it'} again)" if capped else "") + ")"
           + ("; * = adjusted by hand" if any(r["manual"] for r in rows) else "")
-          + (f"; ! = waiting for a hand grade ({waiting} notebooks: nbgrader formgrader in "
-             f"{shown(csv_path.parent)}, then ste-course feedback)" if waiting else ""))
+          + (f"; ! = waiting for a hand grade ({waiting} notebooks: make lab-instructor GRADED="
+             f"{shown(csv_path.parent)} (on the hub: the instructor's formgrader), then ste-course feedback)"
+             if waiting else ""))
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -171,14 +171,16 @@ class Recorder:
     def _course_folder(self):
         """Make ``out`` an nbgrader course folder: config, ``source/`` (the instructor's
         notebooks, as this run read them) beside ``autograded/`` and ``feedback/``, so
-        ``nbgrader formgrader`` run in ``out`` opens this gradebook for manual review."""
+        formgrader opens this gradebook for manual review (``make lab-instructor GRADED=out``; on
+        the hub, the instructor's formgrader on ``~/graded``)."""
         for assignment, notebooks in self.sources.items():
             for nb in notebooks:
                 text = self._sources_text.get(nb.path)
                 if text is not None:
                     atomic_write(self.out / "source" / assignment / nb.path.name, text, parents=True)
         atomic_write(self.out / "nbgrader_config.py",
-                      "# Written by ste-course grade: run `nbgrader formgrader` in this folder.\n"
+                      "# Written by ste-course grade: formgrader on this folder's gradebook is\n"
+                      "# `make lab-instructor GRADED=<this folder>` (on the hub: the instructor's formgrader).\n"
                       "c = get_config()  # noqa: F821\n"
                       f"c.CourseDirectory.root = {str(self.out)!r}\n"
                       f"c.CourseDirectory.db_url = {self.db_url!r}\n", parents=True)
