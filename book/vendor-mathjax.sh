@@ -10,26 +10,14 @@ cd "$(dirname "$0")"
 VERSION=3.2.2
 INTEGRITY=sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==
 DEST=vendor/mathjax
-KEEP=(package/LICENSE package/es5/tex-chtml-full.js package/es5/output/chtml/fonts/woff-v2)
 
 if [ "$(cat "$DEST/VERSION" 2>/dev/null)" = "$VERSION" ]; then exit 0; fi
-if ! command -v npm >/dev/null 2>&1; then
-    echo "vendor-mathjax: npm is missing; install it (make system-deps, or apt-get install npm)" >&2
-    exit 1
-fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-npm pack --silent --pack-destination "$tmp" "mathjax@$VERSION" >/dev/null
-tarball="$tmp/mathjax-$VERSION.tgz"
-got=$(node -e 'const c = require("crypto"), fs = require("fs");
-  console.log("sha512-" + c.createHash("sha512").update(fs.readFileSync(process.argv[1])).digest("base64"))' "$tarball")
-if [ "$got" != "$INTEGRITY" ]; then
-    echo "vendor-mathjax: mathjax-$VERSION.tgz has integrity $got, expected $INTEGRITY" >&2
-    exit 1
-fi
-tar -xzf "$tarball" -C "$tmp" "${KEEP[@]}"
-mkdir -p "$tmp/out"
-mv "$tmp/package/LICENSE" "$tmp/package/es5/tex-chtml-full.js" "$tmp/package/es5/output" "$tmp/out/"
+../scripts/npm-unpack.sh "mathjax@$VERSION" "$INTEGRITY" "$tmp"
+mkdir -p "$tmp/out/output/chtml/fonts"
+mv "$tmp/package/LICENSE" "$tmp/package/es5/tex-chtml-full.js" "$tmp/out/"
+mv "$tmp/package/es5/output/chtml/fonts/woff-v2" "$tmp/out/output/chtml/fonts/"
 echo "$VERSION" > "$tmp/out/VERSION"
 rm -rf "$DEST"
 mkdir -p "$(dirname "$DEST")"

@@ -3,7 +3,8 @@
 #   - the shared course venv (/opt/ste-course/venv) with requirements-hub.txt (jupyterhub) beside
 #     the pins, configured for students like `make lab` (scripts/lab-config.sh);
 #   - configurable-http-proxy from npm, at the version locked in hub/proxy/package-lock.json,
-#     into /opt/ste-course/proxy (never a global install).
+#     into /opt/ste-course/proxy (never a global install);
+#   - MathJax 2 for the instructor's formgrader in /opt/ste-course/static (hub/vendor-mathjax2.sh).
 # Usage: hub/install.sh        (STE_SHARED_VENV, STE_PROXY_DIR to choose other folders)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +25,6 @@ if [ ! -e "$PROXY_DIR/.lock-$lock" ]; then
     touch "$PROXY_DIR/.lock-$lock"
 fi
 chmod -R a+rX "$PROXY_DIR"
+hub/vendor-mathjax2.sh  # formgrader's maths offline
 "$PROXY_DIR/node_modules/.bin/configurable-http-proxy" --version >/dev/null
 echo "hub/install.sh: jupyterhub in $venv, configurable-http-proxy in $PROXY_DIR"

@@ -59,6 +59,8 @@ def instructor_tools(spawner):
         spawner.default_url = "/lab"
         spawner.environment = {**spawner.environment,
                                "JUPYTER_CONFIG_PATH": f"{s['instructor_config']}:{s['student_config']}"}
+        if s.get("instructor_data"):  # formgrader's MathJax from the server itself (ste_course.classroom.hub)
+            spawner.environment["JUPYTER_PATH"] = s["instructor_data"]
 
 
 c.Spawner.pre_spawn_hook = instructor_tools

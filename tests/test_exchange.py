@@ -225,6 +225,15 @@ def test_collect_never_follows_a_link_swapped_in(layout, tmp_path):
         swapper.wait()
 
 
+def shared_python() -> Path:
+    """The shared venv's python, which other users can run (root's .venv may sit where they cannot
+    reach); the tests put this checkout first on its PYTHONPATH."""
+    python = Path(os.environ.get("STE_SHARED_VENV", "/opt/ste-course/venv")) / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"no shared venv at {python.parent.parent}: run `make shared-venv`", pytrace=False)
+    return python
+
+
 def test_a_students_own_submit_leaves_every_file_to_the_graders(open_layout):
     """nbgrader's submit as a student (not in the graders' group): every file of the folder,
     timestamp.txt and submission_secret.txt included (nbgrader writes them after its copy), has
@@ -232,9 +241,7 @@ def test_a_students_own_submit_leaves_every_file_to_the_graders(open_layout):
     folder's mode last, clearing the setgid bit it took from inbound, so those two files got the
     student's group and the instructor, unprivileged, could not return feedback.)"""
     layout = open_layout
-    python = Path(os.environ.get("STE_SHARED_VENV", "/opt/ste-course/venv")) / "bin" / "python"
-    if not python.exists():  # root's .venv may sit where other users cannot reach
-        pytest.fail(f"no shared venv at {python.parent.parent}: run `make shared-venv`", pytrace=False)
+    python = shared_python()
     work = Path(tempfile.mkdtemp(prefix="ste-student-"))
     try:
         shutil.copytree(ROOT / "exercises" / ASSIGNMENT, work / ASSIGNMENT)
@@ -271,9 +278,7 @@ def test_the_graders_publish_and_return_feedback_without_root(open_layout):
     root's copy and returns feedback; a student (nobody, not in it) can write in neither outbound
     nor feedback."""
     layout = open_layout  # root published 03_ste
-    python = Path(os.environ.get("STE_SHARED_VENV", "/opt/ste-course/venv")) / "bin" / "python"
-    if not python.exists():
-        pytest.fail(f"no shared venv at {python.parent.parent}: run `make shared-venv`", pytrace=False)
+    python = shared_python()
     work = Path(tempfile.mkdtemp(prefix="ste-instructor-"))
     try:
         (work / "graded" / "feedback" / "s1" / ASSIGNMENT).mkdir(parents=True)
@@ -294,3 +299,23 @@ def test_the_graders_publish_and_return_feedback_without_root(open_layout):
     for folder in (layout.outbound, layout.outbound / ASSIGNMENT, layout.feedback):
         assert as_nobody("touch", str(folder / "x")).returncode != 0, f"a student can write in {folder}"
     assert as_nobody("ls", str(layout.feedback)).returncode != 0  # a page's name is its only key
+
+
+def test_the_feedback_link_is_given_the_page(tmp_path, monkeypatch):
+    """nbgrader's "view feedback" link goes to local_feedback_path in the file browser: with one
+    page in the submission's feedback folder, FeedbackList gives it the page (the browser opens
+    the folder with the page selected); with two, the folder as before."""
+    from nbgrader.exchange.default.list import ExchangeList
+
+    from ste_course.classroom.exchange import FeedbackList
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder, pages in ((one, ["03_ste.html"]), (two, ["a.html", "b.html"])):
+        folder.mkdir()
+        for page in pages:
+            (folder / page).write_text("<p>page</p>")
+    listed = [{"submissions": [{"local_feedback_path": str(one)}, {"local_feedback_path": str(two)},
+                               {"local_feedback_path": None}]}]
+    monkeypatch.setattr(ExchangeList, "parse_assignments", lambda self: listed)
+    got = FeedbackList.parse_assignments(object.__new__(FeedbackList))
+    assert [s["local_feedback_path"] for s in got[0]["submissions"]] == [str(one / "03_ste.html"), str(two), None]

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from nbgrader.exchange.default.list import ExchangeList
 from nbgrader.exchange.default.submit import ExchangeSubmit
 
 from ste_course.files import (COPY_IGNORE, PRIVATE, PRIVATE_DIR, SHARED, SHARED_DIR, atomic_write, copy_tree,
@@ -116,6 +117,23 @@ class PrivateSubmit(ExchangeSubmit):
     def copy_files(self):
         super().copy_files()
         lock_down(os.path.join(self.inbound_path, self.assignment_filename))
+
+
+class FeedbackList(ExchangeList):
+    """nbgrader's list, whose "view feedback" link (``filebrowser:go-to-path`` in the Assignment
+    List) shows the folder of a submission's feedback: when that folder holds one page, the link
+    is given the page itself, so the file browser opens the folder with the page selected (a
+    double-click opens it). nbgrader's frontend opens no file from that link."""
+
+    def parse_assignments(self):
+        assignments = super().parse_assignments()
+        for assignment in assignments:
+            for info in assignment.get("submissions", [assignment]):
+                folder = info.get("local_feedback_path")
+                pages = sorted(Path(folder).glob("*.html")) if folder and os.path.isdir(folder) else []
+                if len(pages) == 1:
+                    info["local_feedback_path"] = str(pages[0])
+        return assignments
 
 
 @dataclass

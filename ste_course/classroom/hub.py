@@ -50,6 +50,7 @@ USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # useradd's portable names,
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_VENV = Path("/opt/ste-course/venv")
 DEFAULT_PROXY = Path("/opt/ste-course/proxy/node_modules/.bin/configurable-http-proxy")
+DEFAULT_STATIC = Path("/opt/ste-course/static")  # MathJax 2 for formgrader (hub/vendor-mathjax2.sh, make hub-deps)
 NOBODY = 65534  # the uid and gid of a user with no rights at all
 
 
@@ -75,6 +76,7 @@ class Settings:
     proxy_api_port: int
     student_config: str
     instructor_config: str
+    instructor_data: str = ""  # JUPYTER_PATH of the instructor's server: formgrader's MathJax template
     checks: str = ""  # the course's checks folder as the users' kernels read it (STE_COURSE_CHECKS); "": none
     problems: list = field(default_factory=list)  # homes that could not be furnished, one line per student
 
@@ -264,8 +266,17 @@ def write_user_config(state: Path, settings: Settings, repo: Path) -> None:
         f"c.CourseDirectory.course_id = {settings.course_id!r}\n"
         f"c.Exchange.root = {settings.exchange!r}\n"
         "c.Exchange.assignment_dir = os.path.expanduser('~/exercises')\n"
-        "c.ExchangeFactory.submit = 'ste_course.classroom.exchange.PrivateSubmit'\n", SHARED)
+        "c.ExchangeFactory.submit = 'ste_course.classroom.exchange.PrivateSubmit'\n"
+        "c.ExchangeFactory.list = 'ste_course.classroom.exchange.FeedbackList'\n", SHARED)
     copy_tree(repo / "jupyter-config" / "instructor", settings.instructor_config, SHARED_DIR, SHARED)
+    # formgrader's maths offline: MathJax 2 from the server's own static files, through nbconvert's
+    # mathjax macro found first on the instructor's JUPYTER_PATH (hub/formgrader-templates)
+    atomic_write(Path(settings.instructor_config) / "jupyter_server_config.py",
+                 "# Written by `ste-course hub`: MathJax 2 for formgrader, served as static/mathjax2/.\n"
+                 "c = get_config()  # noqa: F821\n"
+                 f"c.ServerApp.extra_static_paths = [{str(DEFAULT_STATIC)!r}]\n", SHARED)
+    if settings.instructor_data:
+        copy_tree(repo / "hub" / "formgrader-templates", settings.instructor_data, SHARED_DIR, SHARED)
     set_modes(state / "config", SHARED_DIR, SHARED)
 
 
@@ -307,6 +318,7 @@ def prepare(roster: Path, repo: Path, state: Path, exchange_root: Path, *, instr
                         port=port, hub_port=free_port(), proxy_api_port=free_port(),
                         student_config=str(state / "config" / "student"),
                         instructor_config=str(state / "config" / "instructor"),
+                        instructor_data=str(state / "config" / "instructor-data"),
                         checks=install_checks(repo, state))
     settings.problems = problems
     write_user_config(state, settings, repo)

@@ -133,6 +133,9 @@ def add_commands(sub, root: Path) -> None:
     h.set_defaults(func=cmd_hub, root=root)
     p = sub.add_parser("publish", help="copy released assignments (exercises/) to the exchange's outbound")
     p.add_argument("assignment", nargs="+", help="one or more assignments of exercises/, e.g. 03_ste (required)")
+    p.add_argument("--exercises", type=Path, default=argparse.SUPPRESS,
+                   help="the released assignments, e.g. the checkout's from the instructor's hub terminal "
+                        "(default: the course's exercises/)")
     _exchange_options(p, course)
     p.set_defaults(func=cmd_publish)
     c = sub.add_parser("collect", help="copy the latest submissions from the exchange into SUBMISSIONS/ for grade")

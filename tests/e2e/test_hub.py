@@ -209,8 +209,11 @@ def test_a_hand_grade_in_formgrader_on_the_hub_reaches_the_student(hub, browser)
     if not [p for p in (hub.exchange / hub.course / "inbound").iterdir() if p.name.startswith(f"{a}+")]:
         context, _page = fetch_and_submit(browser, hub, a, correct=True)  # this test run alone
         context.close()
-    # the instructor's terminal on the hub: collect (the graders' group reads inbound) and grade
-    # (the unprivileged sandbox) into ~/graded, no root
+    # the instructor's terminal on the hub, no root: publish again (the graders write outbound),
+    # collect (the graders' group reads inbound, secrets included) and grade (the unprivileged
+    # sandbox) into ~/graded
+    out = as_instructor(hub, "publish", ASSIGNMENT, "--exercises", str(ROOT / "exercises"), *exchange)
+    assert f"published {ASSIGNMENT}" in out, out
     submitted = home / "submitted"
     as_instructor(hub, "collect", "--out", str(submitted), "--student", a, *exchange)
     as_instructor(hub, "grade", str(submitted), "--out", str(home / "graded"), "--assignment", ASSIGNMENT,
@@ -230,11 +233,15 @@ def test_a_hand_grade_in_formgrader_on_the_hub_reaches_the_student(hub, browser)
         page.fill("#password_input", hub.passwords[hub.instructor])
         page.click("#login_submit")
         page.wait_for_url(re.compile(re.escape(hub.url) + rf"/user/{hub.instructor}/lab.*"), timeout=UI_TIMEOUT)
-        page.goto(f"{hub.url}/user/{hub.instructor}/formgrader/submissions/{submission}/")
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"{hub.url}/user/{hub.instructor}/formgrader/submissions/{submission}/")
         score = page.locator(f"input.score#{grade_id}")
         score.wait_for(timeout=UI_TIMEOUT)
+        # the notebook's maths ($+1$, ...) typeset by the MathJax 2 the instructor's server serves
+        page.locator(".MathJax_CHTML").first.wait_for(timeout=UI_TIMEOUT)
+        assert not [e for e in errors if "MathJax" in e], errors
         page.wait_for_load_state("networkidle")  # formgrader's views are bound to the inputs
         score.fill("1")
         score.press("Tab")  # formgrader saves on change
@@ -257,14 +264,9 @@ def test_a_hand_grade_in_formgrader_on_the_hub_reaches_the_student(hub, browser)
     assert manual[grade_id] == 1.0 != max_score, (manual, errors)
     assert comments == [comment], (comments, errors)
 
-    # return-feedback gives each page to its student: root's step. Its submissions folder is root's
-    # own collect: the graders cannot read a submission's submission_secret.txt (nbgrader writes it
-    # with the student's group after copytree took the folder's setgid away), so the instructor's
-    # collect above has the notebooks but not the secrets.
-    secrets_from = hub.base / "submitted-root"
-    ste_course("collect", "--out", str(secrets_from), "--student", a, *exchange)
-    out = ste_course("return-feedback", "--graded", str(graded), "--submissions", str(secrets_from),
-                     "--student", a, *exchange)
+    # return-feedback from the instructor's terminal too (the graders write feedback/)
+    out = as_instructor(hub, "return-feedback", "--graded", str(home / "graded"), "--submissions", str(submitted),
+                        "--student", a, *exchange)
     assert "1 feedback page(s) returned" in out, out
     context, page = login(browser, hub, a)
     try:
@@ -272,7 +274,11 @@ def test_a_hand_grade_in_formgrader_on_the_hub_reaches_the_student(hub, browser)
         submitted_row = page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
         submitted_row.get_by_role("button", name="Fetch Feedback").click(timeout=UI_TIMEOUT)
         page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first \
-            .get_by_text("view feedback").wait_for(timeout=UI_TIMEOUT)
+            .get_by_text("view feedback").click(timeout=UI_TIMEOUT)
+        # the link shows the feedback folder with the page selected (exchange.FeedbackList)
+        selected = page.locator(".jp-DirListing-item.jp-mod-selected")
+        selected.first.wait_for(timeout=UI_TIMEOUT)
+        assert selected.inner_text().strip().startswith(f"{ASSIGNMENT}.html"), selected.inner_text()
         pages = sorted((hub.home(a) / "exercises" / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html"),
                        key=lambda p: p.stat().st_mtime)
         page.goto(f"{hub.url}/user/{a}/files/{pages[-1].relative_to(hub.home(a)).as_posix()}")
