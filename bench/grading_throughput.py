@@ -156,7 +156,7 @@ def main(argv=None):
         (work / "secret").write_text("bench-secret\n")
         common = ["--solutions", solutions]
         run([sys.executable, "-c", "from ste_course.authoring.source import load_assignments\n"
-             "from ste_course.specs.derive import derive_all\n"
+             "from ste_course.authoring.derive import derive_all\n"
              f"derive_all(c for nbs in load_assignments({str(solutions)!r}).values() for nb in nbs "
              "for c in nb.grade_cells)"], work, env)  # the forbid lists' cache: not timed
 

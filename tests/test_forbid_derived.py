@@ -2,10 +2,13 @@
 
 03_ste answered as ``h = ste_utils.ste_heaviside(x, c); return h + tf.stop_gradient(sign(x) - h)``
 scored its gradient parts: ``ste_heaviside`` has ``ste_sign``'s clipped backward and was not on
-the hand-written list. The grader now derives the list (:mod:`ste_course.specs.derive`); the
+the hand-written list. The grader now derives the list (:mod:`ste_course.authoring.derive`); the
 graded attack is ``sibling-ste-heaviside`` in ``tests/adversarial/cases.py``. Here: the derived
 lists, and the proof cell ``ste-course check`` appends to a solution, run on 03's own answers
-(in this process: no worker), catching the sibling when the list is the hand one.
+(in this process: no worker), catching the sibling when the list is the hand one. And the siblings
+the first derivation missed (red team RT1; graded in ``tests/adversarial/test_forbid_run.py``): a
+sibling with one parameter more (``lsq_plus_quantize(x, step, 0.0, bits)`` is LSQ), a private
+helper (``discrete._pass_through``), and the functions returning the same private helper.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import pytest
 
 from ste_course.authoring import selfcheck
 from ste_course.authoring.source import load_notebook
-from ste_course.specs.derive import derived_forbids
+from ste_course.authoring import derive
+from ste_course.authoring.derive import derived_forbids
 
 ROOT = Path(__file__).resolve().parent.parent
 STE = ROOT / "solutions" / "03_ste" / "03_ste.ipynb"
@@ -34,6 +38,38 @@ def test_the_sibling_with_the_same_backward_is_derived_for_the_gradient_parts_on
     # its forward is {0, 1}, not the sign: it gives no value part's answer
     assert "ste_utils.ste_heaviside" not in derived["ste_sign_stop_gradient/value"]
     assert "ste_utils.ste_sign" in derived["ste_sign_stop_gradient/value"]
+
+
+def test_a_sibling_with_a_neutral_extra_parameter_or_a_private_helper_is_derived():
+    derived = derived_forbids(["lsq/value", "lsq/x_gradient", "lsq/step_gradient", "stop_gradient/straight_through"])
+    for part in ("lsq/value", "lsq/x_gradient", "lsq/step_gradient"):
+        assert {"ste_utils.lsq_plus_quantize", "ste_utils._learned_grid"} <= set(derived[part]), derived[part]
+    assert "ste_utils._pass_through" in derived["stop_gradient/straight_through"]
+    assert "ste_utils.vector_quantize" not in derived["stop_gradient/straight_through"]  # calls it, not returns it
+
+
+def test_functions_returning_one_private_helper_are_one_mechanism():
+    cores = derive.library_cores()
+    assert cores["ste_utils.lsq_quantize"] == cores["ste_utils.lsq_plus_quantize"] == {"ste_utils._learned_grid"}
+    assert cores["ste_utils.dequantize"] == set()  # its helper checks an argument inside a larger expression
+    assert derive.same_mechanism({"ste_utils.lsq_quantize"}) == {
+        "ste_utils.lsq_quantize", "ste_utils.lsq_plus_quantize", "ste_utils._learned_grid"}
+    assert derive.same_mechanism({"ste_utils.ste_sign"}) == {"ste_utils.ste_sign"}
+
+
+def test_the_proof_wraps_a_sibling_with_an_extra_parameter():
+    """07's own ``lsq_quantize`` with the hand list: the proof finds ``lsq_plus_quantize`` scoring
+    (filled with offset 0), which the old call styles never tried."""
+    nb = load_notebook(ROOT / "solutions" / "07_lsq" / "07_lsq.ipynb", "07_lsq")
+    namespace: dict = {}
+    for cell in nb.cells:  # its cells up to the answer (imports, the answer)
+        if cell.cell_type == "code" and not cell.grade:
+            exec(compile(cell.source, "07_lsq", "exec"), namespace)  # noqa: S102 - our solution
+            if "def lsq_quantize" in cell.source:
+                break
+    hand_list = ["ste_utils.lsq_quantize"]
+    found = derive.prove_forbidden(namespace, [["test_lsq_value", "lsq/value", "lsq_quantize", hand_list]])
+    assert any("ste_utils.lsq_plus_quantize scores" in line for line in found), found
 
 
 def _proof_output(nb) -> str:

@@ -40,7 +40,7 @@ MAY_IMPORT = {
     "inside": {"checks", "specs", "evidence"},
     "checks": {"inside", "specs", "evidence"},
     "sandbox": {"inside", "untrusted", "files"},  # files: the uid leases' folder (a leaf mechanism)
-    "authoring": {"sandbox", "specs", "files", "untrusted"},
+    "authoring": {"sandbox", "specs", "evidence", "files", "untrusted"},  # evidence: derive.py grades probes as the judge does
     "record": {"authoring", "files", "untrusted"},
     "grading": {"record", "authoring", "sandbox", "checks", "specs", "evidence", "files", "untrusted"},
     "classroom": {"record", "specs", "files", "untrusted"},

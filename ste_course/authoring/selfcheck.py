@@ -9,7 +9,7 @@
 3. Every released notebook runs with errors only where a student has work to do: unfinished
    solution cells (``NotImplementedError``) and the tests that depend on them; no test passes.
 4. No sibling gives a part's answer: in each solution's kernel, after its last cell, every
-   public ``ste_utils`` function a check part does not forbid (:func:`ste_course.specs.derive.part_forbid`)
+   public ``ste_utils`` function a check part does not forbid (:func:`ste_course.authoring.derive.part_forbid`)
    is wrapped as a student would (``h = f(x, c); return h + tf.stop_gradient(solution(x, c) - h)``,
    and the converse) and graded on the part's probe inputs; one that scores is a problem.
 
@@ -27,7 +27,7 @@ from ste_course.authoring.source import load_assignments, load_notebook
 from ste_course.authoring.source import problems as source_problems
 from ste_course.authoring.source import warnings as source_warnings
 from ste_course.sandbox import Limits, Worker
-from ste_course.specs.derive import crashed, derive_all, part_forbid
+from ste_course.authoring.derive import crashed, derive_all, part_forbid
 
 ALLOWED_IN_RELEASE = ("NotImplementedError", "AssertionError", "CheckFailed", "NameError")
 PROOF_CELL = 1_000_000  # the index of the forbid proof's cell, after a solution's own cells
@@ -81,11 +81,11 @@ def forbid_parts(nb) -> list:
 
 
 def _proof_cell(nb) -> dict:
-    """The cell that runs :func:`~ste_course.specs.derive.prove_forbidden` in the solution's kernel
+    """The cell that runs :func:`~ste_course.authoring.derive.prove_forbidden` in the solution's kernel
     and prints what it finds."""
     parts = json.dumps(json.dumps(forbid_parts(nb)))
     return {"index": PROOF_CELL, "locked": False, "source": (
-        "from ste_course.specs.derive import prove_forbidden as _prove_forbidden\n"
+        "from ste_course.authoring.derive import prove_forbidden as _prove_forbidden\n"
         f"print('\\n'.join(_prove_forbidden(globals(), __import__('json').loads({parts}))))")}
 
 

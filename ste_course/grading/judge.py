@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ste_course.authoring.source import SourceNotebook, hidden_lines
 from ste_course.checks import compare, draw_cases, encode_case, get_spec, stable_seed, student_case
 from ste_course.specs.declarative import DECLARED
-from ste_course.specs.derive import part_forbid
+from ste_course.authoring.derive import part_forbid
 
 
 @dataclass

@@ -150,7 +150,7 @@ def _start_judge(sources, secret, context, late):
     import ste_course.specs  # noqa: F401 - the specs (their references import TensorFlow: _warm)
     from ste_course.grading.fingerprint import inputs  # noqa: F401 - what planning and pages import,
     from ste_course.record import feedback, gradebook, recorder  # noqa: F401 - before _warm's thread
-    from ste_course.specs.derive import derive_all
+    from ste_course.authoring.derive import derive_all
 
     threading.Thread(target=_warm, name="ste-judge-warm", daemon=True).start()
 

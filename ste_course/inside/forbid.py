@@ -3,8 +3,8 @@ tripwires. Runs in the student's kernel (inside the sandbox when grading).
 
 A test cell's metadata may name reference functions (``"forbid": ["ste_utils.ste_sign"]``); the
 key marks a part that asks for the student's own implementation, and the grader adds every
-public ``ste_utils`` function whose forward or backward gives the part's answer, derived by
-probing (:mod:`ste_course.specs.derive`; ``ste-course check`` proves the list complete).
+``ste_utils`` function (private helpers too) whose forward or backward gives the part's answer,
+derived by probing (:mod:`ste_course.authoring.derive`; ``ste-course check`` proves the list complete).
 When grading, the harness arms one :class:`Tripwire` for every function any part of the notebook
 forbids before the first cell runs and keeps it until the process ends
 (:meth:`ste_course.inside.kernel.GradingSession.arm`):

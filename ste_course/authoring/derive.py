@@ -1,44 +1,88 @@
 """Forbid by derivation: which ``ste_utils`` functions would give a check's answer.
 
 A part that grades a straight-through estimator must be the student's own work, so it forbids
-every public ``ste_utils`` function whose forward *or* backward gives its answer. That list is
-derived, never kept by hand: :func:`derived_forbid` evaluates each public function on the
+every ``ste_utils`` function whose forward *or* backward gives its answer. That list is derived,
+never kept by hand: :func:`derived_forbid` evaluates every function the library's modules define
+(private helpers too: ``discrete._pass_through(x, result)`` is ``straight_through``) on the
 spec's probe inputs (the visible cases and the first hidden ones of the instructor's stand-in
-seed), called as a student would wrap it (``f(x, *args, **kwargs)``, ``f(x, *values)``,
-``f(x)``), and compares each output of the spec (e.g. ``value``, ``gradient``) with the
-reference, one output at a time. A function matching an output that a trivial answer
-(identity, zeros) does not match gives that output: wrapped as in
-``h = f(x, c); return h + tf.stop_gradient(sign(x) - h)`` it would score, so it is forbidden.
+seed), called as a student would wrap it (:func:`call_styles`: ``f(x, *args, **kwargs)``,
+``f(x, *values)``, ``f(x)``, without keywords ``f`` does not take, and with an extra parameter
+filled with 0 at each place, as ``lsq_plus_quantize(x, step, 0.0, bits)`` is LSQ), and compares
+each output of the spec (e.g. ``value``, ``gradient``) with the reference, one output at a time.
+A function matching an output that a trivial answer (identity, zeros) does not match gives that
+output: wrapped as in ``h = f(x, c); return h + tf.stop_gradient(sign(x) - h)`` it would score,
+so it is forbidden. So is every function that returns the same private helper as a forbidden one
+(:func:`same_mechanism`, from the library's call graph read with ``ast``: ``lsq_quantize`` and
+``lsq_plus_quantize`` both return ``_learned_grid``), and that helper.
 
-Runs in the grader and in ``ste-course check`` (never in the sandbox while grading): each
-spec's list is computed once per process (~0.2 s for an elementwise spec).
+Runs in the grader and in ``ste-course check`` (never in the sandbox while grading), in a child
+process, cached on disk by a digest of the code it depends on (:func:`derived_forbids`).
 :func:`prove_forbidden` is ``ste-course check``'s proof, run in the solution's own kernel.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 
 from ste_course.evidence import encode_array
+from ste_course.files import atomic_write
 from ste_course.specs.base import SOLUTION_HIDDEN_SEED, compare, draw_cases, get_spec, student_case
 
 PROBE_HIDDEN_CASES = 3  # hidden cases of the stand-in seed probed besides the visible ones
 
 
-def public_functions() -> dict:
-    """``{"ste_utils.<name>": function}`` for every plain function ``ste_utils`` exports."""
+def library_functions() -> dict:
+    """``{"ste_utils.<name>": function}`` for every function defined in a module of ``ste_utils``
+    that ``import ste_utils`` loads, private helpers included (``discrete._pass_through`` is an
+    answer as much as ``straight_through`` is). Labelled as the tripwires label them
+    (:func:`ste_course.inside.forbid.reference_codes`: the first name a function has, ``ste_utils``
+    first, then its modules in order)."""
+    import sys
+
     import ste_utils
 
-    return {f"ste_utils.{name}": getattr(ste_utils, name) for name in ste_utils.__all__
-            if inspect.isfunction(getattr(ste_utils, name, None))}
+    found, seen = {}, set()
+    modules = [m for n, m in sorted(sys.modules.items()) if n == "ste_utils" or n.startswith("ste_utils.")]
+    for module in [ste_utils] + [m for m in modules if m is not ste_utils]:
+        names = ste_utils.__all__ if module is ste_utils else sorted(vars(module))
+        for name in names:
+            f = getattr(module, name, None)
+            if inspect.isfunction(f) and f.__module__.startswith("ste_utils") and f not in seen:
+                seen.add(f)
+                found.setdefault(f"ste_utils.{name}", f)
+    return found
+
+
+NEUTRAL = 0.0  # what fills a sibling's extra parameter (an offset of 0, a False flag)
 
 
 def call_styles(f):
     """``f`` called the ways a student wraps a sibling: all arguments, parameters positionally
-    (``ste_heaviside(x, clip_value)`` for ``clip_value=...``), ``x`` alone."""
+    (``ste_heaviside(x, clip_value)`` for ``clip_value=...``), ``x`` alone, without the keywords
+    ``f`` does not take (its defaults instead), and with one extra parameter filled with a neutral
+    value at each place (``lsq_plus_quantize(x, step, 0.0, bits, ...)``: LSQ+ with offset 0 is
+    LSQ)."""
+    try:
+        params = inspect.signature(f).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    def own_keywords(x, *a, **k):
+        return f(x, *a, **{n: v for n, v in k.items() if takes_any or n in params})
+
+    def neutral_at(j, by_name):
+        def style(x, *a, **k):
+            a = a[:j] + (NEUTRAL,) + a[j:]
+            return f(x, *a, **k) if by_name else f(x, *a, *k.values())
+        return style
+
     return (lambda x, *a, **k: f(x, *a, **k),
             lambda x, *a, **k: f(x, *a, *k.values()),
-            lambda x, *a, **k: f(x))
+            lambda x, *a, **k: f(x),
+            own_keywords,
+            *(neutral_at(j, by_name) for j in range(8) for by_name in (True, False)))
 
 
 def _call_shape(spec, case):
@@ -64,11 +108,36 @@ def candidate_styles(spec, case, f) -> list:
     styles = call_styles(f)
     shape = _call_shape(spec, case)
     if shape is None:
-        return list(styles)
+        return list(styles[:3])
     x, args, kwargs = shape
     distinct = [styles[0]] + ([styles[1]] if kwargs else []) + ([styles[2]] if args or kwargs else [])
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):
+        return _running(distinct, x, args, kwargs)
+
+    def binds(*a, **k):
+        try:
+            signature.bind(x, *a, **k)
+            return True
+        except TypeError:
+            return False
+
+    values = tuple(kwargs.values())
+    if kwargs and not binds(*args, **kwargs):  # a keyword it does not take: its default instead
+        distinct.append(styles[3])
+    if not binds(*args, **kwargs):  # e.g. one parameter more than the call: filled at each place
+        for j in range(min(len(args) + 1, 8)):
+            a = args[:j] + (NEUTRAL,) + args[j:]
+            distinct += [style for style, ok in ((styles[4 + 2 * j], binds(*a, **kwargs)),
+                                                  (styles[5 + 2 * j], kwargs and binds(*a, *values))) if ok]
+    return _running(distinct, x, args, kwargs)
+
+
+def _running(styles, x, args, kwargs) -> list:
+    """The ``styles`` whose plain forward on the spec's call runs."""
     kept = []
-    for style in distinct:
+    for style in styles:
         try:
             style(x, *args, **kwargs)
         except Exception:  # noqa: BLE001 - cannot even run forward: gives nothing
@@ -108,7 +177,7 @@ def probe_cases(spec) -> list:
 
 
 def _derive(spec_name: str, skip=()):
-    """Yields ``(label, gives)`` for each public function of ``spec_name`` (in this process)."""
+    """Yields ``(label, gives)`` for each :func:`library_functions` entry on ``spec_name`` (in this process)."""
     spec = get_spec(spec_name)
     cases = probe_cases(spec)
     try:
@@ -120,10 +189,66 @@ def _derive(spec_name: str, skip=()):
     trivial = set()
     for control in (lambda x, *a, **k: x, lambda x, *a, **k: tf.zeros_like(x)):
         trivial |= _matches(spec, cases, references, control)
-    for label, f in public_functions().items():
+    for label, f in library_functions().items():
         if label not in skip:
             yield label, any(_matches(spec, cases, references, style) - trivial
                              for style in candidate_styles(spec, cases[0], f))
+
+
+def _returned_helpers(tree) -> dict:
+    """``{function: private helpers it returns}`` for the module-level functions of a module's
+    ``ast``: the private module-level function whose call is the whole value of one of its own
+    ``return`` statements (not in nested functions), e.g. ``lsq_quantize -> {_learned_grid}``
+    (a helper called inside a larger expression, such as a check of an argument, is not one)."""
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    returned = {}
+    for name, node in functions.items():
+        found, todo = set(), list(node.body)
+        while todo:
+            stmt = todo.pop()
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                continue
+            if isinstance(stmt, ast.Return):
+                call = stmt.value
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) \
+                        and call.func.id.startswith("_") and call.func.id in functions:
+                    found.add(call.func.id)
+            else:
+                todo.extend(ast.iter_child_nodes(stmt))
+        returned[name] = found
+    return returned
+
+
+def library_cores() -> dict:
+    """``{"ste_utils.<name>": private helpers its result comes from, transitively}`` for every
+    module-level function of ``ste_utils``, read from the source with ``ast`` (no import): two
+    functions whose results come from one helper are one mechanism (``lsq_quantize`` and
+    ``lsq_plus_quantize`` both return ``_learned_grid``)."""
+    import importlib.util
+    from pathlib import Path
+
+    library = Path(importlib.util.find_spec("ste_utils").origin).parent  # found, not imported
+    cores = {}
+    for path in sorted(library.glob("*.py")):
+        returned = _returned_helpers(ast.parse(path.read_text(encoding="utf-8")))
+        for name in returned:
+            reached, todo = set(), list(returned[name])
+            while todo:
+                helper = todo.pop()
+                if helper not in reached:
+                    reached.add(helper)
+                    todo.extend(returned.get(helper, ()))
+            cores.setdefault(f"ste_utils.{name}", {f"ste_utils.{h}" for h in reached})
+    return cores
+
+
+def same_mechanism(labels) -> set:
+    """``labels`` with every function that shares a core helper with one of them
+    (:func:`library_cores`), and those helpers."""
+    cores = library_cores()
+    shared = set().union(*(cores.get(label, set()) | ({label} if label.rpartition(".")[2].startswith("_") else set())
+                           for label in labels)) if labels else set()
+    return set(labels) | shared | {label for label, core in cores.items() if core & shared}
 
 
 def _code_digest() -> str:
@@ -134,9 +259,9 @@ def _code_digest() -> str:
 
     library = Path(importlib.util.find_spec("ste_utils").origin).parent  # found, not imported (TensorFlow)
     digest = hashlib.sha256()
-    for folder in (library, Path(__file__).parent):
-        for path in sorted(folder.glob("*.py")):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    specs = Path(importlib.util.find_spec("ste_course.specs").origin).parent
+    for path in sorted(library.glob("*.py")) + sorted(specs.glob("*.py")) + [Path(__file__)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -144,8 +269,8 @@ _DERIVED: dict = {}
 
 
 def derived_forbids(spec_names) -> dict:
-    """``{spec name: sorted labels}``: the public ``ste_utils`` functions whose forward or
-    backward gives an output of each spec.
+    """``{spec name: sorted labels}``: the ``ste_utils`` functions whose forward or backward
+    gives an output of each spec, and those of the same mechanism (:func:`same_mechanism`).
 
     Computed in a child process (calling library functions on inputs they were not written for
     can crash TensorFlow itself: a crash while probing a function means it gives nothing, and the
@@ -174,7 +299,7 @@ def derived_forbids(spec_names) -> dict:
         crashed: dict = {name: [] for name in missing}
         while missing:
             request = json.dumps({"specs": missing, "done": done})
-            child = subprocess.run([sys.executable, "-m", "ste_course.specs.derive"], input=request,
+            child = subprocess.run([sys.executable, "-m", "ste_course.authoring.derive"], input=request,
                                    capture_output=True, text=True, timeout=1800)
             probing = None
             for line in child.stdout.splitlines():
@@ -190,17 +315,14 @@ def derived_forbids(spec_names) -> dict:
             done[probing[0]][probing[1]] = False  # it crashed probing this one: it gives nothing
             crashed[probing[0]].append(probing[1])
         for name in missing:
-            stored[name] = sorted(label for label, gives in done[name].items() if gives)
+            stored[name] = sorted(same_mechanism({label for label, gives in done[name].items() if gives}))
             stored[f"crashed {name}"] = sorted(crashed[name])
         _DERIVED.update({n: tuple(stored[n]) for n in wanted})
         _DERIVED.update({f"crashed {n}": tuple(stored.get(f"crashed {n}", ())) for n in wanted})
         if missing:
             try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps({k: v for k, v in stored.items() if k.rpartition(" ")[2] not in DECLARED},
-                                          sort_keys=True))
-                os.replace(tmp, cache)
+                kept = {k: v for k, v in stored.items() if k.rpartition(" ")[2] not in DECLARED}
+                atomic_write(cache, json.dumps(kept, sort_keys=True), parents=True)
             except OSError:
                 pass
     return {n: _DERIVED[n] for n in spec_names}
@@ -243,7 +365,7 @@ def derive_all(cells) -> None:
 def prove_forbidden(namespace: dict, parts: list) -> list:
     """``ste-course check``'s proof, run in the solution's kernel: for each part
     (``[grade_id, spec name, object expression, forbidden labels]``) whose object is a plain
-    function, every public ``ste_utils`` function not forbidden is wrapped as a student would
+    function, every ``ste_utils`` function not forbidden is wrapped as a student would
     (its backward with the solution's forward, ``h + tf.stop_gradient(solution - h)``, and its
     forward with the solution's backward) and graded on the spec's probe cases. Returns one line
     per wrapper that scores (it should have been forbidden)."""
@@ -279,7 +401,7 @@ def prove_forbidden(namespace: dict, parts: list) -> list:
         # e.g. the solution's forward alone passes a part that checks values only.
         informative = [k for k in range(2) if not any(
             scores(wrappers(control)[k]) for control in (lambda x, *a, **kw: x, lambda x, *a, **kw: tf.zeros_like(x)))]
-        for label, f in public_functions().items():
+        for label, f in library_functions().items():
             if label in forbid or not informative:
                 continue
             if any(scores(wrappers(style)[k]) for style in candidate_styles(spec, cases[0], f) for k in informative):
@@ -288,7 +410,7 @@ def prove_forbidden(namespace: dict, parts: list) -> list:
 
 
 def main() -> None:
-    """``python -m ste_course.specs.derive`` < ``{"specs": [...], "done": {spec: {label: bool}}}``:
+    """``python -m ste_course.authoring.derive`` < ``{"specs": [...], "done": {spec: {label: bool}}}``:
     ``probing SPEC LABEL`` before each function, ``gives SPEC LABEL yes|no`` after (skipping
     those done)."""
     import json
@@ -300,7 +422,7 @@ def main() -> None:
     for name in request["specs"]:
         done = request["done"].get(name, {})
         results = _derive(name, set(done))
-        for label in (l for l in public_functions() if l not in done):
+        for label in (l for l in library_functions() if l not in done):
             print(f"probing {name} {label}", flush=True)
             got, gives = next(results, (label, False))
             print(f"gives {name} {got} {'yes' if gives else 'no'}", flush=True)
