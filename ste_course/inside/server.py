@@ -66,7 +66,7 @@ MAX_JOB_BYTES = 256 * 2**20
 MAX_EVENT_DEPTH = 32  # an event nested deeper is not the harness's (see decode_event)
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
 PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 36, 38, 47, 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -209,10 +209,30 @@ def _seal(scratch_bytes: int, shm_bytes: int) -> None:
             f.write(text)
     _libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
     _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    kept = _code_under(SCRATCH)  # opened before the tmpfs hides them
     for target, size in ((SCRATCH, scratch_bytes), ("/dev/shm", shm_bytes)):
         if os.path.isdir(target):
             _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
                    f"size={int(size)},nr_inodes=65536,mode=0700,uid={uid},gid={gid}")
+    for path, fd in kept:  # the code the notebook imports stays where it was, with its mounts' flags
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+        os.close(fd)
+
+
+def _code_under(scratch: str) -> list:
+    """``[(folder, O_PATH descriptor)]``: the top folders below ``scratch`` that hold what this
+    process imports from (``sys.path``, the interpreter, the virtual environment). A checkout or
+    a virtual environment may live in ``/tmp`` (a CI clone, ``mktemp -d``); the notebook's own
+    tmpfs on ``scratch`` must not hide it. Under bubblewrap such a folder holds only what the
+    sandbox bound read-only; bind mounts keep those flags."""
+    roots = set()
+    for path in [*sys.path, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)]:
+        real = os.path.realpath(path or ".")
+        rel = os.path.relpath(real, scratch)
+        if rel != "." and not rel.startswith("..") and os.path.isdir(real):
+            roots.add(os.path.join(scratch, rel.split(os.sep)[0]))
+    return [(root, os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)) for root in sorted(roots)]
 
 
 def _drop_all() -> None:
