@@ -433,7 +433,8 @@ def refused(number, *args):
     return libc.syscall(number, *args) == -1 and ctypes.get_errno()
 seen = {{"unshare": refused({SYSCALLS['unshare']}, 0x10000000),
         "pdeathsig": refused({SYSCALLS['prctl']}, 1, 15, 0, 0, 0),
-        "clone3": refused({SYSCALLS['clone3']}, None, 0)}}
+        "clone3": refused({SYSCALLS['clone3']}, None, 0),
+        "io_uring": refused({SYSCALLS['io_uring_setup']}, 8, None)}}
 thread = threading.Thread(target=lambda: seen.update(thread=True))
 thread.start()
 thread.join()
@@ -445,7 +446,7 @@ print(json.dumps(seen))
 def test_the_filter_refuses_namespaces_and_a_death_signal_and_lets_processes_start(worker):
     ends = _ends(worker.run(_job("filter", FILTER_PROBE)))
     seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
-    assert seen == {"unshare": 1, "pdeathsig": 1, "clone3": 38, "thread": True, "spawned": "42"}, seen
+    assert seen == {"unshare": 1, "pdeathsig": 1, "clone3": 38, "io_uring": 1, "thread": True, "spawned": "42"}, seen
 
 
 LEASE = r"""
@@ -483,3 +484,13 @@ def test_root_never_leases_in_a_folder_a_student_made(tmp_path, make):
                          capture_output=True, text=True, timeout=60, cwd="/")
     assert out.returncode == 0, out.stderr
     assert "refused:" in out.stdout and "in the target: []" in out.stdout, out.stdout
+
+
+def test_the_filter_is_built_for_both_architectures_and_fails_closed_elsewhere():
+    from ste_course.inside.seccomp import program
+
+    for machine in ("x86_64", "aarch64"):
+        code = program(machine)
+        assert code[-1][3] & 0xFFFF == 38 and all(0 <= jt <= 255 and 0 <= jf <= 255 for _, jt, jf, _ in code)
+    with pytest.raises(ValueError, match="riscv64"):
+        program("riscv64")
