@@ -1,7 +1,7 @@
 """A whole term of grading (issue 12): the gradebook is the one record; re-grades, hand edits,
 late work and exports stay consistent.
 
-``test_simulated_term`` is the README's walk-through ("A simulated term") on a scratch course
+``test_simulated_term`` is docs/term.md's walk-through ("A simulated term") on a scratch course
 (the adversarial fixture's one assignment, 2 + 3 points), graded for real by one fork server
 without the sandbox (the sandbox is not what is tested here). The other tests run the parent's
 stages only, with the ``Replay`` executor of ``test_containment`` (no TensorFlow).

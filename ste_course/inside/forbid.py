@@ -26,7 +26,7 @@ forbids before the first cell runs and keeps it until the process ends
   student code counts as a call).
 
 A call while a part runs is that part's evidence; any other call is reported with the cell's
-``end`` event and costs every part that forbids the function (:func:`ste_course.judge.judge`).
+``end`` event and costs every part that forbids the function (:func:`ste_course.grading.judge.judge`).
 
 What it does not see: the reference re-created from its source text or bytecode
 (``importlib.reload``, ``exec`` of the file, ``marshal`` of the ``.pyc``, the code copied into

@@ -6,7 +6,7 @@ hidden-test markers). Two modes:
 * **Grading** (inside the sandbox): the harness installs a :class:`GradingSession` holding the
   cases the grader drew for this submission; ``check`` only runs the student's code on them
   (:func:`collect`) and keeps the evidence as plain data, which the harness writes out at the end
-  of the cell. Nothing is judged here: the grader judges outside (:mod:`ste_course.judge`).
+  of the cell. Nothing is judged here: the grader judges outside (:mod:`ste_course.grading.judge`).
 * **The student's own kernel** (Jupyter, Validate, ``ste-course check``): draw the visible cases
   (or the instructor's stand-in hidden ones), run, compare with ``ste_utils`` and raise
   :class:`CheckFailed`, whose display is the message alone (no frames of this package).
