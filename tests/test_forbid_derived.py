@@ -104,3 +104,26 @@ def test_check_fails_with_the_hand_list(ste, monkeypatch):
     assert "[test_custom_gradient_gradient]" in found
     assert "_value]" not in found  # the value parts: the solution's own forward scores alone
     json.dumps(selfcheck.forbid_parts(ste))  # plain data for the cell
+
+
+@pytest.mark.parametrize("spec_name, answer, label", [
+    ("deploy/requantize", lambda acc, m, e, z: __import__("ste_utils").integer.requantize(acc, m, e, z),
+     "ste_utils.quantize_affine"),  # int32 in, int8 out: zeros like x do not run
+    ("proxies/derivative", lambda name, x: __import__("ste_utils").PROXIES[name].derivative(x),
+     "ste_utils._pass_through"),  # x is the proxy's name
+    ("jacobian/straight_through", lambda x, r: __import__("ste_utils").straight_through_jacobian(x, r),
+     "ste_utils._sum_to_shape"),  # the answer is (n, 2n): zeros like x do not broadcast
+])
+def test_the_proof_does_not_blame_a_sibling_when_a_wrapper_of_zeros_scores_too(spec_name, answer, label):
+    # h + stop_gradient(solution - h) has the solution's value for any h that runs: on a part
+    # that checks values only it shows nothing about f, whatever the dtype or shape of x.
+    others = [name for name in derive.library_functions() if name != label]
+    found = derive.prove_forbidden({"answer": answer}, [["t", spec_name, "answer", others]])
+    assert found == [], found
+    # ... while the function that does give the answer, left unforbidden, still scores.
+    real = {"deploy/requantize": "ste_utils.requantize", "jacobian/straight_through":
+            "ste_utils.straight_through_jacobian"}.get(spec_name)
+    if real:
+        others = [name for name in derive.library_functions() if name != real]
+        found = derive.prove_forbidden({"answer": answer}, [["t", spec_name, "answer", others]])
+        assert found == [f"[t] {spec_name}: an answer wrapping {real} scores; it is not forbidden"], found

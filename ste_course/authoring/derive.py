@@ -398,9 +398,13 @@ def prove_forbidden(namespace: dict, parts: list) -> list:
             return bool(outputs) and _matches(spec, cases, references, w) == outputs
 
         # A wrapper that scores with a trivial sibling (identity, zeros) shows nothing about f:
-        # e.g. the solution's forward alone passes a part that checks values only.
-        informative = [k for k in range(2) if not any(
-            scores(wrappers(control)[k]) for control in (lambda x, *a, **kw: x, lambda x, *a, **kw: tf.zeros_like(x)))]
+        # e.g. the solution's forward alone passes a part that checks values only. The zeros are
+        # also the solution's own shape and dtype: zeros like ``x`` do not even run when the answer
+        # is another dtype (int32 accumulators to int8), another shape (a Jacobian) or ``x`` is
+        # not a tensor (a proxy's name), and any sibling that runs would then seem to score.
+        controls = (lambda x, *a, **kw: x, lambda x, *a, **kw: tf.zeros_like(x),
+                    lambda x, *a, **kw: tf.zeros_like(solution(x, *a, **kw)))
+        informative = [k for k in range(2) if not any(scores(wrappers(control)[k]) for control in controls)]
         for label, f in library_functions().items():
             if label in forbid or not informative:
                 continue
