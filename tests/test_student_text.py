@@ -9,8 +9,12 @@ student's. The formgrader side (attack 2) is ``tests/e2e/test_formgrader_student
 
 from __future__ import annotations
 
+import random
+import re
+import time
 from html.parser import HTMLParser
 
+import pytest
 from nbconvert.filters.markdown import markdown2html
 
 from ste_course.record.feedback import render_feedback
@@ -94,3 +98,33 @@ def test_student_markdown_stays_inert_through_a_second_markdown_pass():
 def test_maths_is_mathml_and_text_is_kept():
     html = student_html("The window $|x| \\le 1$ and\n\n$$\\int_0^1 x\\,dx$$\n\n**bold** & <b>b</b>")
     assert "<math" in html and "<strong>bold</strong>" in html and "&amp;" in html and "<b>b</b>" in html
+
+
+# A written answer of unclosed TeX openers (red team, round 2): the regular expression that found
+# formulas tried every opener to the end of the text, so one cell of 200,000 characters (the most
+# preflight lets through) took 71 s to render, once on the feedback page and again for
+# autograded/, while the bounded pipeline's sandboxes waited. The scanner is one pass.
+REFERENCE_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)|\\\((.+?)\\\)",
+                            re.S)
+
+
+def test_the_formula_scanner_finds_what_the_regular_expression_found():
+    from ste_course.record.sanitize import _math_spans
+
+    pieces = ["$", "$$", "\\[", "\\]", "\\(", "\\)", "a", " ", "\n", "1", "\\", "x^2"]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        expected = [(m.start(), m.end(), next(g for g in m.groups() if g is not None),
+                     m.group(1) is not None or m.group(2) is not None) for m in REFERENCE_MATH.finditer(text)]
+        assert list(_math_spans(text)) == expected, text
+
+
+@pytest.mark.parametrize("opener", ["\\[", "\\(", "$$", "$a", "\\[\\("])
+def test_a_cell_of_unclosed_formulas_renders_in_linear_time(opener):
+    from ste_course.record.sanitize import student_html
+
+    text = (opener * 200_000)[:200_000]  # one cell at preflight's limit
+    start = time.perf_counter()
+    student_html(text)
+    assert time.perf_counter() - start < 5.0  # linear: well under a second; the old scan: 71 s
