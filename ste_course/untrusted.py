@@ -190,6 +190,8 @@ def read_own(root: Path, parts: tuple, limit: int, what: str = "the file") -> by
 # What ``ste-course collect`` writes beside a collected submission's files: one line per file
 # :func:`walk_own_tree` left out, ``<shown path>\t<why>``; a dot name, so never a student's.
 LEFT_OUT = ".left_out.txt"
+MAX_TREE_PATH_BYTES = 1024  # a path inside a walked folder, in bytes (PATH_MAX is 4096)
+MAX_TREE_FOLDERS = 8  # folders a walked file may lie in, below the walked folder
 
 
 @dataclass
@@ -215,16 +217,19 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
     """The regular files under the folder ``root/parts...`` (opened as :func:`open_own` opens it),
     walked by file descriptor: every folder and file is opened with ``O_NOFOLLOW`` relative to
     its parent's descriptor, so no link is followed at any level, even one swapped in during the
-    walk. Links, names starting with ``.``, FIFOs, devices, files larger than ``file_limit`` and
-    files beyond the first ``max_files`` are left out (each but the dot names in ``left_out``, with
-    why, so collect can say it). The owner and change times come from the
+    walk. Links, names starting with ``.``, FIFOs, devices, files larger than ``file_limit``, files
+    not owned by the folder's owner (a hard link to another user's file), paths longer than
+    :data:`MAX_TREE_PATH_BYTES` bytes or deeper than :data:`MAX_TREE_FOLDERS` folders (a path
+    past ``PATH_MAX`` could not be written back), and what lies beyond the first ``max_files``
+    files and folders together are left out (each but the dot names in ``left_out``, with why, so
+    collect can say it). The owner and change times come from the
     descriptors read (:class:`OwnTree`), never from a second look by path.
 
     Raises:
         FileNotFoundError, NotOwnFile: the folder itself cannot be opened as the student's own;
             NotOwnFile also when the files kept add up to more than ``total_limit`` bytes.
     """
-    files, total, left_out = {}, 0, []
+    files, total, left_out, folders = {}, 0, [], 0
     top = open_own(root, parts, folder=True)
     info = os.fstat(top)
     owner, changed = info.st_uid, info.st_ctime_ns
@@ -239,12 +244,20 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
                         continue
                     rel = prefix + entry.name
                     try:
-                        if entry.is_dir(follow_symlinks=False):
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                        if len(os.fsencode(rel)) > MAX_TREE_PATH_BYTES:
+                            left_out.append((rel, f"a path longer than {MAX_TREE_PATH_BYTES} bytes"))
+                            continue
+                        if rel.count("/") + is_dir > MAX_TREE_FOLDERS:
+                            left_out.append((rel, f"deeper than {MAX_TREE_FOLDERS} folders"))
+                            continue
+                        if len(files) + folders >= max_files:
+                            left_out.append((rel, f"beyond the first {max_files} files and folders"))
+                            continue
+                        if is_dir:
                             pending.append((rel + "/", os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                                                                | os.O_CLOEXEC, dir_fd=fd)))
-                            continue
-                        if len(files) >= max_files:
-                            left_out.append((rel, f"beyond the first {max_files} files"))
+                            folders += 1
                             continue
                         if not entry.is_file(follow_symlinks=False):
                             left_out.append((rel, _kind_of(entry.stat(follow_symlinks=False).st_mode)))
@@ -258,6 +271,9 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
                         info = os.fstat(child)
                         if not stat.S_ISREG(info.st_mode):
                             left_out.append((rel, _kind_of(info.st_mode)))
+                            continue
+                        if info.st_uid != owner:  # a hard link to a file the student could not read
+                            left_out.append((rel, "not the student's own file"))
                             continue
                         data = _read_fd(child, file_limit, rel)
                         changed = max(changed, os.fstat(child).st_ctime_ns)

@@ -319,3 +319,65 @@ def test_the_feedback_link_is_given_the_page(tmp_path, monkeypatch):
     monkeypatch.setattr(ExchangeList, "parse_assignments", lambda self: listed)
     got = FeedbackList.parse_assignments(object.__new__(FeedbackList))
     assert [s["local_feedback_path"] for s in got[0]["submissions"]] == [str(one / "03_ste.html"), str(two), None]
+
+
+def test_a_path_longer_than_path_max_is_left_out_and_the_class_still_collected(layout, tmp_path):
+    """RT2: folders of 255-character names, 20 deep (past PATH_MAX, each name legal, read by
+    descriptor) once made collect raise ENAMETOOLONG and stop before the students sorted after."""
+    nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout)
+    attacker = _fake_submission(layout, f"nobody+{ASSIGNMENT}+{STAMP}+r1", nobody)
+    fd = os.open(attacker, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(20):
+        os.mkdir("d" * 255, dir_fd=fd)
+        child = os.open("d" * 255, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(os.open("x.ipynb", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    _fake_submission(layout, f"root+{ASSIGNMENT}+{STAMP}+r2", 0)  # a classmate, collected after
+    done = collect(layout, tmp_path / "submitted")
+    assert [c[:2] for c in done.copied] == [("nobody", ASSIGNMENT), ("root", ASSIGNMENT)], done
+    assert [why for *_, why in done.left_out if why.startswith("a path longer")] == [
+        "a path longer than 1024 bytes"], done.left_out
+
+
+def test_a_file_the_student_does_not_own_is_not_collected(layout, tmp_path):
+    """RT2: a hard link to another user's 0600 file (possible where fs.protected_hardlinks=0)
+    inside a student's submission was copied by root's collect as the student's."""
+    nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout)
+    secret = tmp_path / "classmates-notebook.ipynb"
+    secret.write_text('{"secret": "classmate"}')
+    os.chmod(secret, 0o600)
+    attacker = _fake_submission(layout, f"nobody+{ASSIGNMENT}+{STAMP}+r1", nobody)
+    os.chown(attacker / f"{ASSIGNMENT}.ipynb", nobody, -1)
+    os.link(secret, attacker / "copied.ipynb")
+    done = collect(layout, tmp_path / "submitted")
+    target = tmp_path / "submitted" / "nobody" / ASSIGNMENT
+    assert (target / f"{ASSIGNMENT}.ipynb").exists() and not (target / "copied.ipynb").exists(), done
+    assert ("nobody", ASSIGNMENT, "copied.ipynb", "not the student's own file") in done.left_out
+
+
+def test_one_submission_that_cannot_be_written_is_refused_not_the_class(layout, tmp_path, monkeypatch):
+    from ste_course.classroom import exchange
+
+    _fake_submission(layout, f"root+{ASSIGNMENT}+{STAMP}+r1", 0)
+    def too_long(folder, files):
+        raise OSError(36, "File name too long")
+
+    monkeypatch.setattr(exchange, "_write_files", too_long)
+    done = collect(layout, tmp_path / "submitted")
+    assert done.copied == [] and done.refused == [f"root+{ASSIGNMENT}+{STAMP}+r1: not collected (File name too long)"]
+
+
+def test_the_walk_bounds_folders_and_depth_as_it_bounds_files(tmp_path):
+    from ste_course.untrusted import walk_own_tree
+
+    (tmp_path / "s" / "a" / "b" / "c" / "d" / "e" / "f" / "g" / "h" / "i").mkdir(parents=True)
+    (tmp_path / "s" / "a" / "b" / "c" / "d" / "e" / "f" / "g" / "h" / "ok.ipynb").write_text("{}")
+    for n in range(5):
+        (tmp_path / "s" / f"z{n}").mkdir()
+    tree = walk_own_tree(tmp_path, ("s",), 100, 1000, max_files=14)  # 13 folders and 1 file
+    assert tree.files == {"a/b/c/d/e/f/g/h/ok.ipynb": b"{}"}
+    assert tree.left_out == [("a/b/c/d/e/f/g/h/i", "deeper than 8 folders")]
+    fewer = walk_own_tree(tmp_path, ("s",), 100, 1000, max_files=13)  # the folders count too
+    assert fewer.files == {} and ("a/b/c/d/e/f/g/h/ok.ipynb", "beyond the first 13 files and folders") in fewer.left_out

@@ -309,35 +309,45 @@ def collect(layout: Layout, out: Path, students=None, assignments=None) -> Colle
     the latest ``ctime`` of the folder and the files copied), replacing whatever the student
     wrote there. A folder already holding that submission (same time) is left as it is, so
     grading does not redo it; a newer one replaces it whole (written beside it, then swapped in).
+    A submission that cannot be read or written (any ``OSError``) is refused with the reason; the
+    others are still collected.
     """
     result = Collected()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     for (student, assignment), (_ctime, folder) in sorted(
             _candidates(layout, students, assignments, result).items()):
-        tree = _read(layout, folder)
-        if isinstance(tree, str):
-            result.refused.append(f"{shown(folder, 100)}: {tree}")
-            continue
-        if user_name(tree.owner) != student:  # what was read, not what was listed
-            result.refused.append(f"{shown(folder, 100)}: changed owner while being collected")
-            continue
-        stamp = kernel_time(tree.changed).strftime(TIMESTAMP_FORMAT)
-        target = out / student / assignment
-        previous = target / "timestamp.txt"
-        if previous.is_file() and not previous.is_symlink() and \
-                previous.read_text(encoding="utf-8", errors="replace").strip() == stamp:
-            result.unchanged.append((student, assignment, stamp))
-            continue
-        files = tree.files
-        files["timestamp.txt"] = stamp.encode()  # the kernel's, not the one the student's client wrote
-        result.left_out += [(student, assignment, rel, why) for rel, why in tree.left_out]
-        if tree.left_out:  # grade's row of a notebook left out says why (grading.steps)
-            files[LEFT_OUT] = "".join(f"{shown(rel)}\t{why}\n" for rel, why in tree.left_out).encode()
-        target.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-        replace_tree(target, lambda staging: _write_files(staging, files), PRIVATE_DIR, PRIVATE)
-        result.copied.append((student, assignment, stamp))
+        try:  # one submission that cannot be read or written is refused; the others are still collected
+            _collect_one(layout, out, student, assignment, folder, result)
+        except OSError as err:
+            result.refused.append(f"{shown(folder, 100)}: not collected ({shown(err.strerror or type(err).__name__)})")
     return result
+
+
+def _collect_one(layout: Layout, out: Path, student: str, assignment: str, folder: str, result: Collected) -> None:
+    """:func:`collect` of the submission folder ``inbound/folder`` (into ``result``)."""
+    tree = _read(layout, folder)
+    if isinstance(tree, str):
+        result.refused.append(f"{shown(folder, 100)}: {tree}")
+        return
+    if user_name(tree.owner) != student:  # what was read, not what was listed
+        result.refused.append(f"{shown(folder, 100)}: changed owner while being collected")
+        return
+    stamp = kernel_time(tree.changed).strftime(TIMESTAMP_FORMAT)
+    target = out / student / assignment
+    previous = target / "timestamp.txt"
+    if previous.is_file() and not previous.is_symlink() and \
+            previous.read_text(encoding="utf-8", errors="replace").strip() == stamp:
+        result.unchanged.append((student, assignment, stamp))
+        return
+    files = tree.files
+    files["timestamp.txt"] = stamp.encode()  # the kernel's, not the one the student's client wrote
+    if tree.left_out:  # grade's row of a notebook left out says why (grading.steps)
+        files[LEFT_OUT] = "".join(f"{shown(rel)}\t{why}\n" for rel, why in tree.left_out).encode()
+    target.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    replace_tree(target, lambda staging: _write_files(staging, files), PRIVATE_DIR, PRIVATE)
+    result.left_out += [(student, assignment, rel, why) for rel, why in tree.left_out]
+    result.copied.append((student, assignment, stamp))
 
 
 def _write_files(folder: Path, files: dict) -> None:
