@@ -192,6 +192,7 @@ def read_own(root: Path, parts: tuple, limit: int, what: str = "the file") -> by
 LEFT_OUT = ".left_out.txt"
 MAX_TREE_PATH_BYTES = 1024  # a path inside a walked folder, in bytes (PATH_MAX is 4096)
 MAX_TREE_FOLDERS = 8  # folders a walked file may lie in, below the walked folder
+MAX_LEFT_OUT = 50  # rows of what a walk left out; the rest is counted in one row
 
 
 @dataclass
@@ -229,7 +230,8 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
         FileNotFoundError, NotOwnFile: the folder itself cannot be opened as the student's own;
             NotOwnFile also when the files kept add up to more than ``total_limit`` bytes.
     """
-    files, total, left_out, folders = {}, 0, [], 0
+    files, total, left_out, folders = {}, 0, _LeftOut(), 0
+    entries_left = 4 * max_files  # entries read in all, dot names included: a folder of millions
     top = open_own(root, parts, folder=True)
     info = os.fstat(top)
     owner, changed = info.st_uid, info.st_ctime_ns
@@ -239,7 +241,13 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
             prefix, fd = pending.pop()
             try:
                 changed = max(changed, os.fstat(fd).st_ctime_ns)
-                for entry in sorted(os.scandir(fd), key=lambda e: e.name):
+                with os.scandir(fd) as listing:  # read at most what is left of the budget, then sort
+                    entries = [entry for entry, _ in zip(listing, range(entries_left + 1))]
+                if len(entries) > entries_left:
+                    left_out.append((prefix or ".", f"more than {4 * max_files} entries: the rest was not read"))
+                    entries = entries[:entries_left]
+                entries_left -= len(entries)
+                for entry in sorted(entries, key=lambda e: e.name):
                     if entry.name.startswith("."):
                         continue
                     rel = prefix + entry.name
@@ -291,7 +299,23 @@ def walk_own_tree(root: Path, parts: tuple, file_limit: int, total_limit: int, m
     finally:
         for _, fd in pending:
             os.close(fd)
-    return OwnTree(files, owner, changed, left_out)
+    return OwnTree(files, owner, changed, left_out.rows())
+
+
+class _LeftOut(list):
+    """What a walk left out: the first :data:`MAX_LEFT_OUT` rows, then one row that counts the
+    rest (a folder of a million links to one empty file must not make a million rows)."""
+
+    more = 0
+
+    def append(self, row):
+        if len(self) < MAX_LEFT_OUT:
+            super().append(row)
+        else:
+            self.more += 1
+
+    def rows(self) -> list:
+        return list(self) + ([("...", f"and {self.more} more left out")] if self.more else [])
 
 
 def _kind_of(mode: int) -> str:

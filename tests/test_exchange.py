@@ -381,3 +381,22 @@ def test_the_walk_bounds_folders_and_depth_as_it_bounds_files(tmp_path):
     assert tree.left_out == [("a/b/c/d/e/f/g/h/i", "deeper than 8 folders")]
     fewer = walk_own_tree(tmp_path, ("s",), 100, 1000, max_files=13)  # the folders count too
     assert fewer.files == {} and ("a/b/c/d/e/f/g/h/ok.ipynb", "beyond the first 13 files and folders") in fewer.left_out
+
+
+def test_a_folder_of_many_entries_is_read_only_so_far(tmp_path):
+    """Red team, round 3: every entry of every folder was listed, sorted and kept, one left-out row
+    each: hard links to one empty file cost a student no inode and no quota, so millions of names
+    held gigabytes in root's collect (a MemoryError, which the per-submission OSError guard does not
+    catch). The walk reads at most 4 x max_files entries and keeps at most MAX_LEFT_OUT rows."""
+    from ste_course.untrusted import MAX_LEFT_OUT, walk_own_tree
+
+    sub = tmp_path / "inbound" / "s+a+2026-01-01 00:00:00.000000 UTC"
+    sub.mkdir(parents=True)
+    (sub / "a.ipynb").write_bytes(b"{}")
+    for i in range(3000):
+        os.link(sub / "a.ipynb", sub / f"x{i:05d}")
+    tree = walk_own_tree(tmp_path / "inbound", (sub.name,), 2**20, 2**24, 200)
+    assert len(tree.files) == 200
+    assert len(tree.left_out) == MAX_LEFT_OUT + 1
+    assert any("more than 800 entries" in why for _, why in tree.left_out)
+    assert tree.left_out[-1][0] == "..." and tree.left_out[-1][1].endswith("more left out")

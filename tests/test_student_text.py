@@ -128,3 +128,18 @@ def test_a_cell_of_unclosed_formulas_renders_in_linear_time(opener):
     start = time.perf_counter()
     student_html(text)
     assert time.perf_counter() - start < 5.0  # linear: well under a second; the old scan: 71 s
+
+
+def test_nested_emphasis_is_shown_as_text_in_linear_time():
+    # red team, round 3: mistune 3.4 is cubic on nested strong emphasis (40,000 characters: 12.7 s;
+    # one cell at preflight's limit: about 25 min); past MAX_EMPHASIS_MARKS the cell is plain text
+    from ste_course.record.sanitize import MAX_EMPHASIS_MARKS, student_html
+
+    n = 25_000
+    start = time.perf_counter()
+    shown = student_html("**a " * n + "b" + " a**" * n)  # 200,001 characters
+    assert time.perf_counter() - start < 5.0
+    assert "<strong>" not in shown and "**a" in shown
+    honest = "A **bold** claim and *an emphasis* on `snake_case`." * 10
+    assert honest.count("*") + honest.count("_") < MAX_EMPHASIS_MARKS
+    assert "<strong>bold</strong>" in student_html(honest)

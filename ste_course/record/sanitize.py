@@ -35,6 +35,10 @@ DROPPED_TAGS = {"img", "map", "area"}
 # Maths in markdown: display first, then inline; code spans and fences are left alone.
 _CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)
 _OPENERS = re.compile(r"\$\$|\\\[|\\\(|\$")
+# A cell with more * and _ than this is shown as plain text: mistune 3.4 takes cubic time on nested
+# strong emphasis ('**a ' * n + 'b' + ' a**' * n: 40,000 characters 12.7 s, a 200,000-character
+# cell about 25 min); an honest cell has far fewer (red team, round 3).
+MAX_EMPHASIS_MARKS = 1000
 # The frame of a written answer where no stylesheet of ours applies (formgrader's page).
 FRAME_STYLE = "border-left:4px solid #8a6d3b;background:#fcf8e3;padding:.2em .8em;margin:.4em 0"
 
@@ -110,10 +114,13 @@ def student_html(markdown: str) -> str:
     renders none of it as markdown (so ``[a](javascript:...)`` left as text stays text)."""
     from nbconvert.filters.markdown import markdown2html
 
+    markdown = str(markdown)
     try:
-        rendered = markdown2html(math_to_mathml(str(markdown)))
+        if markdown.count("*") + markdown.count("_") > MAX_EMPHASIS_MARKS:
+            raise ValueError("too many emphasis marks")  # nested emphasis costs mistune cubic time
+        rendered = markdown2html(math_to_mathml(markdown))
     except Exception:  # noqa: BLE001 - text the renderer cannot read is shown as text
-        rendered = f"<pre>{html.escape(str(markdown))}</pre>"
+        rendered = f"<pre>{html.escape(markdown)}</pre>"
     cleaned = clean_html(rendered).replace("\r", "&#13;").replace("\n", "&#10;")
     return f"<div>{cleaned}</div>"  # a line that opens with <div is one HTML block to the end
 
