@@ -400,3 +400,17 @@ def test_a_folder_of_many_entries_is_read_only_so_far(tmp_path):
     assert len(tree.left_out) == MAX_LEFT_OUT + 1
     assert any("more than 800 entries" in why for _, why in tree.left_out)
     assert tree.left_out[-1][0] == "..." and tree.left_out[-1][1].endswith("more left out")
+
+
+def test_junk_in_inbound_is_read_as_a_stream_and_counted(layout, tmp_path):
+    """Red team, round 3: inbound (anyone may create entries) was listed and sorted whole, one
+    refused line per entry, in root's collect. Now it is read as a stream and at most
+    MAX_REFUSED_ROWS lines are kept, the rest counted."""
+    from ste_course.classroom.exchange import MAX_REFUSED_ROWS
+
+    for i in range(MAX_REFUSED_ROWS + 250):
+        (layout.inbound / f"junk-{i:05d}").touch()
+    done = collect(layout, tmp_path / "submitted")
+    assert len(done.refused) == MAX_REFUSED_ROWS + 1
+    assert done.refused[-1] == "... and 250 more entries of inbound refused"
+    assert all("not a submission folder" in line for line in done.refused[:-1])

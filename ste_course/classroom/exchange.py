@@ -256,49 +256,66 @@ def _top(layout: Layout, name: str) -> os.stat_result | None:
         os.close(fd)
 
 
+MAX_REFUSED_ROWS = 1000  # lines collect says about refused inbound entries; the rest are counted
+
+
 def _candidates(layout: Layout, students, assignments, result: Collected) -> dict:
     """(student, assignment) -> (ctime in ns, folder name) of the latest owned submission of a
     published assignment, latest by the kernel's change time of the folder (not its name)."""
-    latest = {}
+    latest, refused = {}, []
     try:
-        entries = sorted(os.scandir(layout.inbound), key=lambda e: e.name)
+        listing = os.scandir(layout.inbound)  # read as a stream: students can fill inbound with names
     except FileNotFoundError:
         raise ExchangeError(f"no inbound folder at {layout.inbound} (run `ste-course hub` to create the exchange)")
     released = published(layout)
     now = datetime.now(timezone.utc)
-    for entry in entries:
-        match = SUBMISSION_NAME.match(entry.name)
-        label = shown(entry.name, 100)
-        info = _top(layout, entry.name) if match else None
-        if info is None:
-            result.refused.append(f"{label}: not a submission folder (STUDENT+ASSIGNMENT+TIMESTAMP)")
-            continue
-        student, assignment, stamp = match.groups()
-        if not valid_id(student) or not valid_id(assignment):
-            result.refused.append(f"{label}: not a usable student or assignment id")
-            continue
-        if (students and student not in students) or (assignments and assignment not in assignments):
-            continue
-        if assignment not in released:
-            result.refused.append(f"{label}: {shown(assignment, 40)} was never published "
-                                  f"(`ste-course publish {shown(assignment, 40)}` first); not collected")
-            continue
-        owner = user_name(info.st_uid)
-        if owner != student:
-            result.refused.append(f"{label}: submitted under the name {student!r} by the user "
-                                  f"{owner!r}; only a student's own submissions are collected")
-            continue
-        named = _parse_time(stamp)
-        if named is None:
-            result.refused.append(f"{label}: unreadable timestamp")
-            continue
-        if (named if named.tzinfo else named.replace(tzinfo=timezone.utc)) > now + CLOCK_SLACK:
-            result.refused.append(f"{label}: named as submitted in the future; not collected")
-            continue
-        key = (student, assignment)
-        if key not in latest or (info.st_ctime_ns, entry.name) > latest[key]:
-            latest[key] = (info.st_ctime_ns, entry.name)
+    with listing:
+        for entry in listing:
+            _candidate(layout, entry, students, assignments, released, now, latest, refused)
+    more = refused.pop() if len(refused) > MAX_REFUSED_ROWS else 0
+    result.refused += sorted(refused) + ([f"... and {more} more entries of inbound refused"] if more else [])
     return latest
+
+
+def _candidate(layout, entry, students, assignments, released, now, latest: dict, refused: list) -> None:
+    """One entry of inbound: into ``latest`` if it is the latest owned submission so far, else
+    a line in ``refused`` (or nothing, for another student or assignment than those asked for)."""
+    match = SUBMISSION_NAME.match(entry.name)
+    label = shown(entry.name, 100)
+    info = _top(layout, entry.name) if match else None
+    if info is None:
+        return _refuse(refused, f"{label}: not a submission folder (STUDENT+ASSIGNMENT+TIMESTAMP)")
+    student, assignment, stamp = match.groups()
+    if not valid_id(student) or not valid_id(assignment):
+        return _refuse(refused, f"{label}: not a usable student or assignment id")
+    if (students and student not in students) or (assignments and assignment not in assignments):
+        return None
+    if assignment not in released:
+        return _refuse(refused, f"{label}: {shown(assignment, 40)} was never published "
+                                f"(`ste-course publish {shown(assignment, 40)}` first); not collected")
+    owner = user_name(info.st_uid)
+    if owner != student:
+        return _refuse(refused, f"{label}: submitted under the name {student!r} by the user "
+                                f"{owner!r}; only a student's own submissions are collected")
+    named = _parse_time(stamp)
+    if named is None:
+        return _refuse(refused, f"{label}: unreadable timestamp")
+    if (named if named.tzinfo else named.replace(tzinfo=timezone.utc)) > now + CLOCK_SLACK:
+        return _refuse(refused, f"{label}: named as submitted in the future; not collected")
+    key = (student, assignment)
+    if key not in latest or (info.st_ctime_ns, entry.name) > latest[key]:
+        latest[key] = (info.st_ctime_ns, entry.name)
+    return None
+
+
+def _refuse(refused: list, line: str) -> None:
+    """At most :data:`MAX_REFUSED_ROWS` lines are kept; the rest only counted (the last item)."""
+    if len(refused) < MAX_REFUSED_ROWS:
+        refused.append(line)
+    elif len(refused) == MAX_REFUSED_ROWS:
+        refused.append(1)
+    else:
+        refused[-1] += 1
 
 
 def collect(layout: Layout, out: Path, students=None, assignments=None) -> Collected:
