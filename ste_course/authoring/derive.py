@@ -340,15 +340,20 @@ def derived_forbid(spec_name: str) -> tuple:
     return derived_forbids([spec_name])[spec_name]
 
 
+def asks_own(cell) -> bool:
+    """Whether a test cell asks for the student's own implementation: a ``forbid`` key (even an
+    empty list) in its ``ste_course`` metadata."""
+    metadata = getattr(cell, "metadata", None) or {}
+    return isinstance(metadata.get("ste_course"), dict) and "forbid" in metadata["ste_course"]
+
+
 def part_forbid(cell) -> list:
     """What a test cell forbids. A part that asks for the student's own implementation says so
     with a ``forbid`` list in its ``ste_course`` metadata (functions named there by hand, such
     as layers, which no probe calls, may be added); it then forbids, besides, every function
     :func:`derived_forbid` finds for each of its check calls. A part without the key forbids
     nothing (an exercise that may use the library)."""
-    metadata = getattr(cell, "metadata", None) or {}
-    marked = isinstance(metadata.get("ste_course"), dict) and "forbid" in metadata["ste_course"]
-    if not marked:
+    if not asks_own(cell):
         return sorted(set(cell.forbid))
     derived = derived_forbids([call.spec for call in getattr(cell, "checks", ())])
     return sorted(set(cell.forbid) | {label for labels in derived.values() for label in labels})

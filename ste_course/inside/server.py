@@ -222,12 +222,14 @@ def _seal(scratch_bytes: int, shm_bytes: int) -> None:
 
 def _code_under(scratch: str) -> list:
     """``[(folder, O_PATH descriptor)]``: the top folders below ``scratch`` that hold what this
-    process imports from (``sys.path``, the interpreter, the virtual environment). A checkout or
+    process imports from (``sys.path``, the interpreter, the virtual environment) or reads (a
+    course's checks folder named in ``STE_COURSE_CHECKS``). A checkout or
     a virtual environment may live in ``/tmp`` (a CI clone, ``mktemp -d``); the notebook's own
     tmpfs on ``scratch`` must not hide it. Under bubblewrap such a folder holds only what the
     sandbox bound read-only; bind mounts keep those flags."""
     roots = set()
-    for path in [*sys.path, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)]:
+    checks = os.environ.get("STE_COURSE_CHECKS")  # specs.declarative.CHECKS_ENV: a course's checks, read by check()
+    for path in [*sys.path, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable), *([checks] if checks else [])]:
         real = os.path.realpath(path or ".")
         rel = os.path.relpath(real, scratch)
         if rel != "." and not rel.startswith("..") and os.path.isdir(real):
