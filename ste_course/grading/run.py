@@ -108,7 +108,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
         recorder = Recorder(out, db_url, sources, late.due if late else None, drop_manual)
     except BaseException:
         judging.close()
-        if owned:  # a worker launched by start() and never used
+        if owned and callable(getattr(executor, "stop", None)):  # a worker launched by start() and never used
             executor.stop()
         raise
     bar = _progress(progress)
@@ -145,7 +145,7 @@ def grade(submissions: Path, out: Path, sources: dict, secret: str, jobs_n: int 
         if bar is not None:
             bar.close()
         judging.close()
-        if owned:  # a worker launched by start() and never used (nothing to run)
+        if owned and callable(getattr(executor, "stop", None)):  # launched by start(), never used
             executor.stop()
         done.dropped = list(recorder.dropped)
         try:
