@@ -16,7 +16,7 @@ on a Dask worker):
   rendered from the result the judge scrubbed: hidden tests never reach it.
 
 :class:`JudgePool` runs them in ``n`` processes of this machine (spawned: each imports
-TensorFlow once, while the sandboxes boot), so the parent's own cost per notebook is recording;
+TensorFlow once, while the sandboxes boot, only if a reference of the run needs it), so the parent's own cost per notebook is recording;
 :class:`InlineJudges` runs them in the calling thread (small runs, tests). Both give the same
 grades: the functions are the same and depend only on the files, the secret and the evidence.
 The judges hold the grading secret, as the parent does; nothing they compute is sent to a
@@ -132,11 +132,10 @@ def _attempt(step, *args):
 _STATE: dict = {}  # in a judge process: sources, secret, context, late
 
 
-def _warm() -> None:
-    """Import TensorFlow (``ste_utils``: the references) while the judge plans and the worker boots,
-    so that judging the first notebook does not wait for it (planning needs no TensorFlow), and
-    render a page (nbconvert compiles its templates once per process)."""
-    import ste_utils  # noqa: F401
+def _warm(tensorflow: bool) -> None:
+    """Render a page (nbconvert compiles its templates once per process) and, when a reference
+    of the run needs it, import TensorFlow (``ste_utils``) while the judge plans and the worker
+    boots, so that judging the first notebook waits for neither (planning needs no TensorFlow)."""
     from ste_course.record.feedback import render_feedback
     from ste_course.record.recorder import NotebookResult
 
@@ -144,18 +143,37 @@ def _warm() -> None:
         render_feedback(NotebookResult("warm", "warm", "warm.ipynb", 0.0, 1.0, "ok", ""))
     except Exception:  # noqa: BLE001 - only a head start: the real pages say what fails
         pass
+    if tensorflow:
+        import ste_utils  # noqa: F401
+
+
+def needs_tensorflow(cells) -> bool:
+    """Whether judging ``cells`` computes a reference with TensorFlow (a spec whose
+    ``tensorflow_reference`` is true, or one that cannot be looked up here: the judge then says
+    why, and TensorFlow is imported in case)."""
+    from ste_course.specs.base import get_spec
+
+    for cell in cells:
+        for call in getattr(cell, "checks", ()):
+            try:
+                if get_spec(call.spec).tensorflow_reference:
+                    return True
+            except Exception:  # noqa: BLE001 - an unknown spec is the notebook's error, later
+                return True
+    return False
 
 
 def _start_judge(sources, secret, context, late):
-    import ste_course.specs  # noqa: F401 - the specs (their references import TensorFlow: _warm)
+    import ste_course.specs  # noqa: F401 - the specs (a reference may import TensorFlow: _warm)
     from ste_course.grading.fingerprint import inputs  # noqa: F401 - what planning and pages import,
     from ste_course.record import feedback, gradebook, recorder  # noqa: F401 - before _warm's thread
     from ste_course.authoring.derive import derive_all
 
-    threading.Thread(target=_warm, name="ste-judge-warm", daemon=True).start()
+    cells = [c for nbs in sources.values() for nb in nbs for c in nb.grade_cells]
+    threading.Thread(target=_warm, args=(needs_tensorflow(cells),), name="ste-judge-warm", daemon=True).start()
 
     try:  # every part's forbid list, once (a failure shows in each notebook's plan instead)
-        derive_all(c for nbs in sources.values() for nb in nbs for c in nb.grade_cells)
+        derive_all(cells)
     except Exception:  # noqa: BLE001
         pass
 

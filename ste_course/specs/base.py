@@ -49,6 +49,9 @@ class Spec:
         compare: optional replacement for the elementwise comparison,
             ``compare(case, expected, got) -> list[str]`` (e.g. an accuracy threshold).
         hidden_inputs: names of case entries the student's code must not receive (e.g. labels).
+
+    A ``reference`` that is a :class:`NumpyReference` needs NumPy alone (see
+    :attr:`tensorflow_reference`); any other callable may import TensorFlow.
     """
 
     name: str
@@ -61,6 +64,32 @@ class Spec:
     check_dtype: bool = True
     compare: Optional[Callable] = None
     hidden_inputs: tuple = ()
+
+    @property
+    def tensorflow_reference(self) -> bool:
+        """Whether computing the reference may import TensorFlow: false for a
+        :class:`NumpyReference` (the judges then import no TensorFlow for this spec)."""
+        return not isinstance(self.reference, NumpyReference)
+
+
+@dataclass(frozen=True)
+class NumpyReference:
+    """A reference computed with NumPy alone, by ``ste_course.references.<module>.<name>(case)``,
+    imported when first called.
+
+    ``ste_course.references`` is the grader's side only: the sandbox hides that folder (so a
+    student's code can neither call nor read the answers), and nothing in it imports TensorFlow
+    (``tests/test_numpy_references.py`` checks both, and that each reference agrees with
+    ``ste_utils``, the checked implementation, on drawn cases).
+    """
+
+    module: str
+    name: str
+
+    def __call__(self, case: Case) -> dict:
+        import importlib
+
+        return getattr(importlib.import_module(f"ste_course.references.{self.module}"), self.name)(case)
 
 
 def get_spec(name: str) -> Spec:
@@ -186,5 +215,5 @@ def _dtype_name(value) -> str:
     return getattr(dtype, "name", None) or np.asarray(value).dtype.name
 
 
-__all__ = ["Spec", "SPECS", "register", "get_spec", "tolerance", "stable_seed", "draw_cases", "encode_case",
+__all__ = ["Spec", "NumpyReference", "SPECS", "register", "get_spec", "tolerance", "stable_seed", "draw_cases", "encode_case",
            "decode_case", "student_case", "compare", "MAX_MESSAGES", "VISIBLE_SEED", "SOLUTION_HIDDEN_SEED"]

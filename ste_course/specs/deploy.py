@@ -12,7 +12,7 @@
     ``int8_dense(x, x_zero_point, weights, bias, multiplier, shift, out_zero_point) -> int8``:
     ``(x - x_zero_point) @ weights + bias`` accumulated in int32, then the requantization.
 
-The references are ``ste_utils.integer`` (pure NumPy), run by the grader; the student's code runs
+The references are ``ste_utils.integer`` (pure NumPy, through ``ste_course.references.deploy``), run by the grader; the student's code runs
 in the sandbox on the drawn integers only. Cases hold the places where bugs live: exact halves
 (positive and negative), the carry of a mantissa that rounds to ``2**31``, multipliers too small
 to keep, saturation at -128 and 127, zero, inputs at -128 (whose products overflow int8 and
@@ -25,14 +25,15 @@ import math
 
 import numpy as np
 
-from ste_course.specs.base import Spec, register
+from ste_course.specs.base import NumpyReference, Spec, register
 from ste_course.specs.common import distinct, to_array
 
 
 def _reference():
-    from ste_utils import integer
+    """``ste_utils.integer`` (NumPy only), loaded without TensorFlow; the grader's side only."""
+    from ste_course.references import ste_utils_module
 
-    return integer
+    return ste_utils_module("integer")
 
 
 # ----------------------------------------------------------------------------- shared comparison
@@ -94,11 +95,7 @@ def _multiplier_run(fn, case):
     return {"multiplier": np.array(mults, np.int64), "shift": np.array(shifts, np.int64)}
 
 
-def _multiplier_reference(case):
-    integer = _reference()
-    pairs = [integer.quantize_multiplier(float(r)) for r in case["real"]]
-    return {"multiplier": np.array([p[0] for p in pairs], np.int64),
-            "shift": np.array([p[1] for p in pairs], np.int64)}
+_multiplier_reference = NumpyReference("deploy", "multiplier")
 
 
 def _multiplier_explain(case, output, index, expected, got):
@@ -171,9 +168,7 @@ def _requantize_run(fn, case):
     return {"output": to_array(out, "requantize(...)")}
 
 
-def _requantize_reference(case):
-    integer = _reference()
-    return {"output": integer.requantize(case["acc"], case["multiplier"], case["shift"], case["zero_point"])}
+_requantize_reference = NumpyReference("deploy", "requantize")
 
 
 def _requantize_describe(case) -> str:
@@ -239,10 +234,7 @@ def _dense_run(fn, case):
     return {"output": to_array(out, "int8_dense(...)")}
 
 
-def _dense_reference(case):
-    integer = _reference()
-    return {"output": integer.int8_dense(case["x"], case["x_zero_point"], case["weights"], case["bias"],
-                                         case["multiplier"], case["shift"], case["out_zero_point"])}
+_dense_reference = NumpyReference("deploy", "dense")
 
 
 def _dense_describe(case) -> str:

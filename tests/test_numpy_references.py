@@ -1,0 +1,167 @@
+"""Judges without TensorFlow (issue 26): a spec whose ``tensorflow_reference`` is false computes
+its reference with NumPy alone, and that reference agrees with ``ste_utils``.
+
+* **No TensorFlow**: in a fresh interpreter, every such reference on its visible cases and on
+  hidden cases of several seeds leaves ``tensorflow`` out of ``sys.modules``.
+* **Agrees with the checked implementation**: for each such spec, the object a student would
+  write with ``ste_utils`` (``tests/numpy_oracles``) is graded as the sandbox grades (cases in and
+  evidence out as JSON) against the NumPy reference and gets no message, on many seeds, and its
+  outputs equal the reference's (same dtypes and shapes, values within the spec's tolerance).
+* **Every reference is accounted for**: each built-in spec either has a NumPy reference with an
+  oracle or is listed in ``STILL_TENSORFLOW`` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import ste_course.specs  # noqa: F401 - registers the built-in specs
+from ste_course.specs.registry import SPECS
+from numpy_oracles import all_oracles
+from spec_testing import grade_as_sandbox
+
+SEEDS = range(12)
+# Built-in specs whose reference still needs TensorFlow, each with the reason.
+STILL_TENSORFLOW: dict = {
+    "backprop/backward": "not converted yet",
+    "backprop/dense_backward": "not converted yet",
+    "backprop/hidden_upstream": "not converted yet",
+    "digits_model/accuracy": "not converted yet",
+    "fake_quant/gradients": "not converted yet",
+    "fake_quant/value": "not converted yet",
+    "gumbel_st/gradient": "not converted yet",
+    "gumbel_st/value": "not converted yet",
+    "jacobian/chain_rule": "not converted yet",
+    "jacobian/gradient_reaching_result": "not converted yet",
+    "jacobian/gradient_reaching_x": "not converted yet",
+    "jacobian/ste_sign": "not converted yet",
+    "jacobian/straight_through": "not converted yet",
+    "lsq/step_gradient": "not converted yet",
+    "lsq/value": "not converted yet",
+    "lsq/x_gradient": "not converted yet",
+    "pact/quantize": "not converted yet",
+    "proxies/derivative": "not converted yet",
+    "quantize_ste/gradient": "not converted yet",
+    "quantize_ste/value": "not converted yet",
+    "quantized_relu/gradient": "not converted yet",
+    "quantized_relu/value": "not converted yet",
+    "reinforce/bias": "not converted yet",
+    "reinforce/variance": "not converted yet",
+    "ste_sign/gradient": "not converted yet",
+    "ste_sign/value": "not converted yet",
+    "ste_sign_custom_gradient/gradient": "not converted yet",
+    "ste_sign_custom_gradient/value": "not converted yet",
+    "ste_sign_stop_gradient/gradient": "not converted yet",
+    "ste_sign_stop_gradient/value": "not converted yet",
+    "stop_gradient/straight_through": "not converted yet",
+    "vq/forward": "not converted yet",
+    "vq/gradients": "not converted yet",
+    "zero_gradient/forward": "not converted yet",
+    "zero_gradient/receives_gradient": "not converted yet",
+    "zero_gradient/sgd_step": "not converted yet",
+    "zero_gradient/tf_gradient": "not converted yet",
+}
+
+
+def _builtin() -> set:
+    """The specs of ``ste_course.specs`` (not a course's own, which other tests may have declared)."""
+    return {name for name, spec in SPECS.items()
+            if getattr(spec.reference, "__module__", "").startswith("ste_course.specs.")
+            and spec.reference.__module__ != "ste_course.specs.declarative"}
+
+
+def _numpy_specs() -> list:
+    return sorted(name for name in _builtin() if not SPECS[name].tensorflow_reference)
+
+
+def test_every_builtin_reference_is_numpy_or_listed():
+    builtin = _builtin()
+    still = {name for name in builtin if SPECS[name].tensorflow_reference}
+    assert still == set(STILL_TENSORFLOW), (
+        f"references that import TensorFlow but are not listed: {sorted(still - set(STILL_TENSORFLOW))}; "
+        f"listed but NumPy now: {sorted(set(STILL_TENSORFLOW) - still)}")
+
+
+def test_every_numpy_reference_has_an_oracle():
+    oracles = all_oracles()
+    missing = [name for name in _numpy_specs() if name not in oracles]
+    assert not missing, f"NumPy references without an oracle in tests/numpy_oracles: {missing}"
+    stale = [name for name in oracles if name not in SPECS or SPECS[name].tensorflow_reference]
+    assert not stale, f"oracles for specs that have no NumPy reference: {stale}"
+
+
+def test_numpy_references_import_no_tensorflow():
+    names = _numpy_specs()
+    assert names, "no spec has a NumPy reference"
+    script = textwrap.dedent(f"""
+        import json, sys
+        import ste_course.specs
+        from ste_course.specs.base import draw_cases, get_spec
+        count = 0
+        for name in {names!r}:
+            spec = get_spec(name)
+            for hidden, seed in [(False, 0)] + [(True, s) for s in {list(SEEDS[:3])!r}]:
+                for case in draw_cases(spec, hidden, seed):
+                    spec.reference(case)
+                    count += 1
+        print(json.dumps({{"count": count, "tensorflow": sorted(m for m in sys.modules
+                                                              if m.split(".")[0] in ("tensorflow", "keras"))[:5]}}))
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=600, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["count"] > len(names)
+    assert report["tensorflow"] == [], f"a NumPy reference imported {report['tensorflow']}"
+
+
+@pytest.mark.parametrize("name", _numpy_specs())
+def test_numpy_reference_agrees_with_ste_utils(name):
+    make = all_oracles()[name]
+    for seed in SEEDS:
+        messages = grade_as_sandbox(name, make(), seed=seed)
+        assert messages == [], f"seed {seed}: {messages[:3]}"
+
+
+def test_the_sandbox_hides_the_references():
+    """A student's code in the sandbox can neither import the grader's NumPy references (the
+    answers, callable through ``tf.numpy_function``) nor read their files; outside it can."""
+    from pathlib import Path
+
+    from ste_course.sandbox import Limits, Worker, bwrap_path
+
+    import ste_course
+
+    folder = Path(ste_course.__file__).resolve().parent / "references"
+    assert (folder / "deploy.py").is_file()
+    probe = textwrap.dedent(f"""
+        import json, os
+        seen = {{"listing": sorted(os.listdir({str(folder)!r})) if os.path.isdir({str(folder)!r}) else None}}
+        try:
+            import ste_course.references.deploy
+            seen["imported"] = True
+        except ImportError:
+            seen["imported"] = False
+        try:
+            seen["read"] = len(open({str(folder / "deploy.py")!r}).read())
+        except OSError:
+            seen["read"] = None
+        print(json.dumps(seen))
+    """)
+    assert bwrap_path() is not None, "bubblewrap (bwrap) is needed: run scripts/system-deps.sh"
+    worker = Worker(0, sandbox=True, limits=Limits(cell_seconds=30, notebook_seconds=40))
+    try:
+        run = worker.run({"id": "reader", "cells": [{"index": 0, "source": probe, "locked": False}],
+                          "calls": {}, "seed": 0})
+    finally:
+        worker.stop()
+    ends = [e for e in run["events"] if e.get("event") == "end"]
+    assert ends and not ends[0].get("error"), run
+    seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
+    assert seen == {"listing": [], "imported": False, "read": None}, seen
