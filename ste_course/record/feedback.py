@@ -54,8 +54,25 @@ def sanitize(fragment: str) -> str:
 @lru_cache(maxsize=1)
 def _exporter():
     from nbconvert import HTMLExporter
+    from nbconvert.exporters.templateexporter import TemplateExporter
+    from nbconvert.filters.highlight import Highlight2HTML
+    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
-    return HTMLExporter(template_name="basic", exclude_input_prompt=True, exclude_output_prompt=True)
+    class PageExporter(HTMLExporter):
+        """nbconvert's HTML exporter without the BeautifulSoup pass it ends with (alt text on
+        images, ``tabindex`` on cells): a third of a page's cost, on markup that
+        :func:`sanitize` parses and rebuilds anyway. The filters it registers first are the same."""
+
+        def from_notebook_node(self, nb, resources=None, **kw):
+            resources = self._init_resources(resources)
+            info = nb.metadata.get("language_info", {})
+            lexer = info.get("pygments_lexer", info.get("name"))
+            self.register_filter("highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self))
+            self.register_filter("filter_data_type", WidgetsDataTypeFilter(
+                notebook_metadata=self._nb_metadata, parent=self, resources=resources))
+            return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+
+    return PageExporter(template_name="basic", exclude_input_prompt=True, exclude_output_prompt=True)
 
 
 @lru_cache(maxsize=1)
