@@ -52,14 +52,16 @@ PARENT = ("import atexit, json, resource, sys\n"
           "'tensorflow': 'tensorflow' in sys.modules, 'worker': 'ste_course.sandbox' in sys.modules}) + '\\n'))\n"
           "from ste_course.cli import main\n"
           "sys.exit(main(sys.argv[1:]))\n")
-# Grades in this process without the sandbox and times judge_job per assignment (JSON on stdout).
+# Grades in this process without the sandbox and times judge_job per assignment (JSON on stdout):
+# warmed as a judge process is (TensorFlow imported first only if a reference of the run needs it).
 JUDGE_COST = ("import json, sys, time\n"
               "from pathlib import Path\n"
-              "import ste_utils\n"
               "import ste_course.grading.judges as judges\n"
               "from ste_course.authoring.source import load_assignments\n"
               "from ste_course.grading.run import grade\n"
-              "judges._warm(True)\n"
+              "sources = load_assignments(Path(sys.argv[3]))\n"
+              "needs = {a: judges.needs_tensorflow([c for nb in nbs for c in nb.grade_cells]) for a, nbs in sources.items()}\n"
+              "judges._warm(any(needs.values()))\n"
               "times, judge_job = {}, judges.judge_job\n"
               "def timed(job, *args):\n"
               "    start = time.perf_counter()\n"
@@ -68,9 +70,9 @@ JUDGE_COST = ("import json, sys, time\n"
               "    finally:\n"
               "        times.setdefault(job.source.assignment, []).append(time.perf_counter() - start)\n"
               "judges.judge_job = timed\n"
-              "grade(Path(sys.argv[1]), Path(sys.argv[2]), load_assignments(Path(sys.argv[3])), 'bench-secret',\n"
+              "grade(Path(sys.argv[1]), Path(sys.argv[2]), sources, 'bench-secret',\n"
               "      jobs_n=int(sys.argv[4]), sandbox=False, judges=0, progress=False)\n"
-              "print(json.dumps(times))\n")
+              "print(json.dumps({'times': times, 'tensorflow': needs}))\n")
 
 
 def build_class(dest: Path, copies: int) -> int:
@@ -184,7 +186,8 @@ def main(argv=None):
                                   cwd=work, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"judge cost failed:\n{proc.stderr[-2000:]}")
-            judge_rows = sorted(json.loads(proc.stdout.strip().splitlines()[-1]).items())
+            judged = json.loads(proc.stdout.strip().splitlines()[-1])
+            judge_rows = [(a, t, judged["tensorflow"].get(a)) for a, t in sorted(judged["times"].items())]
             (work / "exchange" / "ste" / "feedback").mkdir(parents=True)
             for name, extra in (("feedback", ["--graded", out]), ("export", ["--graded", out, "-o", work / "x.csv"]),
                                 ("return-feedback", ["--graded", out, "--submissions", klass,
@@ -213,12 +216,12 @@ def main(argv=None):
     if cls and nb_cls:
         print(f"- the class: nbgrader / ste-course = {nb_cls / cls:.1f}x (goal >= 10x at 4 students, 15x at 16)")
     if judge_rows:
-        means = [sum(t) / len(t) for _, t in judge_rows]
-        print("\n| assignment | notebooks judged | judge ms / notebook (mean) | max ms |")
-        print("|---|---:|---:|---:|")
-        for (a, t), mean in zip(judge_rows, means):
-            print(f"| {a} | {len(t)} | {1000 * mean:.0f} | {1000 * max(t):.0f} |")
-        print(f"| mean over the assignments | | {1000 * sum(means) / len(means):.0f} (goal <= 50) | |")
+        means = [sum(t) / len(t) for _, t, _ in judge_rows]
+        print("\n| assignment | notebooks judged | judge ms / notebook (mean) | max ms | references need TensorFlow |")
+        print("|---|---:|---:|---:|---|")
+        for (a, t, tf), mean in zip(judge_rows, means):
+            print(f"| {a} | {len(t)} | {1000 * mean:.0f} | {1000 * max(t):.0f} | {'yes' if tf else 'no'} |")
+        print(f"| mean over the assignments | | {1000 * sum(means) / len(means):.0f} (goal <= 50) | | |")
     if light:
         print("\n| command (on the graded class) | wall s | parent peak RSS MB | TensorFlow | worker machinery |")
         print("|---|---:|---:|---|---|")
