@@ -63,7 +63,7 @@ def _feedback_cells(source, prepared, events, scrub, quiet=False):
 
 def _stop_status(events, result, prepared, source, quiet=False):
     """(status, reason) from how the run ended (with ``quiet``, no text the run wrote)."""
-    if result.get("status") in ("timeout", "output", "error"):
+    if result.get("status") in ("timeout", "output", "error", "crash"):  # crash: the worker's memory group
         return result["status"], result.get("reason") or ""
     fatal = [e for e in events if e.get("event") == "fatal"]
     if fatal:

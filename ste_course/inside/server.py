@@ -258,6 +258,11 @@ def _enter(processes: int, keeper_alive: int) -> None:
         # PID namespace) or read (none is dumpable).
         pass
     _limit(resource.RLIMIT_NPROC, processes)
+    try:  # the first the kernel ends when its worker's memory group is full (not the fork server)
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
     _drop_all()
     _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after the last credential change
     if _hung_up(keeper_alive):

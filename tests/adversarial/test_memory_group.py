@@ -1,0 +1,87 @@
+"""A notebook's memory is bounded as a whole, and running out of it is the notebook's own row.
+
+Per process, a notebook may hold ``--memory-mb`` of address space, times ``--processes``, plus its
+tmpfs: far more than the machine. Before, such a notebook (12 processes of 200 MB here) simply ran,
+and one large enough would have made the kernel end *some* process on the machine (another
+notebook, a judge, the grader), each such row "killed from outside" and graded again. As root,
+each worker's sandbox now lives in a memory cgroup of its own (``ste_course.sandbox.MemoryGroup``):
+the kernel ends a process of that group only, notebooks first, and since the worker runs one
+notebook at a time, the group's out-of-memory counter rising during it makes the row the
+notebook's own (``crash``, not retried), whichever of its processes was ended.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ste_course.sandbox import Limits, MemoryGroup, Worker, bwrap_path
+
+HOG = r'''
+import os, time
+kids = []
+for i in range(12):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(200 * 2**20)
+        for j in range(0, len(block), 4096):
+            block[j] = 1
+        time.sleep(5)
+        os._exit(0)
+    kids.append(pid)
+print([os.waitpid(k, 0)[1] for k in kids])
+'''
+
+
+def _job(name, source):
+    return {"id": name, "cells": [{"index": 0, "source": source, "locked": False}], "calls": {}, "seed": 0}
+
+
+@pytest.fixture
+def worker():
+    if os.geteuid() != 0:
+        pytest.fail("run as root (CI does): memory groups are made by a root grader")
+    if bwrap_path() is None:
+        pytest.fail("bubblewrap (bwrap) is needed: run scripts/system-deps.sh")
+    worker = Worker(0, sandbox=True, limits=Limits(memory_bytes=256 * 2**20, processes=16,
+                                                   cell_seconds=90, notebook_seconds=120))
+    yield worker
+    worker.stop()
+
+
+def test_the_sandbox_runs_in_its_own_bounded_memory_group(worker):
+    worker.start()
+    group = worker.memory
+    assert group is not None, "no memory group on a root, cgroup v1 machine"
+    limits = worker.limits
+    assert int((group.path / "memory.limit_in_bytes").read_text()) == \
+        limits.memory_bytes + limits.scratch_bytes + limits.shm_bytes + 2 * 2**30
+    members = {int(p) for p in (group.path / "cgroup.procs").read_text().split()}
+    assert worker.proc.pid in members  # bubblewrap, and so everything it starts
+    worker.stop()
+    assert not group.path.exists(), "the group outlived its worker"
+
+
+def test_a_notebook_over_its_memory_is_its_own_crash_and_the_next_one_runs(worker):
+    result = worker.run(_job("hog", HOG))
+    assert result["status"] == "crash", result
+    assert "more memory than its worker holds" in result["reason"], result
+    after = worker.run(_job("next", "print(1 + 1)"))
+    assert after["status"] is None, after
+    assert [e.get("stdout") for e in after["events"] if e.get("event") == "end"] == ["2\n"], after
+
+
+def test_a_group_left_by_a_crashed_run_is_taken_over():
+    if os.geteuid() != 0:
+        pytest.fail("run as root (CI does)")
+    first = MemoryGroup.create("ste-course-test-left", 300 * 2**20)
+    assert first is not None
+    again = MemoryGroup.create("ste-course-test-left", 400 * 2**20)
+    try:
+        assert again is not None and again.path == first.path
+        assert int((again.path / "memory.limit_in_bytes").read_text()) == 400 * 2**20
+    finally:
+        again.remove()
+    assert not Path(first.path).exists()
