@@ -434,7 +434,11 @@ def refused(number, *args):
 seen = {{"unshare": refused({SYSCALLS['unshare']}, 0x10000000),
         "pdeathsig": refused({SYSCALLS['prctl']}, 1, 15, 0, 0, 0),
         "clone3": refused({SYSCALLS['clone3']}, None, 0),
-        "io_uring": refused({SYSCALLS['io_uring_setup']}, 8, None)}}
+        "io_uring": refused({SYSCALLS['io_uring_setup']}, 8, None),
+        "ptrace": refused({SYSCALLS['ptrace']}, 16, 0x3fffffff, None, None),  # PTRACE_ATTACH: ESRCH unfiltered
+        "vm_read": refused({SYSCALLS['process_vm_readv']}, os.getpid(), None, 0, None, 0, 0),
+        "vm_write": refused({SYSCALLS['process_vm_writev']}, os.getpid(), None, 0, None, 0, 0),
+        "getfd": refused({SYSCALLS['pidfd_getfd']}, -1, 0, 0)}}
 thread = threading.Thread(target=lambda: seen.update(thread=True))
 thread.start()
 thread.join()
@@ -446,7 +450,8 @@ print(json.dumps(seen))
 def test_the_filter_refuses_namespaces_and_a_death_signal_and_lets_processes_start(worker):
     ends = _ends(worker.run(_job("filter", FILTER_PROBE)))
     seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
-    assert seen == {"unshare": 1, "pdeathsig": 1, "clone3": 38, "io_uring": 1, "thread": True, "spawned": "42"}, seen
+    assert seen == {"unshare": 1, "pdeathsig": 1, "clone3": 38, "io_uring": 1, "ptrace": 1, "vm_read": 1,
+                    "vm_write": 1, "getfd": 1, "thread": True, "spawned": "42"}, seen
 
 
 LEASE = r"""
