@@ -4,9 +4,10 @@
 ``<name>/gradient``, so the forward pass and the backward pass earn separate points (a plain
 ``tf.round`` passes the first and fails the second).
 
-Which side runs what: ``cases`` and the ``reference`` functions (``ste_utils``) run in the grader
-and in the student's own kernel, never in the sandbox while grading; ``_run_value`` and
-``_run_gradient`` (the specs' ``run``) run the student's code in whichever kernel checks it.
+Which side runs what: ``cases`` and the references (NumPy, in
+:mod:`ste_course.references.elementwise`) run in the grader and in the student's own kernel,
+never in the sandbox while grading; ``_run_value`` and ``_run_gradient`` (the specs' ``run``)
+run the student's code in whichever kernel checks it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ste_course.specs.base import Spec, register
+from ste_course.specs.base import NumpyReference, Spec, register
 from ste_course.specs.common import distinct, precision_note
 
 HIDDEN_DTYPES = ("float16", "float32", "float64")
@@ -83,14 +84,15 @@ def _describe(case) -> str:
     return f"x of dtype {x.dtype.name} and shape {x.shape}" + (f" ({params})" if params else "")
 
 
-def elementwise_specs(name: str, reference: Callable, boundary: Callable[[dict], list],
+def elementwise_specs(name: str, reference: str, boundary: Callable[[dict], list],
                       params_choices: list, why_value: Callable, why_gradient: Callable,
                       label: str, scale: float = 2.0, cases: Optional[Callable] = None):
     """Register ``<name>/value`` and ``<name>/gradient``.
 
     Args:
         name: spec base name, e.g. ``"ste_sign"``.
-        reference: ``reference(x_tensor, **params)``, an ``ste_utils`` function.
+        reference: the NumPy references' common name: ``<reference>_value`` and
+            ``<reference>_gradient`` in :mod:`ste_course.references.elementwise`.
         boundary: ``boundary(params) -> list of points`` where bugs live.
         params_choices: list of keyword-argument dicts the function is called with.
         why_value / why_gradient: ``why(x, params) -> str``: the rule at ``x``, used as
@@ -100,12 +102,6 @@ def elementwise_specs(name: str, reference: Callable, boundary: Callable[[dict],
             params_choices, scale)`` (e.g. :func:`make_cycling_cases`).
     """
     cases = cases or make_cases(boundary, params_choices, scale)
-
-    def ref_value(case):
-        return _run_value(reference, case)
-
-    def ref_gradient(case):
-        return _run_gradient(reference, case)
 
     def explain(what, why):
         def _explain(case, output, index, expected, got):
@@ -120,20 +116,14 @@ def elementwise_specs(name: str, reference: Callable, boundary: Callable[[dict],
         return _explain
 
     register(Spec(name=f"{name}/value", summary=f"forward values of {label}", cases=cases,
-                  run=_run_value, reference=ref_value, describe=_describe,
-                  explain=explain("value", why_value)))
+                  run=_run_value, reference=NumpyReference("elementwise", f"{reference}_value"),
+                  describe=_describe, explain=explain("value", why_value)))
     register(Spec(name=f"{name}/gradient", summary=f"gradients of {label}", cases=cases,
-                  run=_run_gradient, reference=ref_gradient, describe=_describe,
-                  explain=explain("gradient", why_gradient)))
+                  run=_run_gradient, reference=NumpyReference("elementwise", f"{reference}_gradient"),
+                  describe=_describe, explain=explain("gradient", why_gradient)))
 
 
 # ----------------------------------------------------------------------------- ste_sign
-def _sign_reference(x, clip_value=1.0):
-    import ste_utils
-
-    return ste_utils.ste_sign(x, clip_value=clip_value)
-
-
 def _sign_why_value(x, params):
     return "x >= 0 maps to +1 (0 included, unlike tf.sign)" if x >= 0 else "x < 0 maps to -1"
 
@@ -146,7 +136,7 @@ def _sign_why_gradient(x, params):
 
 
 elementwise_specs(
-    "ste_sign", _sign_reference,
+    "ste_sign", "ste_sign",
     boundary=lambda p: [0.0, p["clip_value"], -p["clip_value"], 0.5 * p["clip_value"], -1.5 * p["clip_value"], 3.0],
     params_choices=[{"clip_value": 1.0}, {"clip_value": 0.5}, {"clip_value": 2.0}],
     why_value=_sign_why_value, why_gradient=_sign_why_gradient, label="your ste_sign",
@@ -238,7 +228,7 @@ for _name in ("ste_sign_stop_gradient", "ste_sign_custom_gradient"):
     # The stop_gradient idiom x + sg(q - x) cancels for huge |x| (ste_utils.estimators); inputs
     # drawn with a small scale keep that numerical caveat out of the grade.
     elementwise_specs(
-        _name, _sign_reference, boundary=_sign_boundary, params_choices=_SIGN_CHOICES,
+        _name, "ste_sign", boundary=_sign_boundary, params_choices=_SIGN_CHOICES,
         why_value=_sign_why_value, why_gradient=_sign_why_gradient, label=f"your {_name}",
         cases=make_cycling_cases(_sign_boundary, _SIGN_CHOICES, scale=1.5, sanitize=_with_clip_edges),
     )
@@ -278,12 +268,6 @@ def _level_why(x, bits):
     return f"x * {n} = {shown} rounds to {k:g}{rule}, and {k:g} / {n} is the level"
 
 
-def _quantize_reference(x, bits):
-    import ste_utils
-
-    return ste_utils.ste_quantize(x, bits)
-
-
 def _quantize_boundary(p):
     n = 2 ** int(p["bits"]) - 1
     return [0.0, 1.0, 0.5, -0.25, 1.25, 1.0 / n, (n - 1.0) / n, 0.5 / n, (n - 0.5) / n, 3.0, -2.0]
@@ -298,7 +282,7 @@ def _quantize_why_gradient(x, params):
 _QUANTIZE_CHOICES = [{"bits": b} for b in range(1, 9)]
 
 elementwise_specs(
-    "quantize_ste", _quantize_reference, boundary=_quantize_boundary,
+    "quantize_ste", "quantize", boundary=_quantize_boundary,
     params_choices=_QUANTIZE_CHOICES,
     why_value=lambda x, p: _level_why(x, p["bits"]), why_gradient=_quantize_why_gradient,
     label="your quantize_ste",
@@ -323,14 +307,6 @@ def proxy_why(name: str, x: float) -> str:
     return f"the {name} proxy's derivative is {rule}, which is {1 if inside(x) else 0} here"
 
 
-def _quantized_relu_reference(x, proxy):
-    import functools
-
-    import ste_utils
-
-    return ste_utils.ste(functools.partial(ste_utils.quantize, bits=2), proxy=proxy)(x)
-
-
 def _quantized_relu_boundary(p):
     return [0.0, 1.0, -1.0, 0.5, 1.0 / 3, 2.0 / 3, 1.0 / 6, 5.0 / 6, -0.5, 1.5, 3.0]
 
@@ -338,7 +314,7 @@ def _quantized_relu_boundary(p):
 _PROXY_CHOICES = [{"proxy": name} for name in PROXY_RULES]
 
 elementwise_specs(
-    "quantized_relu", _quantized_relu_reference, boundary=_quantized_relu_boundary,
+    "quantized_relu", "quantized_relu", boundary=_quantized_relu_boundary,
     params_choices=_PROXY_CHOICES,
     why_value=lambda x, p: _level_why(x, 2),
     why_gradient=lambda x, p: proxy_why(p["proxy"], x),

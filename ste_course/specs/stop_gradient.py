@@ -4,8 +4,9 @@
     ``straight_through(x, result)``: forward value ``result``, gradient passed to ``x``
     unchanged and none to ``result``: out = x + sg(result - x). Judged on the value and on
     the gradients with respect to both inputs for an upstream gradient, against
-    ``ste_utils.straight_through``. Inputs stay moderate (|x| < 10), far from the
-    cancellation of x + (result - x) for huge |x|.
+    ``ste_utils.straight_through`` (computed in NumPy by
+    :func:`ste_course.references.stop_gradient.straight_through`). Inputs stay moderate
+    (|x| < 10), far from the cancellation of x + (result - x) for huge |x|.
 
 The k-bit quantizer of the same assignment (``quantize_ste/value`` and ``/gradient``) is an
 elementwise spec in :mod:`ste_course.specs.elementwise`.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ste_course.specs.base import Spec, register
+from ste_course.specs.base import NumpyReference, Spec, register
 from ste_course.specs.common import distinct, precision_note, tensors, to_array
 from ste_course.specs.elementwise import HIDDEN_DTYPES, HIDDEN_SHAPES
 
@@ -52,12 +53,6 @@ def _gradients(fn, case):
     return {"value": to_array(out, "straight_through(x, result)"), "dL/dx": d_x, "dL/dresult": d_result}
 
 
-def _reference(case):
-    import ste_utils
-
-    return _gradients(ste_utils.straight_through, case)
-
-
 def _describe(case):
     x = np.asarray(case["x"])
     return f"x and result of dtype {x.dtype.name} and shape {x.shape}"
@@ -80,4 +75,5 @@ def _explain(case, output, index, expected, got):
 
 register(Spec(name="stop_gradient/straight_through",
               summary="the value and gradients of your straight_through", cases=_cases,
-              run=_gradients, reference=_reference, describe=_describe, explain=_explain))
+              run=_gradients, reference=NumpyReference("stop_gradient", "straight_through"),
+              describe=_describe, explain=_explain))

@@ -1,4 +1,5 @@
-"""Specs for assignment 02 (the zero gradient of quantizers), judged against ``tf.GradientTape``.
+"""Specs for assignment 02 (the zero gradient of quantizers), judged against what
+``tf.GradientTape`` gives (computed in NumPy by :mod:`ste_course.references.zero_gradient`).
 
 ``zero_gradient/tf_gradient``
     ``tf_gradient(fn, x)``: the gradient TensorFlow computes for ``sum(fn(x))`` with respect to
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ste_course.specs.base import Spec, register
+from ste_course.specs.base import NumpyReference, Spec, register
 from ste_course.specs.common import distinct, to_array
 from ste_course.specs.elementwise import HIDDEN_DTYPES, HIDDEN_SHAPES, _fill
 
@@ -81,17 +82,6 @@ def _run_grad(fn, case):
     return {"gradient": result}
 
 
-def _ref_grad(case):
-    import tensorflow as tf
-
-    x = tf.constant(case["x"])
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = operation(case["op"])(x)
-    grad = tape.gradient(y, x)
-    return {"gradient": tf.zeros_like(x) if grad is None else grad}
-
-
 def _describe_grad(case):
     x = np.asarray(case["x"])
     return f"fn(x) = {OPERATIONS[case['op']][0]} with x of dtype {x.dtype.name} and shape {x.shape}"
@@ -106,8 +96,8 @@ def _explain_grad(case, output, index, expected, got):
 
 
 register(Spec(name="zero_gradient/tf_gradient", summary="gradients from your tf_gradient",
-              cases=_grad_cases, run=_run_grad, reference=_ref_grad, describe=_describe_grad,
-              explain=_explain_grad))
+              cases=_grad_cases, run=_run_grad, reference=NumpyReference("zero_gradient", "tf_gradient"),
+              describe=_describe_grad, explain=_explain_grad))
 
 
 # ----------------------------------------------------------------------------- the small MLP
@@ -158,23 +148,6 @@ def _student_args(case):
     return tf.constant(case["x"]), tf.constant(case["y"]), weights, [activation(n) for n in _names(case)]
 
 
-def _reference_grads(case):
-    """(output, [(dW, db) or None]) for the case's MLP, from tf.GradientTape."""
-    import tensorflow as tf
-
-    x, y, weights, acts = _student_args(case)
-    variables = [(tf.Variable(W), tf.Variable(b)) for W, b in weights]
-    with tf.GradientTape() as tape:
-        h = x
-        for i, (W, b) in enumerate(variables):
-            h = h @ W + b
-            if i < len(acts):
-                h = acts[i](h)
-        loss = tf.reduce_mean(tf.square(h - y))
-    grads = tape.gradient(loss, [v for pair in variables for v in pair])
-    return h, grads
-
-
 def _describe_mlp(case):
     names = _names(case)
     layers = " -> ".join([f"layer {i + 1} -> tf.{n}" for i, n in enumerate(names)] + [f"layer {len(names) + 1}"])
@@ -200,10 +173,6 @@ def _run_forward(fn, case):
     return {"output": to_array(fn(x, weights, acts), "forward(...)")}
 
 
-def _ref_forward(case):
-    return {"output": _reference_grads(case)[0].numpy()}
-
-
 def _explain_forward(case, output, index, expected, got):
     position = np.unravel_index(index, np.shape(_ref_shape(case)))
     return (f"On {_describe_mlp(case)} the output at {tuple(int(i) for i in position)} should be "
@@ -216,8 +185,8 @@ def _ref_shape(case):
 
 
 register(Spec(name="zero_gradient/forward", summary="outputs of your forward", cases=_mlp_cases,
-              run=_run_forward, reference=_ref_forward, describe=_describe_mlp,
-              explain=_explain_forward))
+              run=_run_forward, reference=NumpyReference("zero_gradient", "forward"),
+              describe=_describe_mlp, explain=_explain_forward))
 
 
 # receives_gradient
@@ -227,12 +196,6 @@ def _run_receives(fn, case):
     if flags.dtype.kind not in "biu":
         raise TypeError(f"receives_gradient must return booleans (True/False); got dtype {flags.dtype.name}")
     return {"receives gradient": flags.astype(bool)}
-
-
-def _ref_receives(case):
-    grads = _reference_grads(case)[1]
-    flags = [g is not None and bool(np.any(g.numpy() != 0)) for g in grads]
-    return {"receives gradient": np.array(flags, dtype=bool).reshape(_n_layers(case), 2)}
 
 
 def _explain_receives(case, output, index, expected, got):
@@ -252,15 +215,12 @@ def _explain_receives(case, output, index, expected, got):
 
 register(Spec(name="zero_gradient/receives_gradient",
               summary="which parameters receive a gradient, from your receives_gradient",
-              cases=_mlp_cases, run=_run_receives, reference=_ref_receives, describe=_describe_mlp,
+              cases=_mlp_cases, run=_run_receives,
+              reference=NumpyReference("zero_gradient", "receives_gradient"), describe=_describe_mlp,
               explain=_explain_receives, check_dtype=False))
 
 
 # sgd_step
-def _param_names(case):
-    return [f"{p}{i}" for i in range(1, _n_layers(case) + 1) for p in "Wb"]
-
-
 def _run_sgd(fn, case):
     x, y, weights, acts = _student_args(case)
     new = fn(x, y, weights, acts, case["learning_rate"])
@@ -273,16 +233,6 @@ def _run_sgd(fn, case):
             raise TypeError(f"sgd_step must return (W, b) pairs; entry {i - 1} is {type(pair).__name__}")
         out[f"W{i}"] = to_array(pair[0], f"the new W{i}")
         out[f"b{i}"] = to_array(pair[1], f"the new b{i}")
-    return out
-
-
-def _ref_sgd(case):
-    grads = _reference_grads(case)[1]
-    rate = np.float32(case["learning_rate"])
-    out = {}
-    for name, g in zip(_param_names(case), grads):
-        old = np.asarray(case[name])
-        out[name] = old if g is None else (old - rate * g.numpy()).astype(old.dtype)
     return out
 
 
@@ -304,5 +254,5 @@ def _explain_sgd(case, output, index, expected, got):
 
 
 register(Spec(name="zero_gradient/sgd_step", summary="the weights after your sgd_step",
-              cases=_mlp_cases, run=_run_sgd, reference=_ref_sgd, describe=_describe_mlp,
-              explain=_explain_sgd))
+              cases=_mlp_cases, run=_run_sgd, reference=NumpyReference("zero_gradient", "sgd_step"),
+              describe=_describe_mlp, explain=_explain_sgd))
