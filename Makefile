@@ -48,9 +48,10 @@ grade-deps:
 shared-venv:
 	@scripts/shared-venv.sh requirements-hub.txt  # the same pins as hub-deps: no reinstall between them
 
-# The classroom (as root): the shared venv with jupyterhub (requirements-hub.txt) and the proxy
-# from npm (hub/install.sh); then a JupyterHub for ROSTER (a CSV with a student_id column) on
-# 127.0.0.1:8000 with assignment 03_ste published (see docs/classroom.md).
+# The classroom (as root): the shared venv with jupyterhub (requirements-hub.txt), the proxy
+# from npm and the feedback link's JupyterLab extension (hub/install.sh); then a JupyterHub for
+# ROSTER (a CSV with a student_id column) on 127.0.0.1:8000 with assignment 03_ste published
+# (see docs/classroom.md).
 ROSTER ?= roster.csv
 .PHONY: hub-deps hub hub-stop
 hub-deps:

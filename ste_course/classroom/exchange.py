@@ -122,8 +122,9 @@ class PrivateSubmit(ExchangeSubmit):
 class FeedbackList(ExchangeList):
     """nbgrader's list, whose "view feedback" link (``filebrowser:go-to-path`` in the Assignment
     List) shows the folder of a submission's feedback: when that folder holds one page, the link
-    is given the page itself, so the file browser opens the folder with the page selected (a
-    double-click opens it). nbgrader's frontend opens no file from that link."""
+    is given the page itself (``<assignment>/feedback/<timestamp>/<notebook>.html``), which the
+    hub's JupyterLab extension (``hub/labextension``) then opens in the HTML viewer; nbgrader's
+    frontend alone opens no file from that link."""
 
     def parse_assignments(self):
         assignments = super().parse_assignments()

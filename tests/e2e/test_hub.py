@@ -87,8 +87,19 @@ def ste_course(*args: str) -> str:
     return out.stdout
 
 
+def view_feedback(page):
+    """Click "view feedback" in the Assignment List: the page opens in JupyterLab's HTML viewer
+    (hub/labextension), untrusted (no script runs, none is needed); return its frame."""
+    page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first \
+        .get_by_text("view feedback").click(timeout=UI_TIMEOUT)
+    viewer = page.locator(".jp-HTMLViewer iframe")
+    viewer.wait_for(timeout=UI_TIMEOUT)
+    assert viewer.get_attribute("sandbox") == "allow-same-origin", viewer.get_attribute("sandbox")
+    return page.frame_locator(".jp-HTMLViewer iframe")
+
+
 def fetch_feedback(hub, user: str, page, screenshot: str | None = None) -> str:
-    """Fetch Feedback in the Assignment List, then open the fetched page; return its score line."""
+    """Fetch Feedback in the Assignment List, then view the fetched page; return its score line."""
     page.locator("#refresh_assignments_list").click()
     submitted = page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
     submitted.get_by_text("feedback available to fetch").wait_for(timeout=UI_TIMEOUT)
@@ -97,9 +108,7 @@ def fetch_feedback(hub, user: str, page, screenshot: str | None = None) -> str:
     submitted.get_by_text("view feedback").wait_for(timeout=UI_TIMEOUT)
     pages = sorted((hub.home(user) / "exercises" / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html"))
     assert len(pages) == 1, f"fetched feedback of {user}: {pages}"
-    relative = pages[0].relative_to(hub.home(user)).as_posix()
-    page.goto(f"{hub.url}/user/{user}/files/{relative}")
-    score = page.locator(".score").first.inner_text(timeout=UI_TIMEOUT)
+    score = view_feedback(page).locator(".score").first.inner_text(timeout=UI_TIMEOUT)
     if screenshot:
         page.screenshot(path=str(SCREENSHOTS / screenshot), full_page=False)
     return score
@@ -273,16 +282,11 @@ def test_a_hand_grade_in_formgrader_on_the_hub_reaches_the_student(hub, browser)
         page.locator("#refresh_assignments_list").click()
         submitted_row = page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first
         submitted_row.get_by_role("button", name="Fetch Feedback").click(timeout=UI_TIMEOUT)
-        page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first \
-            .get_by_text("view feedback").click(timeout=UI_TIMEOUT)
-        # the link shows the feedback folder with the page selected (exchange.FeedbackList)
-        selected = page.locator(".jp-DirListing-item.jp-mod-selected")
-        selected.first.wait_for(timeout=UI_TIMEOUT)
-        assert selected.inner_text().strip().startswith(f"{ASSIGNMENT}.html"), selected.inner_text()
-        pages = sorted((hub.home(a) / "exercises" / ASSIGNMENT / "feedback").glob(f"*/{ASSIGNMENT}.html"),
-                       key=lambda p: p.stat().st_mtime)
-        page.goto(f"{hub.url}/user/{a}/files/{pages[-1].relative_to(hub.home(a)).as_posix()}")
-        text = page.locator("body").inner_text(timeout=UI_TIMEOUT)
+        submitted_row.get_by_text("view feedback").wait_for(timeout=UI_TIMEOUT)
+        # the page opens (read again if JupyterLab restored it from the first test, before this fetch)
+        body = view_feedback(page).locator("body")
+        body.get_by_text(comment).wait_for(timeout=UI_TIMEOUT)
+        text = body.inner_text()
     finally:
         context.close()
     assert comment in text, text[:2000]
