@@ -18,7 +18,9 @@
     ``tf.quantization.fake_quant_with_min_max_vars``: the range nudged so that 0 is a level
     (zero point rounded half away from zero), levels rounded half up; dy/dx = 1 inside the
     nudged range (bounds included), dmin and dmax the sums of the upstream gradient below and
-    above it. The reference is TensorFlow's op itself, run by the grader; ranges are drawn per
+    above it. The reference is TensorFlow's op as its kernel computes it in float32
+    (``tensorflow/core/kernels/fake_quant_ops_functor.h``), reproduced in NumPy
+    (:mod:`ste_course.references.qat`; equal to the op bit for bit); ranges are drawn per
     student with a power-of-two step, so every formula written in float32 gives the same bits.
     A function whose graph holds TensorFlow's fake-quantization ops (or a py_function hiding
     them) is refused.
@@ -30,7 +32,8 @@ products and autodiff's u * level - u * v are exact: a correct answer written wi
 point x / s = k + 1/2 is exactly half-way whichever way it is computed.
 
 Which side runs what: as in :mod:`ste_course.specs.elementwise` (``run`` in the student's
-kernel; ``cases``, ``reference`` and the messages in the grader or the student's own kernel).
+kernel; ``cases``, ``reference`` and the messages in the grader or the student's own kernel;
+the references are NumPy, :mod:`ste_course.references.qat`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import dataclasses
 import numpy as np
 
 from ste_course.evidence import encode_array
-from ste_course.specs.base import Spec, compare, get_spec, register, tolerance
+from ste_course.specs.base import NumpyReference, Spec, compare, get_spec, register, tolerance
 from ste_course.specs.common import distinct, to_array
 from ste_course.specs.elementwise import HIDDEN_DTYPES, HIDDEN_SHAPES, unambiguous_levels
 
@@ -141,15 +144,6 @@ def _lsq_run(fn, case, output):
     wrt = x if output == "x_gradient" else step
     grad = tape.gradient(q, wrt, output_gradients=tf.constant(case["upstream"]))
     return {output: tf.zeros_like(wrt) if grad is None else grad}
-
-
-def _lsq_reference(output):
-    def reference(case):
-        import ste_utils
-
-        return _lsq_run(ste_utils.lsq_quantize, case, output)
-
-    return reference
 
 
 def _lsq_describe(case) -> str:
@@ -270,7 +264,7 @@ for _output, _summary in (("value", "forward values of your lsq_quantize"),
                           ("x_gradient", "gradients of your lsq_quantize with respect to x"),
                           ("step_gradient", "gradients of your lsq_quantize with respect to the step size (LSQ eq. 3)")):
     register(Spec(name=f"lsq/{_output}", summary=_summary, cases=_lsq_cases,
-                  run=lambda fn, case, _o=_output: _lsq_run(fn, case, _o), reference=_lsq_reference(_output),
+                  run=lambda fn, case, _o=_output: _lsq_run(fn, case, _o), reference=NumpyReference("qat", f"lsq_{_output}"),
                   describe=_lsq_describe, explain=_lsq_explain,
                   compare=None if _output == "value" else _lsq_compare(_output)))
 
@@ -329,12 +323,6 @@ def _pact_run(fn, case):
             "alpha_gradient": tf.zeros_like(alpha) if da is None else da}
 
 
-def _pact_reference(case):
-    import ste_utils
-
-    return _pact_run(ste_utils.pact_quantize, case)
-
-
 def _pact_describe(case) -> str:
     x = np.asarray(case["x"])
     return (f"x of dtype {x.dtype.name} and shape {x.shape} (alpha = {float(case['alpha'].ravel()[0]):g}, "
@@ -370,7 +358,7 @@ def _pact_explain(case, output, index, expected, got):
 
 
 register(Spec(name="pact/quantize", summary="values and both gradients (x, alpha) of your pact_quantize",
-              cases=_pact_cases, run=_pact_run, reference=_pact_reference, describe=_pact_describe,
+              cases=_pact_cases, run=_pact_run, reference=NumpyReference("qat", "pact"), describe=_pact_describe,
               explain=_pact_explain))
 
 
@@ -468,7 +456,7 @@ def _graph_ops(concrete) -> set:
 FQ_GRADIENTS = ("x_gradient", "min_gradient", "max_gradient")
 
 
-def _fq_run(fn, case, outputs, refuse=True):
+def _fq_run(fn, case, outputs):
     """Values and the three gradients of ``fn(x, min, max, bits, narrow_range)``, computed in one
     ``tf.function`` whose graph is searched for the refused ops first."""
     import tensorflow as tf
@@ -483,27 +471,14 @@ def _fq_run(fn, case, outputs, refuse=True):
         return [y] + [tf.zeros_like(t) if g is None else g for g, t in zip(grads, (x, lo, hi))]
 
     concrete = tf.function(body, autograph=False).get_concrete_function(x, lo, hi, up)
-    if refuse:
-        found = sorted(_graph_ops(concrete) & FQ_REFUSED_OPS)
-        if found:
-            raise RuntimeError(f"fake_quant runs TensorFlow's {', '.join(found)} op: this part must be your "
-                               "own implementation of the nudge, the rounding and the gradients")
+    found = sorted(_graph_ops(concrete) & FQ_REFUSED_OPS)
+    if found:
+        raise RuntimeError(f"fake_quant runs TensorFlow's {', '.join(found)} op: this part must be your "
+                           "own implementation of the nudge, the rounding and the gradients")
     y, d_x, d_lo, d_hi = concrete(x, lo, hi, up)
     result = {"value": to_array(y, "fake_quant(...)"), "x_gradient": d_x, "min_gradient": d_lo,
               "max_gradient": d_hi}
     return {k: result[k] for k in outputs}
-
-
-def _fq_reference(outputs):
-    def reference(case):
-        import tensorflow as tf
-
-        def op(x, lo, hi, bits, narrow_range):
-            return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=bits, narrow_range=narrow_range)
-
-        return _fq_run(op, case, outputs, refuse=False)
-
-    return reference
 
 
 def _fq_describe(case) -> str:
@@ -548,7 +523,7 @@ def _fq_explain(case, output, index, expected, got):
 
 register(Spec(name="fake_quant/value", summary="forward values of your fake_quant (the nudged range, half-up rounding)",
               cases=_fq_cases, run=lambda fn, case: _fq_run(fn, case, ("value",)),
-              reference=_fq_reference(("value",)), describe=_fq_describe, explain=_fq_explain))
+              reference=NumpyReference("qat", "fake_quant_value"), describe=_fq_describe, explain=_fq_explain))
 register(Spec(name="fake_quant/gradients", summary="gradients of your fake_quant with respect to x, min and max",
               cases=_fq_cases, run=lambda fn, case: _fq_run(fn, case, FQ_GRADIENTS),
-              reference=_fq_reference(FQ_GRADIENTS), describe=_fq_describe, explain=_fq_explain))
+              reference=NumpyReference("qat", "fake_quant_gradients"), describe=_fq_describe, explain=_fq_explain))
