@@ -247,8 +247,8 @@ GRADER_ONLY = ("ste_course.references",)
 
 
 def _allowed(module: str) -> bool:
-    return module in ("ste_course", "ste_course.inside", *GRADER_ONLY) or any(
-        module == prefix or module.startswith(prefix + ".") for prefix in SHARED + ("ste_course.inside",))
+    return module in ("ste_course", "ste_course.inside") or any(
+        module == prefix or module.startswith(prefix + ".") for prefix in SHARED + GRADER_ONLY + ("ste_course.inside",))
 
 
 def test_inside_imports_nothing_from_the_parents_side():
