@@ -71,11 +71,14 @@ def vq_gradients(case) -> dict:
 
 
 # ----------------------------------------------------------------------------- REINFORCE
+def reinforce_formula(f: np.ndarray, b: np.ndarray, p: np.ndarray, c) -> np.ndarray:
+    """The score-function estimate (f(b) - c)(b - p) / (p (1 - p)) per sample (rows) and unit."""
+    return (f[:, None] - c) * (b - p) / (p * (1 - p))
+
+
 def reinforce(case) -> dict:
-    """The score-function estimates (f(b) - c)(b - p) / (p (1 - p)) of the case's samples, one row
-    per sample, in float64 and rounded once to p's dtype (the specs' judging formula,
-    ``ste_course.specs.discrete._reinforce_formula``, which the sandbox's side may not import from here)."""
+    """:func:`reinforce_formula` on the case's samples, in float64 and rounded once to p's dtype."""
     p = np.asarray(case["p"]).astype(np.float64)
     f, b = np.asarray(case["f_values"], np.float64), np.asarray(case["samples"], np.float64)
     c = np.asarray(case["baseline"], np.float64)
-    return {"estimates": ((f[:, None] - c) * (b - p) / (p * (1 - p))).astype(np.asarray(case["p"]).dtype)}
+    return {"estimates": reinforce_formula(f, b, p, c).astype(np.asarray(case["p"]).dtype)}
