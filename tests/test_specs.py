@@ -352,7 +352,7 @@ def test_a_lookup_model_scores_zero():
 
 
 def test_the_grader_runs_a_2_bit_network_it_rebuilt():
-    from ste_course.specs.proxies import rebuild_model
+    from numpy_oracles.proxies import rebuild_model
 
     export = _trained_export()
     model = rebuild_model(2, "relu", export["weights"])

@@ -1,4 +1,5 @@
-"""Specs for assignment 01 (backpropagation by hand), judged against ``tf.GradientTape``.
+"""Specs for assignment 01 (backpropagation by hand), judged against the gradients
+``tf.GradientTape`` gives (computed in NumPy, op for op: :mod:`ste_course.references.backprop`).
 
 The student's functions get NumPy arrays and run with TensorFlow's automatic differentiation
 switched off (:func:`without_autodiff`): a part answered with ``tf.GradientTape``,
@@ -24,7 +25,7 @@ import contextlib
 
 import numpy as np
 
-from ste_course.specs.base import Spec, register
+from ste_course.specs.base import NumpyReference, Spec, register
 from ste_course.specs.common import (compare_with_hint, distinct, fresh, precision_note, keyed, scale_hint, to_array,
                                       transpose_hint)
 
@@ -61,41 +62,6 @@ def _describe_network(case) -> str:
 def _describe_dense(case) -> str:
     (B, D), M = np.shape(case["x"]), np.shape(case["W"])[1]
     return f"x of shape ({B}, {D}), W of shape ({D}, {M}), upstream of shape ({B}, {M})"
-
-
-# ----------------------------------------------------------------------------- references (tape)
-def _tape_network(case):
-    """(gradients of PARAMS, dL/dh) from tf.GradientTape."""
-    import tensorflow as tf
-
-    x, y = tf.constant(case["x"]), tf.constant(case["y"])
-    params = [tf.Variable(case[k]) for k in PARAMS]
-    W1, b1, W2, b2 = params
-    with tf.GradientTape(persistent=True) as tape:
-        h = tf.tanh(x @ W1 + b1)
-        loss = tf.reduce_mean(tf.square(h @ W2 + b2 - y))
-    grads = tape.gradient(loss, params)
-    d_h = tape.gradient(loss, h)
-    del tape
-    return {f"dL/d{k}": g.numpy() for k, g in zip(PARAMS, grads)}, d_h.numpy()
-
-
-def _ref_backward(case):
-    return _tape_network(case)[0]
-
-
-def _ref_hidden(case):
-    return {"dL/dh": _tape_network(case)[1]}
-
-
-def _ref_dense(case):
-    import tensorflow as tf
-
-    x, W, b = (tf.Variable(case[k]) for k in ("x", "W", "b"))
-    with tf.GradientTape() as tape:
-        out = x @ W + b
-    grads = tape.gradient(out, [x, W, b], output_gradients=tf.constant(case["upstream"]))
-    return {f"dL/d{k}": g.numpy() for k, g in zip(("x", "W", "b"), grads)}
 
 
 # ----------------------------------------------------------------------------- by hand: autodiff switched off
@@ -248,8 +214,8 @@ def _register(name, summary, cases, run, reference, describe):
 
 
 _register("backprop/dense_backward", "the backward pass of your dense_backward", _dense_cases,
-          _run_dense, _ref_dense, _describe_dense)
+          _run_dense, NumpyReference("backprop", "dense_backward"), _describe_dense)
 _register("backprop/hidden_upstream", "the upstream gradient dL/dh from your hidden_upstream",
-          _network_cases, _run_hidden, _ref_hidden, _describe_network)
+          _network_cases, _run_hidden, NumpyReference("backprop", "hidden_upstream"), _describe_network)
 _register("backprop/backward", "the parameter gradients from your backward", _network_cases,
-          _run_backward, _ref_backward, _describe_network)
+          _run_backward, NumpyReference("backprop", "backward"), _describe_network)

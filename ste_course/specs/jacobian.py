@@ -2,44 +2,29 @@
 
 ``jacobian/straight_through``
     ``ste_jacobian(x, r)``: the Jacobian of out = x + sg(r - x) with respect to [x, r], x and r
-    flattened to length n: an (n, 2n) matrix in x's dtype; reference
-    ``ste_utils.straight_through_jacobian`` ([I | 0]).
+    flattened to length n: an (n, 2n) matrix in x's dtype: [I | 0], what
+    ``ste_utils.straight_through_jacobian`` gives.
 ``jacobian/ste_sign``
     ``ste_sign_jacobian(x, clip_value=1.0)``: the (n, n) Jacobian of ste_sign at the flattened
-    x; reference ``ste_utils.jacobian`` of ``ste_utils.ste_sign`` (diag 1{|x| <= clip_value}).
+    x: diag 1{|x| <= clip_value}, what ``ste_utils.jacobian`` of ``ste_utils.ste_sign`` gives.
 ``jacobian/chain_rule``
     ``ste_input_gradients(x, r, upstream)``: (dL/dx, dL/dr) given dL/dout = upstream.
 ``jacobian/gradient_reaching_result``, ``jacobian/gradient_reaching_x``
     Numbers answering the interpretation question (x = 0.7, r = round(x),
     out = x + sg(r - x), L = out**2): dL/dr and dL/dx. Their messages do not give the answer.
+
+The references are the closed forms, in NumPy (:mod:`ste_course.references.jacobian`).
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
-from ste_course.specs.base import Spec, register
+from ste_course.specs.base import NumpyReference, Spec, register
 from ste_course.specs.common import compare_with_hint, distinct, precision_note, tensors, to_array
 from ste_course.specs.elementwise import HIDDEN_DTYPES, _fill, _sign_why_gradient
 
-# tape.jacobian is slow (a traced loop per call): few, small hidden cases.
 SHAPES = ((1,), (2, 3))
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence TensorFlow's retracing warnings from ``tape.jacobian`` (one traced loop per call)."""
-    import tensorflow as tf
-
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _pairs(rng, hidden):
@@ -67,13 +52,6 @@ def _run_st(fn, case):
     return {"jacobian": to_array(fn(x, r), "ste_jacobian(x, r)")}
 
 
-def _ref_st(case):
-    import ste_utils
-
-    with _quiet():
-        return {"jacobian": ste_utils.straight_through_jacobian(case["x"], case["r"])}
-
-
 def _explain_st(case, output, index, expected, got):
     n = np.asarray(case["x"]).size
     i, j = (int(k) for k in np.unravel_index(index, (n, 2 * n)))
@@ -97,7 +75,7 @@ def _st_hint(case, output, expected, got):
 
 
 register(Spec(name="jacobian/straight_through", summary="the Jacobian from your ste_jacobian",
-              cases=_pairs, run=_run_st, reference=_ref_st, describe=_describe_pair,
+              cases=_pairs, run=_run_st, reference=NumpyReference("jacobian", "straight_through"), describe=_describe_pair,
               explain=_explain_st, compare=compare_with_hint("jacobian/straight_through", _st_hint)))
 
 
@@ -126,15 +104,6 @@ def _run_sign(fn, case):
     return {"jacobian": to_array(fn(x, clip_value=case["clip_value"]), "ste_sign_jacobian(x)")}
 
 
-def _ref_sign(case):
-    import ste_utils
-
-    c = case["clip_value"]
-    flat = np.asarray(case["x"]).ravel()
-    with _quiet():
-        return {"jacobian": ste_utils.jacobian(lambda t: ste_utils.ste_sign(t, clip_value=c), flat)[0]}
-
-
 def _explain_sign(case, output, index, expected, got):
     x = np.asarray(case["x"]).ravel()
     i, j = (int(k) for k in np.unravel_index(index, (x.size, x.size)))
@@ -154,7 +123,7 @@ def _sign_hint(case, output, expected, got):
 
 
 register(Spec(name="jacobian/ste_sign", summary="the Jacobian from your ste_sign_jacobian",
-              cases=_sign_cases, run=_run_sign, reference=_ref_sign, describe=_describe_sign,
+              cases=_sign_cases, run=_run_sign, reference=NumpyReference("jacobian", "ste_sign"), describe=_describe_sign,
               explain=_explain_sign, compare=compare_with_hint("jacobian/ste_sign", _sign_hint)))
 
 
@@ -166,20 +135,6 @@ def _run_chain(fn, case):
         raise TypeError("ste_input_gradients must return a pair (dL/dx, dL/dr); "
                         f"it returned {type(result).__name__}")
     return {"dL/dx": to_array(result[0], "dL/dx"), "dL/dr": to_array(result[1], "dL/dr")}
-
-
-def _ref_chain(case):
-    import tensorflow as tf
-
-    import ste_utils
-
-    x, r, upstream = tensors(case, "x", "r", "upstream")
-    with tf.GradientTape() as tape:
-        tape.watch([x, r])
-        out = ste_utils.straight_through(x, r)
-    d_x, d_r = tape.gradient(out, [x, r], output_gradients=upstream,
-                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return {"dL/dx": d_x.numpy(), "dL/dr": d_r.numpy()}
 
 
 def _explain_chain(case, output, index, expected, got):
@@ -197,12 +152,14 @@ def _explain_chain(case, output, index, expected, got):
 
 
 register(Spec(name="jacobian/chain_rule", summary="the gradients from your ste_input_gradients",
-              cases=_pairs, run=_run_chain, reference=_ref_chain, describe=_describe_pair,
+              cases=_pairs, run=_run_chain, reference=NumpyReference("jacobian", "chain_rule"), describe=_describe_pair,
               explain=_explain_chain))
 
 
 # ----------------------------------------------------------------------------- interpretation
-def _number_spec(name: str, variable: str, expected: float, advice: str):
+def _number_spec(name: str, variable: str, advice: str):
+    """A spec for one number; the right one is the reference's (``ste_course.references.jacobian``,
+    which the sandbox hides), not written here."""
     def run(value, case):
         array = to_array(value, variable)
         if array.size != 1 or array.dtype.kind not in "fiu":
@@ -211,17 +168,17 @@ def _number_spec(name: str, variable: str, expected: float, advice: str):
 
     def compare(case, expected_out, got):
         value = float(got["answer"][0].reshape(-1)[0])
-        if np.isclose(value, expected, rtol=1e-6, atol=1e-9):
+        if np.isclose(value, float(expected_out["answer"]), rtol=1e-6, atol=1e-9):
             return []
         return [f"{variable} = {value:.6g} is not right. {advice}"]
 
     register(Spec(name=name, summary=f"your answer {variable}", cases=lambda rng, hidden: [{}],
-                  run=run, reference=lambda case: {"answer": np.float64(expected)},
+                  run=run, reference=NumpyReference("jacobian", variable),
                   describe=lambda case: "the question", check_dtype=False, compare=compare))
 
 
-_number_spec("jacobian/gradient_reaching_result", "gradient_reaching_result", 0.0,
+_number_spec("jacobian/gradient_reaching_result", "gradient_reaching_result",
              "Read it from the Jacobian of Part 1: dL/dr is dL/dout times the d out / d r block.")
-_number_spec("jacobian/gradient_reaching_x", "gradient_reaching_x", 2.0,
+_number_spec("jacobian/gradient_reaching_x", "gradient_reaching_x",
              "dL/dx is dL/dout times the d out / d x block, and dL/dout = 2 * out is taken at the "
              "forward value out, which is r = round(x), not x.")

@@ -8,9 +8,11 @@
     A trained 2-bit network classifies held-out digits. The student's code returns plain data,
     ``{"bits": 2, "proxy": name, "weights": model.get_weights()}`` for
     Dense(H) -> BatchNormalization -> 2-bit activation -> Dense(10); nothing of the student's
-    runs on the digits. The grader checks the configuration (2 bits, a known proxy, the shapes),
-    rebuilds the model from ``ste_utils.SteActivation`` and Keras layers, and runs it itself on
-    the test split of ``ste_utils.data.load_digits`` (which ``training_digits``, the data the
+    runs on the digits. The grader checks the configuration (2 bits, a known proxy, the shapes)
+    and runs the model itself, in inference mode as Keras runs it rebuilt from
+    ``ste_utils.SteActivation`` and Keras layers (in NumPy, float32:
+    :func:`ste_course.references.proxies.digits_logits`), on the test split of
+    ``ste_utils.data.load_digits`` (which ``training_digits``, the data the
     assignment trains on, leaves out); for hidden cases each image gets a contrast and pixel
     noise drawn per student from the instructor's secret. Images and labels are both hidden
     inputs: neither reaches the sandbox.
@@ -21,11 +23,9 @@ elementwise spec, registered in :mod:`ste_course.specs.elementwise`.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from ste_course.specs.base import Spec, register
+from ste_course.specs.base import NumpyReference, Spec, register
 from ste_course.specs.common import to_array
 from ste_course.specs.elementwise import (HIDDEN_DTYPES, HIDDEN_SHAPES, PROXY_RULES, _fill,
                                           normal_neighbours, proxy_why)
@@ -57,14 +57,6 @@ def _run_derivative(fn, case):
                                    f"proxy_derivative({case['proxy']!r}, x)")}
 
 
-def _ref_derivative(case):
-    import tensorflow as tf
-
-    import ste_utils
-
-    return {"derivative": ste_utils.PROXIES[case["proxy"]].derivative(tf.constant(case["x"]))}
-
-
 def _describe_derivative(case):
     x = np.asarray(case["x"])
     return f"proxy {case['proxy']!r} with x of dtype {x.dtype.name} and shape {x.shape}"
@@ -78,7 +70,7 @@ def _explain_derivative(case, output, index, expected, got):
 
 
 register(Spec(name="proxies/derivative", summary="proxy derivatives from your proxy_derivative",
-              cases=_derivative_cases, run=_run_derivative, reference=_ref_derivative,
+              cases=_derivative_cases, run=_run_derivative, reference=NumpyReference("proxies", "derivative"),
               describe=_describe_derivative, explain=_explain_derivative))
 
 
@@ -96,19 +88,13 @@ CONTRAST = (0.8, 1.0)
 NOISE_SIGMA = 0.05
 
 
-@functools.lru_cache(maxsize=1)
-def _test_split():
-    from ste_utils.data import load_digits
-
-    data = load_digits()
-    return data.x_test, data.y_test
-
-
 def _model_cases(rng, hidden):
     """The held-out digits (the test split of ``load_digits``, which ``training_digits`` leaves
     out); hidden: each image scaled by a contrast drawn from ``CONTRAST``, plus Gaussian noise,
     clipped to [0, 1]. Images and labels are both hidden inputs: neither reaches the sandbox."""
-    images, labels = _test_split()
+    from ste_course.references.proxies import digits_test_split
+
+    images, labels = digits_test_split()
     if hidden:
         contrast = rng.uniform(*CONTRAST, size=(len(images), 1))
         images = np.clip(images * contrast + rng.normal(0.0, NOISE_SIGMA, images.shape), 0.0, 1.0)
@@ -165,36 +151,15 @@ def _check_export(got) -> tuple:
     return (int(bits), PROXY_NAMES[int(proxy)], weights), None
 
 
-def rebuild_model(bits: int, proxy: str, weights: list):
-    """The graded model, built by the grader from ``ste_utils`` layers and the exported weights:
-    Dense(H) -> BatchNormalization() -> ``ste_utils.SteActivation(bits, proxy)`` -> Dense(10)."""
-    import keras
-
-    from ste_utils import SteActivation
-
-    hidden = int(weights[1].shape[0])
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hidden), keras.layers.BatchNormalization(),
-                              SteActivation(bits=bits, proxy=proxy), keras.layers.Dense(10)])
-    model.set_weights([np.asarray(w, np.float32) for w in weights])
-    return model
-
-
-EXPORT_KEYS = ("bits", "proxy") + tuple(f"weight_{k}" for k in range(len(WEIGHT_NAMES)))
-
-
-def _expected_export(case):
-    """What the evidence must hold (one entry per exported array); the verdict itself needs the
-    case's images and labels, which :func:`_compare_model` reads from the case."""
-    return {key: None for key in EXPORT_KEYS}
-
-
 def _compare_model(case, expected, got):
     labels = np.asarray(case["labels"])
     config, problem = _check_export(got)
     if problem:
         return [problem]
-    logits = rebuild_model(*config)(np.asarray(case["images"], np.float32), training=False)
-    accuracy = float(np.mean(np.argmax(np.asarray(logits), axis=-1) == labels))
+    from ste_course.references.proxies import digits_accuracy
+
+    bits, _, weights = config
+    accuracy = digits_accuracy(bits, weights, case["images"], labels)
     if accuracy >= REQUIRED_ACCURACY:
         return []
     return [f"Your model, rebuilt from its export and run by the grader, classified {100 * accuracy:.1f} % "
@@ -203,6 +168,6 @@ def _compare_model(case, expected, got):
 
 register(Spec(name="digits_model/accuracy",
               summary=f"accuracy of your exported model on held-out digits (at least {100 * REQUIRED_ACCURACY:.0f} %)",
-              cases=_model_cases, run=_run_model, reference=_expected_export,
+              cases=_model_cases, run=_run_model, reference=NumpyReference("proxies", "export_keys"),
               describe=lambda case: f"{len(case['images'])} held-out digit images",
               check_dtype=False, compare=_compare_model, hidden_inputs=("images", "labels")))
