@@ -29,43 +29,10 @@ from spec_testing import grade_as_sandbox
 SEEDS = range(12)
 # Built-in specs whose reference still needs TensorFlow, each with the reason.
 STILL_TENSORFLOW: dict = {
-    "backprop/backward": "not converted yet",
-    "backprop/dense_backward": "not converted yet",
-    "backprop/hidden_upstream": "not converted yet",
-    "digits_model/accuracy": "not converted yet",
-    "fake_quant/gradients": "not converted yet",
-    "fake_quant/value": "not converted yet",
-    "gumbel_st/gradient": "not converted yet",
-    "gumbel_st/value": "not converted yet",
-    "jacobian/chain_rule": "not converted yet",
-    "jacobian/gradient_reaching_result": "not converted yet",
-    "jacobian/gradient_reaching_x": "not converted yet",
-    "jacobian/ste_sign": "not converted yet",
-    "jacobian/straight_through": "not converted yet",
-    "lsq/step_gradient": "not converted yet",
-    "lsq/value": "not converted yet",
-    "lsq/x_gradient": "not converted yet",
-    "pact/quantize": "not converted yet",
-    "proxies/derivative": "not converted yet",
-    "quantize_ste/gradient": "not converted yet",
-    "quantize_ste/value": "not converted yet",
-    "quantized_relu/gradient": "not converted yet",
-    "quantized_relu/value": "not converted yet",
-    "reinforce/bias": "not converted yet",
-    "reinforce/variance": "not converted yet",
-    "ste_sign/gradient": "not converted yet",
-    "ste_sign/value": "not converted yet",
-    "ste_sign_custom_gradient/gradient": "not converted yet",
-    "ste_sign_custom_gradient/value": "not converted yet",
-    "ste_sign_stop_gradient/gradient": "not converted yet",
-    "ste_sign_stop_gradient/value": "not converted yet",
-    "stop_gradient/straight_through": "not converted yet",
-    "vq/forward": "not converted yet",
-    "vq/gradients": "not converted yet",
-    "zero_gradient/forward": "not converted yet",
-    "zero_gradient/receives_gradient": "not converted yet",
-    "zero_gradient/sgd_step": "not converted yet",
-    "zero_gradient/tf_gradient": "not converted yet",
+    # TensorFlow's softmax uses its own fast exp: a float64 NumPy gradient differs by up to 3.7e-5
+    # relative on small entries, beyond the library test's rtol 1e-6 (reproducing it means
+    # Eigen's exp polynomial bit for bit in float32 and float64). Assignment 08's judge imports it.
+    "gumbel_st/gradient": "TensorFlow's softmax (its fast exp)",
 }
 
 
