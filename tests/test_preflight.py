@@ -110,6 +110,21 @@ def test_unreadable_submissions_get_a_reason(tmp_path, content, message):
     assert err.value.status == "invalid"
 
 
+def test_a_submission_of_tens_of_thousands_of_cells_is_refused_before_it_runs(tmp_path):
+    """Red team: 59,000 one-character cells (4.97 MB, within the size cap) ran, and their
+    15.8 MB feedback page cost the grader's recording thread about a minute."""
+    from ste_course.grading.preflight import MAX_CELLS
+
+    cell = {"cell_type": "code", "metadata": {}, "source": "1", "outputs": [], "execution_count": None}
+    path = tmp_path / "s.ipynb"
+    path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell] * 40_000}))
+    with pytest.raises(PreflightError, match=f"40000 cells; at most {MAX_CELLS}") as err:
+        read_submission(path)
+    assert err.value.status == "invalid"
+    path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell] * MAX_CELLS}))
+    assert len(read_submission(path)["cells"]) == MAX_CELLS
+
+
 def test_huge_and_linked_files_are_refused(tmp_path):
     big = tmp_path / "big.ipynb"
     big.write_bytes(b" " * (6 * 2**20))

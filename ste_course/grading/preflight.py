@@ -18,6 +18,9 @@ from ste_course.untrusted import NotOwnFile, clean, read_own, shown
 
 MAX_NOTEBOOK_BYTES = 5 * 2**20
 MAX_CELL_CHARS = 200_000
+# Cells per submission: every one is run, judged and rendered on the feedback page (about 1 ms
+# each in the grader); the course's notebooks have at most 17, a student's scratch cells a few dozen.
+MAX_CELLS = 1000
 
 
 class PreflightError(ValueError):
@@ -77,6 +80,9 @@ def parse_submission(raw: bytes, name: str) -> dict:
         raise PreflightError("invalid", f"{name} is not valid notebook JSON ({shown(err, 120)})") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise PreflightError("invalid", f"{name} has no list of cells (nbformat 4 is required)")
+    if len(nb["cells"]) > MAX_CELLS:
+        raise PreflightError("invalid", f"{name} has {len(nb['cells'])} cells; at most {MAX_CELLS} are graded "
+                                        "(delete the cells you added that you do not need, then submit again)")
     if nb.get("nbformat") != 4:
         raise PreflightError("invalid", f"{name} is nbformat {shown(repr(nb.get('nbformat')), 40)}; "
                                         "nbformat 4 is required (re-save it in JupyterLab)")
