@@ -231,43 +231,65 @@ def sandbox_problem() -> str | None:
 
 
 SERVER_BYTES = 2 * 2**30  # the fork server and its zygote (TensorFlow imported), in a worker's memory group
-MEMORY_V1 = Path("/sys/fs/cgroup/memory")
+CGROUP_V1 = Path("/sys/fs/cgroup")
 
 
-class MemoryGroup:
-    """A memory cgroup (v1) that holds one worker's sandbox: the fork server, its zygote and every
-    notebook with its processes and its tmpfs pages, bounded together to ``limit`` bytes.
+def _own_cgroup(controller: str) -> Path:
+    """This process's folder in the v1 hierarchy of ``controller`` (its limits apply below it)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return CGROUP_V1 / controller / path.lstrip("/")
+    raise OSError(f"no cgroup v1 {controller} hierarchy")
 
-    A worker runs one notebook at a time and the rest of the group is the idle server, so when
-    the group's out-of-memory counter rises during a notebook, that notebook caused it (whichever
-    process the kernel ended): its row is its own, never "killed from outside". The machine's
-    memory is never at stake, so no notebook can make the kernel end another's, the grader's or a
-    judge's process. Created under the grader's own memory cgroup (its limits still apply) when
-    that hierarchy is writable (root on a cgroup v1 machine); otherwise :meth:`create` returns
-    ``None`` and the limits are the per-process ones (docs/grading.md says which hold).
+
+class WorkerGroup:
+    """The cgroups (v1) that hold one worker's sandbox: the fork server, its zygote and every
+    notebook with its processes and its tmpfs pages.
+
+    * **memory**: bounded together to ``limit`` bytes. A worker runs one notebook at a time and
+      the rest of the group is the idle server, so when the group's out-of-memory counter rises
+      during a notebook, that notebook caused it (whichever process the kernel ended): its row is
+      its own, never "killed from outside"; and no notebook can make the kernel end another's,
+      the grader's or a judge's process.
+    * **cpu** (where that hierarchy is writable too): one share per worker, equal, so however
+      many processes a notebook starts, the notebooks of the other workers keep theirs (the red
+      team's 40 busy processes made a neighbour's cells 7-10 times slower, towards its time limit).
+
+    Created below the grader's own cgroups (their limits still apply) when the memory hierarchy
+    is writable (root on a cgroup v1 machine); otherwise :meth:`create` returns ``None`` and the
+    limits are the per-process ones (docs/grading.md says which hold).
     """
 
-    def __init__(self, path: Path, limit: int):
-        self.path, self.limit = path, limit
-        self.last = 0  # the counter when last read (final once the group is removed)
+    def __init__(self, path: Path, limit: int, cpu: Path | None):
+        self.path, self.limit, self.cpu = path, limit, cpu
+        self.last = 0  # the out-of-memory counter when last read (final once the group is removed)
 
     @classmethod
     def create(cls, name: str, limit: int):
         try:
-            own = next(line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
-                       if line.split(":", 2)[1] == "memory")
-            path = MEMORY_V1 / own.lstrip("/") / name
+            path = _own_cgroup("memory") / name
             path.mkdir(exist_ok=True)  # left by a run that crashed: its processes are gone with their lease
             (path / "memory.limit_in_bytes").write_text(str(int(limit)))
-            group = cls(path, limit)
+            group = cls(path, limit, None)
             group.oom_kills()
-            return group
         except (OSError, StopIteration, IndexError, ValueError):
             return None
+        try:
+            cpu = _own_cgroup("cpu") / name
+            cpu.mkdir(exist_ok=True)
+            (cpu / "cpu.shares").write_text("1024")
+            group.cpu = cpu
+        except (OSError, ValueError):
+            pass  # memory alone: CPU shared as the kernel schedules processes
+        return group
 
     def wrap(self, command: list) -> list:
-        """``command`` started inside the group (the shell joins it, then becomes the command)."""
-        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *command]
+        """``command`` started inside the groups (the shell joins them, then becomes the command)."""
+        procs = [str(p / "cgroup.procs") for p in (self.path, self.cpu) if p is not None]
+        # sh -c SCRIPT $0 $1 ...: the first procs file is $0, the second (cpu) $1, shifted away
+        script = 'echo $$ > "$0"' + (' && echo $$ > "$1" && shift' if len(procs) == 2 else "") + ' && exec "$@"'
+        return ["/bin/sh", "-c", script, *procs, *command]
 
     def oom_kills(self) -> int:
         """How many processes the kernel has ended in this group for lack of memory (the last
@@ -284,14 +306,15 @@ class MemoryGroup:
         raise ValueError("memory.oom_control has no oom_kill line (Linux < 4.13)")
 
     def remove(self) -> None:
-        """Remove the group once its processes are gone (a busy group is left for the next run)."""
+        """Remove the groups once their processes are gone (a busy group is left for the next run)."""
         self.oom_kills()
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.02)
+        for path in (self.path, self.cpu):
+            for _ in range(50 if path is not None else 0):
+                try:
+                    path.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
 
 
 class Worker:
@@ -304,14 +327,14 @@ class Worker:
         self.proc = None
         self.booting = None  # the stderr file of a server launched and not yet ready (launch)
         self.restart_each_job = sandbox and not self.privileged
-        self.memory = None  # the MemoryGroup of a root, sandboxed worker (while its lease lives)
+        self.group = None  # the WorkerGroup of a root, sandboxed worker (while its lease lives)
 
     def _command(self, probe=False):
         python = str(Path(sys.prefix) / "bin" / "python")
         server = [python, "-m", "ste_course.inside.server", str(self.uid) if self.uid is not None else "none"]
         server += ["--probe"] if probe else []
         command = (bwrap_command(self.privileged) + server) if self.sandbox else server
-        return self.memory.wrap(command) if self.memory is not None else command
+        return self.group.wrap(command) if self.group is not None else command
 
     def launch(self, probe=False):
         """Start the server's process without waiting for it: its TensorFlow import runs while the
@@ -320,7 +343,7 @@ class Worker:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", MPLBACKEND="Agg")
         if self.privileged and self.sandbox and self.lease is None:
             self.uid, self.lease = lease_uid()
-            self.memory = MemoryGroup.create(f"ste-course-{self.uid}", self.limits.memory_bytes + self.limits.scratch_bytes
+            self.group = WorkerGroup.create(f"ste-course-{self.uid}", self.limits.memory_bytes + self.limits.scratch_bytes
                                              + self.limits.shm_bytes + SERVER_BYTES)
         errors = tempfile.TemporaryFile()  # a file, not a pipe: the server never blocks on it
         try:
@@ -387,13 +410,13 @@ class Worker:
         job = dict(job, limits=self.limits.as_dict())
         if self.proc is None or self.proc.poll() is not None or self.booting is not None:
             self.start()
-        memory = self.memory
-        kills = memory.oom_kills() if memory is not None else None
+        group = self.group
+        kills = group.oom_kills() if group is not None else None
         result = self._run(job)
-        if result.get("status") == "error" and memory is not None and memory.oom_kills() > kills:
-            # ended for memory while it ran alone in its group: its own doing (MemoryGroup), never "from outside"
+        if result.get("status") == "error" and group is not None and group.oom_kills() > kills:
+            # ended for memory while it ran alone in its group: its own doing (WorkerGroup), never "from outside"
             result = dict(result, status="crash", reason=(
-                f"the notebook used more memory than its worker holds ({memory.limit // 2**20} MB for all its "
+                f"the notebook used more memory than its worker holds ({group.limit // 2**20} MB for all its "
                 "processes, its /tmp and /dev/shm, and the grader's fork server): the kernel ended it"))
         return result
 
@@ -431,9 +454,9 @@ class Worker:
         if self.booting is not None:
             self.booting.close()
             self.booting = None
-        if self.memory is not None:
-            self.memory.remove()
-            self.memory = None
+        if self.group is not None:
+            self.group.remove()
+            self.group = None
         if self.lease is not None:  # the sandbox and every notebook in it are gone
             os.close(self.lease)
             self.uid, self.lease = None, None

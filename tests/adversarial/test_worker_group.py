@@ -1,10 +1,11 @@
-"""A notebook's memory is bounded as a whole, and running out of it is the notebook's own row.
+"""A notebook's memory is bounded as a whole, and running out of it is the notebook's own row;
+its CPU is one worker's share, however many processes it starts.
 
 Per process, a notebook may hold ``--memory-mb`` of address space, times ``--processes``, plus its
 tmpfs: far more than the machine. Before, such a notebook (12 processes of 200 MB here) simply ran,
 and one large enough would have made the kernel end *some* process on the machine (another
 notebook, a judge, the grader), each such row "killed from outside" and graded again. As root,
-each worker's sandbox now lives in a memory cgroup of its own (``ste_course.sandbox.MemoryGroup``):
+each worker's sandbox now lives in a memory cgroup of its own (``ste_course.sandbox.WorkerGroup``):
 the kernel ends a process of that group only, notebooks first, and since the worker runs one
 notebook at a time, the group's out-of-memory counter rising during it makes the row the
 notebook's own (``crash``, not retried), whichever of its processes was ended.
@@ -12,12 +13,15 @@ notebook's own (``crash``, not retried), whichever of its processes was ended.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from ste_course.sandbox import Limits, MemoryGroup, Worker, bwrap_path
+from ste_course.sandbox import Limits, WorkerGroup, Worker, bwrap_path
 
 HOG = r'''
 import os, time
@@ -53,7 +57,7 @@ def worker():
 
 def test_the_sandbox_runs_in_its_own_bounded_memory_group(worker):
     worker.start()
-    group = worker.memory
+    group = worker.group
     assert group is not None, "no memory group on a root, cgroup v1 machine"
     limits = worker.limits
     assert int((group.path / "memory.limit_in_bytes").read_text()) == \
@@ -76,12 +80,62 @@ def test_a_notebook_over_its_memory_is_its_own_crash_and_the_next_one_runs(worke
 def test_a_group_left_by_a_crashed_run_is_taken_over():
     if os.geteuid() != 0:
         pytest.fail("run as root (CI does)")
-    first = MemoryGroup.create("ste-course-test-left", 300 * 2**20)
+    first = WorkerGroup.create("ste-course-test-left", 300 * 2**20)
     assert first is not None
-    again = MemoryGroup.create("ste-course-test-left", 400 * 2**20)
+    again = WorkerGroup.create("ste-course-test-left", 400 * 2**20)
     try:
         assert again is not None and again.path == first.path
         assert int((again.path / "memory.limit_in_bytes").read_text()) == 400 * 2**20
     finally:
         again.remove()
     assert not Path(first.path).exists()
+
+
+SPINNERS = r"""
+import os, time
+kids = []
+for i in range(24):
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        end = time.monotonic() + 14
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+    kids.append(pid)
+for k in kids:
+    os.waitpid(k, 0)
+"""
+
+SHARE = r"""
+import json, time
+wall, cpu = time.monotonic(), time.process_time()
+while time.monotonic() - wall < 4:
+    pass
+print(json.dumps({"share": (time.process_time() - cpu) / (time.monotonic() - wall)}))
+"""
+
+
+def test_a_notebook_of_many_busy_processes_leaves_the_other_workers_their_cpu():
+    """Red team: 40 busy processes in one notebook made the notebook on the other worker 7-10
+    times slower (towards its own time limit, whose ``timeout`` is final). With a CPU share per
+    worker the other notebook keeps about a core of the two; before, it got about 2 / 25."""
+    if os.geteuid() != 0:
+        pytest.fail("run as root (CI does): worker groups are made by a root grader")
+    limits = Limits(cell_seconds=60, notebook_seconds=90)
+    hog, victim = Worker(0, sandbox=True, limits=limits), Worker(1, sandbox=True, limits=limits)
+    try:
+        hog.start()
+        victim.start()
+        assert hog.group is not None and hog.group.cpu is not None, "no cpu group on a root, cgroup v1 machine"
+        thread = threading.Thread(target=hog.run, args=(_job("spinners", SPINNERS),))
+        thread.start()
+        time.sleep(4)  # the spinners are running
+        result = victim.run(_job("neighbour", SHARE))
+        thread.join()
+    finally:
+        hog.stop()
+        victim.stop()
+    ends = [e for e in result["events"] if e.get("event") == "end"]
+    share = json.loads(ends[0]["stdout"].strip().splitlines()[-1])["share"]
+    assert share > 0.5, f"the neighbour got {share:.2f} of a core"
