@@ -132,3 +132,27 @@ def test_the_sandbox_hides_the_references():
     assert ends and not ends[0].get("error"), run
     seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
     assert seen == {"listing": [], "imported": False, "read": None}, seen
+
+
+def test_no_reference_names_tensorflow():
+    """Not even one already imported: a judge process imports TensorFlow in a warm-up thread
+    while it judges (when a spec of the run needs it), so a module found in ``sys.modules`` may be
+    half initialised (a reference that used it made every 02 notebook an ``error`` row)."""
+    import ast
+    from pathlib import Path
+
+    import ste_course.references
+
+    folder = Path(ste_course.references.__file__).parent
+    named = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "\n" not in node.value:
+                names = [node.value]  # sys.modules.get("tensorflow"), importlib.import_module("keras")
+            named += [f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
+    assert not named, f"references that name TensorFlow: {named}"

@@ -8,8 +8,6 @@ the last place off would move a gradient far beyond the float32 tolerance.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from ste_course.references.elementwise import as_tensorflow_sees
@@ -49,13 +47,8 @@ def _horner(t: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
 def eigen_tanh(z: np.ndarray) -> np.ndarray:
     """``tf.tanh`` of float32 ``z`` bit for bit (checked on 400,000 inputs): with x = clip(z, -c, c),
     tanh(z) ~ (x + x^3 P(x^2)) / Q(x^2), P and Q of degree 3 and 4 (Eigen's ``ptanh_float``, as
-    TensorFlow's x86-64 wheel computes it without FMA). Where TensorFlow is already imported (a
-    student's own kernel, maybe on another machine whose build fuses the multiply-adds) its own
-    ``tanh`` is used, so that a correct answer never differs from the reference by an ulp that
-    1 - tanh^2 would magnify; nothing here imports it."""
-    tf = sys.modules.get("tensorflow")
-    if tf is not None:  # a student's own kernel: the tanh of the TensorFlow build they run (FMA or not)
-        return tf.math.tanh(np.asarray(z, np.float32)).numpy()
+    TensorFlow's x86-64 wheel computes it without FMA; a build that fuses the multiply-adds may
+    differ in the last bit)."""
     x = np.clip(as_tensorflow_sees(np.asarray(z, np.float32)), -_TANH_CLAMP, _TANH_CLAMP)
     x2 = x * x
     return (x2 * x * _horner(x2, _TANH_ALPHA) + x) / _horner(x2, _TANH_BETA)
