@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import re
+from functools import lru_cache
 
 MATHML_TAGS = {"math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace",
                "msup", "msub", "msubsup", "mfrac", "msqrt", "mroot", "mover", "munder", "munderover",
@@ -107,6 +108,7 @@ def clean_html(fragment: str, classes: bool = False) -> str:
                      link_rel="noopener noreferrer nofollow")
 
 
+@lru_cache(maxsize=512)  # a notebook's own markdown is the same on every student's page
 def student_html(markdown: str) -> str:
     """A student's markdown as inert HTML on one line: rendered (maths as MathML), cleaned with
     no ``class``, ``id`` or ``style`` (:func:`clean_html`), every line break an entity, in a
