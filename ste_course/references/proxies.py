@@ -10,7 +10,7 @@ Proxy derivatives (``ste_utils.PROXIES``, the value at every kink as listed ther
 
 TensorFlow's CPU kernels treat float32 and float64 subnormal inputs as 0 (so relu' of the
 smallest positive float32 is 0), while float16 is compared after an exact conversion to float32
-(so its subnormals keep their sign); :func:`_as_compared` does the same.
+(so its subnormals keep their sign); ``references.elementwise.as_tensorflow_sees`` does the same.
 
 The digits model (``digits_model/accuracy``) is run as Keras runs the rebuilt model
 Dense(H) -> BatchNormalization() -> SteActivation(2, proxy) -> Dense(10) with
@@ -27,26 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ste_course.references.elementwise import PROXY_WINDOWS, as_tensorflow_sees
+
 # ----------------------------------------------------------------------------- proxy derivatives
-PROXY_WINDOWS = {
-    "identity": lambda x: np.ones(x.shape, bool),
-    "relu": lambda x: x > 0,
-    "clipped_relu": lambda x: (x > 0) & (x <= 1),
-    "hardtanh": lambda x: np.abs(x) <= 1,
-}
-
-
-def _as_compared(x: np.ndarray) -> np.ndarray:
-    """x as TensorFlow's CPU comparisons see it: float32/float64 subnormals flushed to 0."""
-    if x.dtype in (np.float32, np.float64):
-        return np.where(np.abs(x) < np.finfo(x.dtype).tiny, np.zeros((), x.dtype), x)
-    return x
-
-
 def derivative(case) -> dict:
     """``proxies/derivative``: p'(x) of the named proxy, 0 or 1 in x's dtype."""
     x = np.asarray(case["x"])
-    return {"derivative": PROXY_WINDOWS[case["proxy"]](_as_compared(x)).astype(x.dtype)}
+    return {"derivative": PROXY_WINDOWS[case["proxy"]](as_tensorflow_sees(x)).astype(x.dtype)}
 
 
 # ----------------------------------------------------------------------------- the digits model
