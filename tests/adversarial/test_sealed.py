@@ -438,7 +438,9 @@ seen = {{"unshare": refused({SYSCALLS['unshare']}, 0x10000000),
         "ptrace": refused({SYSCALLS['ptrace']}, 16, 0x3fffffff, None, None),  # PTRACE_ATTACH: ESRCH unfiltered
         "vm_read": refused({SYSCALLS['process_vm_readv']}, os.getpid(), None, 0, None, 0, 0),
         "vm_write": refused({SYSCALLS['process_vm_writev']}, os.getpid(), None, 0, None, 0, 0),
-        "getfd": refused({SYSCALLS['pidfd_getfd']}, -1, 0, 0)}}
+        "getfd": refused({SYSCALLS['pidfd_getfd']}, -1, 0, 0),
+        "sync": refused({SYSCALLS['sync']}),
+        "syncfs": refused({SYSCALLS['syncfs']}, 0)}}
 thread = threading.Thread(target=lambda: seen.update(thread=True))
 thread.start()
 thread.join()
@@ -451,7 +453,7 @@ def test_the_filter_refuses_namespaces_and_a_death_signal_and_lets_processes_sta
     ends = _ends(worker.run(_job("filter", FILTER_PROBE)))
     seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
     assert seen == {"unshare": 1, "pdeathsig": 1, "clone3": 38, "io_uring": 1, "ptrace": 1, "vm_read": 1,
-                    "vm_write": 1, "getfd": 1, "thread": True, "spawned": "42"}, seen
+                    "vm_write": 1, "getfd": 1, "sync": 1, "syncfs": 1, "thread": True, "spawned": "42"}, seen
 
 
 LEASE = r"""
