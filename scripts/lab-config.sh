@@ -15,14 +15,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-INSTRUCTOR_PLUGINS=(@jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment @jupyter/nbgrader:course-list)
-ONLINE_PLUGINS=(@jupyterlab/apputils-extension:announcements)
-INSTRUCTOR_SERVER_EXTENSIONS=(nbgrader.server_extensions.formgrader nbgrader.server_extensions.course_list)
-
-plugins=("${INSTRUCTOR_PLUGINS[@]}" "${ONLINE_PLUGINS[@]}")
+# The lists are jupyter-config/student's, the set-up `ste-course hub` also gives its students
+# (JUPYTER_CONFIG_PATH, above any user's own ~/.jupyter): what it turns off is turned off here.
+off() {  # the names a JSON file of jupyter-config/student maps to false/true under its keys
+    "$PYTHON" -c 'import functools, json, sys
+data = functools.reduce(dict.get, sys.argv[2:-1], json.load(open(sys.argv[1])))
+print(" ".join(k for k, v in data.items() if v == (sys.argv[-1] == "true")))' "jupyter-config/student/$1" "${@:2}"
+}
+read -ra plugins <<< "$(off labconfig/page_config.json disabledExtensions true)"
+read -ra server_extensions <<< "$(off jupyter_server_config.json ServerApp jpserver_extensions false)"
 "$PYTHON" -m jupyter labextension disable --level=sys_prefix "${plugins[@]}"
 "$PYTHON" -m jupyter labextension lock --level=sys_prefix "${plugins[@]}"
-"$PYTHON" -m jupyter server extension disable --sys-prefix "${INSTRUCTOR_SERVER_EXTENSIONS[@]}"
+"$PYTHON" -m jupyter server extension disable --sys-prefix "${server_extensions[@]}"
 prefix=$("$PYTHON" -c 'import sys; print(sys.prefix)')
 install -D -m 644 jupyter-config/jupyter_lab_config.json "$prefix/etc/jupyter/jupyter_lab_config.json"
 install -D -m 644 jupyter-config/jupyter_server_config.py "$prefix/etc/jupyter/jupyter_server_config.py"

@@ -4,19 +4,25 @@ folders every user can reach. (tests/e2e/test_hub.py runs the whole class in a b
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ste_course.classroom import hub
 
+ROOT = Path(__file__).resolve().parents[1]
 NOBODY = hub.NOBODY if hasattr(hub, "NOBODY") else 65534
 
 # the student's loop: a link to the target where ~/course is, and back, without end
@@ -164,3 +170,100 @@ def test_the_hub_refuses_to_start_on_a_readable_checkout(base):
     with pytest.raises(hub.HubError, match=r"\.git can be read by a student: run `chmod"):
         hub.prepare(roster, repo, base / "state", base / "exchange")
     assert subprocess.run(["id", name], capture_output=True).returncode != 0  # no user made
+
+
+# What a user's own ~/.jupyter may hold: the tools switched back on (as JupyterLab's Plugin Manager
+# writes them at the user level when they are not locked). For a student, user-level configuration
+# outranks the shared venv's (jupyter_core puts the environment first only for the venv's owner).
+USER_LEVEL_PAGE = {"disabledExtensions": {"@jupyter/nbgrader:create-assignment": False,
+                                          "@jupyter/nbgrader:formgrader": False,
+                                          "@jupyter/nbgrader:course-list": False,
+                                          "@jupyterlab/apputils-extension:announcements": False}}
+USER_LEVEL_SERVER = {"ServerApp": {"jpserver_extensions": {"nbgrader.server_extensions.formgrader": True}}}
+INSTRUCTOR_TOOLS = {"@jupyter/nbgrader:create-assignment", "@jupyter/nbgrader:formgrader",
+                    "@jupyter/nbgrader:course-list"}
+ANNOUNCEMENTS = "@jupyterlab/apputils-extension:announcements"
+STUDENT_TOOLS = {"@jupyter/nbgrader:assignment-list", "@jupyter/nbgrader:validate-assignment"}
+
+
+def spawner_environment(settings: hub.Settings, user: str, tmp: Path) -> dict:
+    """The environment hub/jupyterhub_config.py gives ``user``'s server (its pre-spawn hook run)."""
+    from types import SimpleNamespace
+
+    from traitlets.config import Config
+
+    (tmp / "settings.json").write_text(json.dumps(settings.__dict__))
+    config, old = Config(), os.environ.get("STE_HUB_SETTINGS")
+    os.environ["STE_HUB_SETTINGS"] = str(tmp / "settings.json")
+    try:
+        exec(compile((ROOT / "hub" / "jupyterhub_config.py").read_text(), "jupyterhub_config.py", "exec"),
+             {"get_config": lambda: config})
+    finally:
+        if old is None:
+            del os.environ["STE_HUB_SETTINGS"]
+        else:
+            os.environ["STE_HUB_SETTINGS"] = old
+    spawner = SimpleNamespace(user=SimpleNamespace(name=user), environment=dict(config.Spawner.environment),
+                              default_url=config.Spawner.default_url)
+    config.Spawner.pre_spawn_hook(spawner)
+    return spawner.environment
+
+
+def served_lab(account: pwd.struct_passwd, environment: dict) -> tuple[dict, str]:
+    """JupyterLab of the hub's venv started as ``account`` with the hub's environment for them:
+    the page config its /lab page sends the browser, and the server's log."""
+    token, port = secrets.token_hex(16), hub.free_port()
+    venv = Path(environment["PATH"].split(":")[0])
+    command = ["runuser", "-u", account.pw_name, "--", "env", "-i", f"HOME={account.pw_dir}",
+               *[f"{k}={v}" for k, v in environment.items()], str(venv / "jupyter"), "lab", "--no-browser",
+               "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={account.pw_dir}"]
+    log = Path(account.pw_dir) / "lab.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=5) as page:
+                    html = page.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.3)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    data = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(data.group(1)), log.read_text()
+
+
+def test_the_hubs_students_get_the_student_lab_whatever_their_own_config_says(base, student, tmp_path):
+    """The page config a student's server sends comes from the config ``ste-course hub`` writes
+    (JUPYTER_CONFIG_PATH): the instructor's tools and the news pop-up off and locked, the student's
+    tools on, formgrader's server extension off, even with ~/.jupyter switching them on; the
+    instructor's server has formgrader and create-assignment on."""
+    state = base / "state"
+    settings = hub.Settings(students=[student.pw_name], instructor="teacher", course_id="ste", graders_group="g",
+                            exchange=str(base / "exchange"), state=str(state), venv=str(hub.DEFAULT_VENV),
+                            proxy="/p", ip="127.0.0.1", port=1, hub_port=2, proxy_api_port=3,
+                            student_config=str(state / "config" / "student"),
+                            instructor_config=str(state / "config" / "instructor"))
+    hub.write_user_config(state, settings, ROOT)
+    user_config = Path(student.pw_dir) / ".jupyter"
+    (user_config / "labconfig").mkdir(parents=True)
+    (user_config / "labconfig" / "page_config.json").write_text(json.dumps(USER_LEVEL_PAGE))
+    (user_config / "jupyter_server_config.json").write_text(json.dumps(USER_LEVEL_SERVER))
+    subprocess.run(["chown", "-R", f"{student.pw_uid}:{student.pw_gid}", str(user_config)], check=True)
+
+    page, log = served_lab(student, spawner_environment(settings, student.pw_name, tmp_path))
+    disabled, locked = set(page["disabledExtensions"]), set(page.get("lockedExtensions", []))
+    assert INSTRUCTOR_TOOLS | {ANNOUNCEMENTS} <= disabled, sorted(disabled)
+    assert INSTRUCTOR_TOOLS | {ANNOUNCEMENTS} <= locked, sorted(locked)
+    assert not STUDENT_TOOLS & disabled, sorted(disabled)
+    assert "nbgrader.server_extensions.formgrader | extension was successfully loaded" not in log, log[-3000:]
+    assert "nbgrader.server_extensions.assignment_list | extension was successfully loaded" in log, log[-3000:]
+
+    page, log = served_lab(student, spawner_environment(settings, "teacher", tmp_path))
+    assert not (INSTRUCTOR_TOOLS | STUDENT_TOOLS) & set(page["disabledExtensions"]), page["disabledExtensions"]
+    assert "nbgrader.server_extensions.formgrader | extension was successfully loaded" in log, log[-3000:]

@@ -256,9 +256,19 @@ def ensure_group(name: str, members: list[str]) -> None:
 
 def write_user_config(state: Path, settings: Settings, repo: Path) -> None:
     """The Jupyter configuration every user's server reads (JUPYTER_CONFIG_PATH): nbgrader's
-    exchange for all; the instructor's tools (jupyter-config/instructor) for the instructor."""
+    exchange and the student's JupyterLab for all; the instructor's tools (jupyter-config/instructor,
+    first on the instructor's path) for the instructor.
+
+    The student's JupyterLab (jupyter-config/student: the instructor's plugins, formgrader and the
+    news pop-up off and locked; no news feed or update check) is written here, not only left to the
+    shared venv's sys-prefix (scripts/lab-config.sh): JUPYTER_CONFIG_PATH outranks every other
+    level, while a student's own ~/.jupyter outranks the venv's (jupyter_core puts the environment
+    first only for the venv's owner), and the venv's set-up is only as current as the last
+    hub/install.sh."""
     student = Path(settings.student_config)
-    student.mkdir(parents=True, exist_ok=True)
+    student.parent.mkdir(parents=True, exist_ok=True)
+    copy_tree(repo / "jupyter-config" / "student", student, SHARED_DIR, SHARED)
+    shutil.copyfile(repo / "jupyter-config" / "jupyter_lab_config.json", student / "jupyter_lab_config.json")
     atomic_write(student / "nbgrader_config.py",
         "# Written by `ste-course hub`: nbgrader's exchange for this course (ste_course/classroom/exchange.py).\n"
         "import os\n"

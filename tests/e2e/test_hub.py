@@ -13,6 +13,7 @@ Assignment List and feedback page go to ``docs/screenshots/``.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pwd
 import re
@@ -76,6 +77,7 @@ def fetch_and_submit(browser, hub, user: str, correct: bool, screenshot: str | N
     page.locator("#submitted_assignments_list .list_item", has_text=ASSIGNMENT).first.wait_for(timeout=UI_TIMEOUT)
     if screenshot:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator(".jp-DirListing-item", has_text="exercises").wait_for(timeout=UI_TIMEOUT)  # the home listed
         page.screenshot(path=str(SCREENSHOTS / screenshot))
     return context, page
 
@@ -114,6 +116,30 @@ def fetch_feedback(hub, user: str, page, screenshot: str | None = None) -> str:
     return score
 
 
+INSTRUCTOR_TOOLS = {"@jupyter/nbgrader:create-assignment", "@jupyter/nbgrader:formgrader",
+                    "@jupyter/nbgrader:course-list"}
+ANNOUNCEMENTS = "@jupyterlab/apputils-extension:announcements"
+STUDENT_TOOLS = {"@jupyter/nbgrader:assignment-list", "@jupyter/nbgrader:validate-assignment"}
+NEWS_POP_UP = "Would you like to get notified about official Jupyter news?"
+
+
+def disabled_plugins(page) -> set[str]:
+    """The plugins the user's server disabled in the page config it sent (jupyter-config-data)."""
+    return set(json.loads(page.locator("#jupyter-config-data").text_content())["disabledExtensions"])
+
+
+def switch_tools_on_in_own_config(user: str, home: Path) -> None:
+    """What a student may write in their own ~/.jupyter (as JupyterLab's Plugin Manager does at the
+    user level): the instructor's tools and the news back on."""
+    page_config = json.dumps({"disabledExtensions": dict.fromkeys(INSTRUCTOR_TOOLS | {ANNOUNCEMENTS}, False)})
+    labconfig = home / ".jupyter" / "labconfig"
+    made = as_user(user, "mkdir", "-p", str(labconfig))
+    assert made.returncode == 0, made.stderr
+    written = subprocess.run(["runuser", "-u", user, "--", "tee", str(labconfig / "page_config.json")],
+                             input=page_config, capture_output=True, text=True, timeout=60)
+    assert written.returncode == 0, written.stderr
+
+
 def status(page, url: str) -> tuple[int, str]:
     response = page.request.get(url, max_redirects=0)
     return response.status, response.text()[:2000]
@@ -121,9 +147,18 @@ def status(page, url: str) -> tuple[int, str]:
 
 def test_a_class_on_the_hub(hub, browser, tmp_path):
     a, b = hub.students
+    switch_tools_on_in_own_config(b, hub.home(b))
     ctx_a, page_a = fetch_and_submit(browser, hub, a, correct=True, screenshot="hub-assignment-list.png")
     ctx_b, page_b = fetch_and_submit(browser, hub, b, correct=False)
     try:
+        # a student's lab: the Assignment List and Validate, no instructor's tools nor news pop-up
+        # (seconds after start-up, when the pop-up shows), B's own ~/.jupyter notwithstanding
+        for user, page in ((a, page_a), (b, page_b)):
+            disabled = disabled_plugins(page)
+            assert INSTRUCTOR_TOOLS | {ANNOUNCEMENTS} <= disabled and not STUDENT_TOOLS & disabled, (user, sorted(disabled))
+            assert page.get_by_text("Create Assignment").count() == 0, f"{user} has the Create Assignment panel"
+            assert page.get_by_text(NEWS_POP_UP).count() == 0, f"{user} is asked about Jupyter news"
+
         # what students see: the chapters and their fetched assignment, never solutions/
         home = hub.home(a)
         assert (home / "course" / "00_start_here.ipynb").is_file()
@@ -242,6 +277,9 @@ def test_a_hand_grade_in_formgrader_on_the_hub_reaches_the_student(hub, browser)
         page.fill("#password_input", hub.passwords[hub.instructor])
         page.click("#login_submit")
         page.wait_for_url(re.compile(re.escape(hub.url) + rf"/user/{hub.instructor}/lab.*"), timeout=UI_TIMEOUT)
+        disabled = disabled_plugins(page)  # the instructor's tools on in the instructor's lab
+        assert not (INSTRUCTOR_TOOLS | STUDENT_TOOLS) & disabled and ANNOUNCEMENTS in disabled, sorted(disabled)
+        page.get_by_text("Create Assignment").first.wait_for(timeout=UI_TIMEOUT)  # the panel a student has not
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
