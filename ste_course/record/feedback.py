@@ -18,6 +18,10 @@ hand grade said so, lateness) and the grader's comments are escaped text. A page
 the gradebook: :func:`ste_course.record.recorder.refresh_feedback` renders it again whenever the
 gradebook changed by hand (``ste-course feedback``, ``ste-course return-feedback``).
 
+A page shows at most :data:`CELL_CHARS` of a cell's text and :data:`PAGE_CHARS` over the page (code,
+outputs, markdown), the rest replaced by a plain note of how much was left out; tests' visible
+source, verdicts and comments are never cut, and no page of the course comes near the budget.
+
 Hidden tests never reach here: test cells arrive as their visible source and every output and
 message was scrubbed by the judge (:func:`ste_course.grading.judge.scrubber`).
 """
@@ -110,13 +114,72 @@ def _waiting(points: float, maximum: float) -> str:
     return f"{points:g} / {_points(maximum)} so far, waiting for a hand grade"
 
 
+# What a page shows of the text a student can make long (issue 21, red team: 25 cells of
+# '&(' * 95000, within preflight's caps, made a 124 MB page in 80 s and 3.2 GB: Pygments writes a
+# span of about 26 bytes per character of such code). The course's largest page has 12,707
+# characters of text, its largest cell 2,102 (the example class, measured); a cut ends in a note.
+CELL_CHARS = 20_000  # of one cell's text (code, output, markdown); a test's visible source is never cut
+PAGE_CHARS = 100_000  # over the page, each shown cell also counting CELL_COST (its frame)
+CELL_COST = 200
+
+
+class _Budget:
+    """What is left of :data:`PAGE_CHARS` as the page is built, in order, and what was left out
+    since the last note: the first cell that overruns it is cut, the cells after it (until
+    something never cut: a test, a verdict, a comment) make one note."""
+
+    def __init__(self):
+        self.left, self.hidden, self.cells = PAGE_CHARS, 0, 0
+
+    def take(self, text: str, cell: bool = True):
+        """``(shown, cut)``: the part of ``text`` (a cell's, or an output's) the page shows
+        (``None``: none of it, counted for the next :meth:`note`) and how many of its characters
+        it leaves out."""
+        if self.left < CELL_COST:
+            self.leave_out(text, cell)
+            return None, 0
+        keep = min(len(text), CELL_CHARS, self.left - CELL_COST)
+        self.left -= CELL_COST + keep
+        return text[:keep], len(text) - keep
+
+    def leave_out(self, text: str, cell: bool = True) -> None:
+        """Count ``text`` (a cell, or the output of one left out) for the next :meth:`note`."""
+        self.hidden, self.cells = self.hidden + len(text), self.cells + cell
+
+    def note(self) -> str | None:
+        """The note (HTML) for what was left out since the last one, if anything was."""
+        cells, chars = self.cells, self.hidden
+        self.hidden, self.cells = 0, 0
+        if not cells:
+            return _left_out(chars) if chars else None
+        return _note(f"... {cells:,} more cell{'' if cells == 1 else 's'} ({_characters(chars)}) not shown")
+
+
+def _characters(n: int) -> str:
+    return f"{n:,} character{'' if n == 1 else 's'}"
+
+
+def _note(text: str) -> str:
+    return f"<div class='manual'>{html.escape(text)}</div>"
+
+
+def _left_out(chars: int) -> str:
+    """The note (HTML) that ends a cut cell: ``... 182,000 more characters not shown``."""
+    return _note(f"... {chars:,} more character{'' if chars == 1 else 's'} not shown")
+
+
 def feedback_notebook(result, parts: dict | None = None):
     """The feedback as an nbformat notebook: ``result.feedback_cells`` in order, each test cell
-    followed by its verdict, the markdown's maths as MathML."""
+    followed by its verdict, the markdown's maths as MathML; of code, outputs and markdown at most
+    :data:`CELL_CHARS` per cell and :data:`PAGE_CHARS` over the page, the rest replaced by a note
+    saying how much was left out (:class:`_Budget`; tests, verdicts and comments are never cut)."""
     from nbformat import from_dict
 
     def markdown(source):  # cells built as plain nodes: nbformat's new_*_cell validates each (a fifth of a page)
         return from_dict({"cell_type": "markdown", "metadata": {}, "source": source})
+
+    def shown_html(fragment):  # an output of the grader's: a verdict, a note
+        return from_dict({"output_type": "display_data", "metadata": {}, "data": {"text/html": fragment}})
 
     parts = parts or {}
     scores, comments, waiting = parts.get("scores", {}), parts.get("comments", {}), parts.get("waiting", set())
@@ -124,28 +187,55 @@ def feedback_notebook(result, parts: dict | None = None):
     nb = from_dict({"nbformat": 4, "nbformat_minor": 5, "cells": [],
                     "metadata": {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"},
                                  "language_info": {"name": "python"}}})
-    last_code = None
+    budget = _Budget()
+
+    def add(cell):  # after the note for what was left out before it
+        pending = budget.note()
+        if pending:
+            nb.cells.append(markdown(pending))
+        nb.cells.append(cell)
+        return cell
+
+    last_code = None  # the code cell an output belongs to; False: one left out (so are its outputs)
     for item in result.feedback_cells:
         kind, text, gid = item.get("kind"), str(item.get("text", "")), item.get("grade_id")
         if kind == "markdown":
             answer = gid in grades or gid in scores  # a written answer: the student's text, framed
-            nb.cells.append(markdown(framed(text, "class") if answer else student_html(text)))
+            shown, cut = budget.take(text)
+            if shown is not None:
+                add(markdown(framed(shown, "class") if answer else student_html(shown)))
+                if cut:
+                    nb.cells.append(markdown(_left_out(cut)))
             last_code = None
             if answer:  # its hand grade, or that it waits
-                nb.cells.append(markdown(_verdict(grades.get(gid, {"manual": True}), scores.get(gid), gid in waiting)))
-        elif kind in ("code", "test"):
-            last_code = from_dict({"cell_type": "code", "metadata": {}, "source": text, "outputs": [],
-                                   "execution_count": None})
-            nb.cells.append(last_code)
-            if kind == "test" and gid is not None:
-                html_out = _verdict(grades.get(gid, {}), scores.get(gid), gid in waiting)
-                last_code.outputs.append(from_dict({"output_type": "display_data", "metadata": {},
-                                                    "data": {"text/html": html_out}}))
+                add(markdown(_verdict(grades.get(gid, {"manual": True}), scores.get(gid), gid in waiting)))
+        elif kind == "test":  # the instructor's visible source: never cut
+            last_code = add(from_dict({"cell_type": "code", "metadata": {}, "source": text, "outputs": [],
+                                       "execution_count": None}))
+            if gid is not None:
+                last_code.outputs.append(shown_html(_verdict(grades.get(gid, {}), scores.get(gid), gid in waiting)))
+        elif kind == "code":
+            shown, cut = budget.take(text)
+            last_code = False
+            if shown is not None:
+                last_code = add(from_dict({"cell_type": "code", "metadata": {}, "source": shown, "outputs": [],
+                                           "execution_count": None}))
+                if cut:
+                    last_code.outputs.append(shown_html(_left_out(cut)))
         elif kind == "output" and last_code is not None:
-            last_code.outputs.append(from_dict({"output_type": "stream", "name": "stdout", "text": text}))
+            if last_code is False:  # its cell was left out: so is its output, counted with it
+                budget.leave_out(text, cell=False)
+            else:
+                shown, cut = budget.take(text, cell=False)
+                if shown is not None:
+                    last_code.outputs.append(from_dict({"output_type": "stream", "name": "stdout", "text": shown}))
+                if cut:
+                    last_code.outputs.append(shown_html(_left_out(cut)))
         if gid in comments and kind != "test":
-            note = html.escape(str(comments[gid]))
-            nb.cells.append(markdown(f"<div class='manual'>Grader's comment: {note}</div>"))
+            add(markdown(f"<div class='manual'>Grader's comment: {html.escape(str(comments[gid]))}</div>"))
+    pending = budget.note()
+    if pending:
+        nb.cells.append(markdown(pending))
     return nb
 
 
