@@ -247,11 +247,15 @@ class WorkerGroup:
     """The cgroups (v1) that hold one worker's sandbox: the fork server, its zygote and every
     notebook with its processes and its tmpfs pages.
 
-    * **memory**: bounded together to ``limit`` bytes. A worker runs one notebook at a time and
-      the rest of the group is the idle server, so when the group's out-of-memory counter rises
-      during a notebook, that notebook caused it (whichever process the kernel ended): its row is
-      its own, never "killed from outside"; and no notebook can make the kernel end another's,
-      the grader's or a judge's process.
+    * **memory**: bounded together to ``limit`` bytes, and the notebook's processes (each
+      notebook's first process moves itself there, through a descriptor of its ``cgroup.procs``
+      the server is given, before any student code) in a group of their own below it, bounded to
+      ``notebook_limit``. The kernel then ends only notebook processes when a notebook runs out
+      (never the fork server, the zygote or a keeper: the red team's children, each smaller than
+      the server, made the kernel end the server when both shared one group); and since a worker
+      runs one notebook at a time, a rise of either group's out-of-memory counter during a
+      notebook makes its row its own, never "killed from outside". No notebook can make the
+      kernel end another's, the grader's or a judge's process.
     * **cpu** (where that hierarchy is writable too): one share per worker, equal, so however
       many processes a notebook starts, the notebooks of the other workers keep theirs (the red
       team's 40 busy processes made a neighbour's cells 7-10 times slower, towards its time limit).
@@ -261,17 +265,20 @@ class WorkerGroup:
     limits are the per-process ones (docs/grading.md says which hold).
     """
 
-    def __init__(self, path: Path, limit: int, cpu: Path | None):
-        self.path, self.limit, self.cpu = path, limit, cpu
-        self.last = 0  # the out-of-memory counter when last read (final once the group is removed)
+    def __init__(self, path: Path, limit: int, notebook_limit: int, cpu: Path | None):
+        self.path, self.limit, self.notebook_limit, self.cpu = path, limit, notebook_limit, cpu
+        self.notebook = path / "notebook"
+        self.last = {}  # each group's out-of-memory counter when last read (final once removed)
 
     @classmethod
-    def create(cls, name: str, limit: int):
+    def create(cls, name: str, limit: int, notebook_limit: int):
         try:
             path = _own_cgroup("memory") / name
             path.mkdir(exist_ok=True)  # left by a run that crashed: its processes are gone with their lease
             (path / "memory.limit_in_bytes").write_text(str(int(limit)))
-            group = cls(path, limit, None)
+            group = cls(path, limit, notebook_limit, None)
+            group.notebook.mkdir(exist_ok=True)
+            (group.notebook / "memory.limit_in_bytes").write_text(str(int(notebook_limit)))
             group.oom_kills()
         except (OSError, StopIteration, IndexError, ValueError):
             return None
@@ -291,24 +298,33 @@ class WorkerGroup:
         script = 'echo $$ > "$0"' + (' && echo $$ > "$1" && shift' if len(procs) == 2 else "") + ' && exec "$@"'
         return ["/bin/sh", "-c", script, *procs, *command]
 
+    def notebook_procs(self) -> int:
+        """A descriptor (inheritable) of the notebooks' group's ``cgroup.procs``, for the server."""
+        fd = os.open(self.notebook / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        os.set_inheritable(fd, True)
+        return fd
+
     def oom_kills(self) -> int:
-        """How many processes the kernel has ended in this group for lack of memory (the last
-        count read, once the group is removed)."""
-        try:
-            text = (self.path / "memory.oom_control").read_text()
-        except OSError:
-            return self.last
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                self.last = int(value)
-                return self.last
-        raise ValueError("memory.oom_control has no oom_kill line (Linux < 4.13)")
+        """How many processes the kernel has ended in these groups for lack of memory (the last
+        counts read, once the groups are removed)."""
+        for path in (self.notebook, self.path):
+            try:
+                text = (path / "memory.oom_control").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    self.last[path] = int(value)
+                    break
+            else:
+                raise ValueError("memory.oom_control has no oom_kill line (Linux < 4.13)")
+        return sum(self.last.values())
 
     def remove(self) -> None:
         """Remove the groups once their processes are gone (a busy group is left for the next run)."""
         self.oom_kills()
-        for path in (self.path, self.cpu):
+        for path in (self.notebook, self.path, self.cpu):
             for _ in range(50 if path is not None else 0):
                 try:
                     path.rmdir()
@@ -329,10 +345,11 @@ class Worker:
         self.restart_each_job = sandbox and not self.privileged
         self.group = None  # the WorkerGroup of a root, sandboxed worker (while its lease lives)
 
-    def _command(self, probe=False):
+    def _command(self, probe=False, group_fd=None):
         python = str(Path(sys.prefix) / "bin" / "python")
         server = [python, "-m", "ste_course.inside.server", str(self.uid) if self.uid is not None else "none"]
         server += ["--probe"] if probe else []
+        server += ["--notebook-group-fd", str(group_fd)] if group_fd is not None else []
         command = (bwrap_command(self.privileged) + server) if self.sandbox else server
         return self.group.wrap(command) if self.group is not None else command
 
@@ -343,15 +360,20 @@ class Worker:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", MPLBACKEND="Agg")
         if self.privileged and self.sandbox and self.lease is None:
             self.uid, self.lease = lease_uid()
-            self.group = WorkerGroup.create(f"ste-course-{self.uid}", self.limits.memory_bytes + self.limits.scratch_bytes
-                                             + self.limits.shm_bytes + SERVER_BYTES)
+            notebook = self.limits.memory_bytes + self.limits.scratch_bytes + self.limits.shm_bytes
+            self.group = WorkerGroup.create(f"ste-course-{self.uid}", notebook + SERVER_BYTES, notebook)
         errors = tempfile.TemporaryFile()  # a file, not a pipe: the server never blocks on it
+        group_fd = self.group.notebook_procs() if self.group is not None and not probe else None
         try:
-            self.proc = subprocess.Popen(self._command(probe), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=errors, env=env, cwd="/tmp" if self.sandbox else None)
+            self.proc = subprocess.Popen(self._command(probe, group_fd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=errors, env=env, cwd="/tmp" if self.sandbox else None,
+                                         pass_fds=() if group_fd is None else (group_fd,))
         except BaseException:
             errors.close()
             raise
+        finally:
+            if group_fd is not None:
+                os.close(group_fd)
         self.booting = errors
 
     def start(self, probe=False):
@@ -416,8 +438,8 @@ class Worker:
         if result.get("status") == "error" and group is not None and group.oom_kills() > kills:
             # ended for memory while it ran alone in its group: its own doing (WorkerGroup), never "from outside"
             result = dict(result, status="crash", reason=(
-                f"the notebook used more memory than its worker holds ({group.limit // 2**20} MB for all its "
-                "processes, its /tmp and /dev/shm, and the grader's fork server): the kernel ended it"))
+                f"the notebook used more memory than it may ({group.notebook_limit // 2**20} MB for all its "
+                "processes, its /tmp and /dev/shm): the kernel ended it"))
         return result
 
     def _run(self, job: dict) -> dict:

@@ -84,6 +84,9 @@ KEEPER_GRACE = 10.0  # seconds the keeper gets to end its notebook before it is 
 OPEN_FILES = 256  # RLIMIT_NOFILE of each notebook process (the filter keeps it from raising it)
 KEYCTL_JOIN_SESSION_KEYRING = 1
 _SERVER_FDS: list = []  # the server's reply channel: a forked child must not inherit it
+# ``cgroup.procs`` of the notebooks' memory group (ste_course.sandbox.WorkerGroup), given by a root
+# grader: each notebook's process moves itself there first thing, then closes it.
+_NOTEBOOK_GROUP: list = []
 
 
 def _preload():
@@ -258,11 +261,6 @@ def _enter(processes: int, keeper_alive: int) -> None:
         # PID namespace) or read (none is dumpable).
         pass
     _limit(resource.RLIMIT_NPROC, processes)
-    try:  # the first the kernel ends when its worker's memory group is full (not the fork server)
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
-    except OSError:
-        pass
     _drop_all()
     _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after the last credential change
     if _hung_up(keeper_alive):
@@ -339,6 +337,9 @@ class Keeper:
         self.pid = pid
         os.close(alive_read)
         os.close(event_fd)
+        for group_fd in _NOTEBOOK_GROUP:  # the notebook's alone
+            os.close(group_fd)
+        _NOTEBOOK_GROUP.clear()
         _drop_all()
         try:
             _, status = os.waitpid(pid, 0)  # returns once its whole namespace is gone
@@ -351,9 +352,22 @@ class Keeper:
             _report(self.status_fd, {"code": os.waitstatus_to_exitcode(status)})
 
 
+def _join_notebook_group() -> None:
+    """Move this process (and so everything it starts) into the notebooks' memory group, and
+    close the descriptor: nothing of the notebook holds it. Raises ``OSError`` when the kernel
+    refuses (the notebook then does not run: its memory would be bounded only with the server's)."""
+    for fd in _NOTEBOOK_GROUP:
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    _NOTEBOOK_GROUP.clear()
+
+
 def _notebook(job, fd, shell, genuine, processes, keeper_alive):
     """The notebook's process, PID 1 of its own namespace; never returns."""
     try:
+        _join_notebook_group()
         _enter(processes, keeper_alive)
         os.chdir(SCRATCH)
         for var in ("HOME", "TMPDIR", "TMP", "TEMP", "MPLCONFIGDIR"):
@@ -765,4 +779,6 @@ def serve(uid=None, probe=False) -> None:
 
 if __name__ == "__main__":
     uid_arg = sys.argv[1] if len(sys.argv) > 1 else "none"
+    if "--notebook-group-fd" in sys.argv[2:]:
+        _NOTEBOOK_GROUP.append(int(sys.argv[sys.argv.index("--notebook-group-fd") + 1]))
     serve(None if uid_arg == "none" else int(uid_arg), probe="--probe" in sys.argv[2:])

@@ -2,7 +2,7 @@
 its CPU is one worker's share, however many processes it starts.
 
 Per process, a notebook may hold ``--memory-mb`` of address space, times ``--processes``, plus its
-tmpfs: far more than the machine. Before, such a notebook (12 processes of 200 MB here) simply ran,
+tmpfs: far more than the machine. Before, such a notebook (12 processes of 200 MB) simply ran,
 and one large enough would have made the kernel end *some* process on the machine (another
 notebook, a judge, the grader), each such row "killed from outside" and graded again. As root,
 each worker's sandbox now lives in a memory cgroup of its own (``ste_course.sandbox.WorkerGroup``):
@@ -23,19 +23,34 @@ import pytest
 
 from ste_course.sandbox import Limits, WorkerGroup, Worker, bwrap_path
 
-HOG = r'''
+SPLIT = r'''
 import os, time
 kids = []
 for i in range(12):
     pid = os.fork()
     if pid == 0:
-        block = bytearray(200 * 2**20)
+        block = bytearray(190 * 2**20)  # each smaller than the fork server (about 600 MB resident)
         for j in range(0, len(block), 4096):
             block[j] = 1
         time.sleep(5)
         os._exit(0)
     kids.append(pid)
 print([os.waitpid(k, 0)[1] for k in kids])
+'''
+
+ALONE = r'''
+import os
+for folder in ("/tmp", "/dev/shm"):  # both tmpfs full: their pages are the notebook's group's
+    try:
+        for i in range(100):
+            with open(f"{folder}/fill{i}", "wb") as f:  # 32 MB each (--file-mb is 64)
+                for _ in range(32):
+                    f.write(b"x" * 2**20)
+    except OSError:  # no space left
+        pass
+own = bytearray(250 * 2**20)  # with the tmpfs, past the group's limit: the kernel ends this process
+for j in range(0, len(own), 4096):
+    own[j] = 1
 '''
 
 
@@ -55,23 +70,47 @@ def worker():
     worker.stop()
 
 
-def test_the_sandbox_runs_in_its_own_bounded_memory_group(worker):
+NOTEBOOK_GROUP = r"""
+import json
+print(json.dumps([line for line in open("/proc/self/cgroup").read().split() if ":memory:" in line]))
+"""
+
+
+def test_the_sandbox_runs_in_its_own_bounded_memory_group_and_each_notebook_in_one_below(worker):
     worker.start()
     group = worker.group
     assert group is not None, "no memory group on a root, cgroup v1 machine"
     limits = worker.limits
-    assert int((group.path / "memory.limit_in_bytes").read_text()) == \
-        limits.memory_bytes + limits.scratch_bytes + limits.shm_bytes + 2 * 2**30
+    notebook = limits.memory_bytes + limits.scratch_bytes + limits.shm_bytes
+    assert int((group.path / "memory.limit_in_bytes").read_text()) == notebook + 2 * 2**30
+    assert int((group.notebook / "memory.limit_in_bytes").read_text()) == notebook
     members = {int(p) for p in (group.path / "cgroup.procs").read_text().split()}
-    assert worker.proc.pid in members  # bubblewrap, and so everything it starts
+    assert worker.proc.pid in members  # bubblewrap, and so the server, zygote and keepers
+    result = worker.run(_job("where", NOTEBOOK_GROUP))
+    ends = [e for e in result["events"] if e.get("event") == "end"]
+    seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
+    assert len(seen) == 1 and seen[0].endswith("/notebook"), seen  # as its namespace shows it
     worker.stop()
     assert not group.path.exists(), "the group outlived its worker"
 
 
-def test_a_notebook_over_its_memory_is_its_own_crash_and_the_next_one_runs(worker):
-    result = worker.run(_job("hog", HOG))
+def test_a_notebook_over_its_memory_loses_its_own_processes_and_the_server_lives_on(worker):
+    """Red team, round 2: with the server in the notebooks' group, the kernel ended the server
+    (the largest process: each of the notebook's children was smaller), and the worker restarted.
+    Now the kernel ends the notebook's own children, and the server, zygote and keeper stay."""
+    worker.start()
+    server = worker.proc
+    result = worker.run(_job("split", SPLIT))
+    assert result["status"] != "error", result  # the notebook's own row
+    ends = [e for e in result["events"] if e.get("event") == "end"]
+    statuses = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
+    assert 9 in statuses, statuses  # SIGKILLed children: the kernel's choice, within the notebook
+    assert worker.proc is server and server.poll() is None, "the fork server was ended"
+
+    result = worker.run(_job("alone", ALONE))  # its own process the largest: the notebook ends
     assert result["status"] == "crash", result
-    assert "more memory than its worker holds" in result["reason"], result
+    assert "more memory than it may" in result["reason"], result
+    assert worker.proc is server and server.poll() is None, "the fork server was ended"
     after = worker.run(_job("next", "print(1 + 1)"))
     assert after["status"] is None, after
     assert [e.get("stdout") for e in after["events"] if e.get("event") == "end"] == ["2\n"], after
@@ -80,12 +119,13 @@ def test_a_notebook_over_its_memory_is_its_own_crash_and_the_next_one_runs(worke
 def test_a_group_left_by_a_crashed_run_is_taken_over():
     if os.geteuid() != 0:
         pytest.fail("run as root (CI does)")
-    first = WorkerGroup.create("ste-course-test-left", 300 * 2**20)
+    first = WorkerGroup.create("ste-course-test-left", 300 * 2**20, 100 * 2**20)
     assert first is not None
-    again = WorkerGroup.create("ste-course-test-left", 400 * 2**20)
+    again = WorkerGroup.create("ste-course-test-left", 400 * 2**20, 200 * 2**20)
     try:
         assert again is not None and again.path == first.path
         assert int((again.path / "memory.limit_in_bytes").read_text()) == 400 * 2**20
+        assert int((again.notebook / "memory.limit_in_bytes").read_text()) == 200 * 2**20
     finally:
         again.remove()
     assert not Path(first.path).exists()
