@@ -29,7 +29,8 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-$(LAB_STAMP): $(STAMP) scripts/lab-config.sh jupyter-config/jupyter_lab_config.json jupyter-config/jupyter_server_config.py
+$(LAB_STAMP): $(STAMP) scripts/lab-config.sh jupyter-config/jupyter_lab_config.json jupyter-config/jupyter_server_config.py \
+		jupyter-config/student/labconfig/page_config.json jupyter-config/student/jupyter_server_config.json
 	PYTHON=$(BIN)/python scripts/lab-config.sh
 	@touch $@
 
