@@ -139,8 +139,11 @@ def _warm(tensorflow: bool) -> None:
     from ste_course.record.feedback import render_feedback
     from ste_course.record.recorder import NotebookResult
 
-    try:
-        render_feedback(NotebookResult("warm", "warm", "warm.ipynb", 0.0, 1.0, "ok", ""))
+    try:  # a cell of each kind: the lexer's and the markdown's patterns compile on first use
+        render_feedback(NotebookResult("warm", "warm", "warm.ipynb", 0.0, 1.0, "ok", "", feedback_cells=[
+            {"kind": "markdown", "text": "*a* $x^2$", "grade_id": None},
+            {"kind": "code", "text": "import numpy as np\nx = np.ones(2)  # warm", "grade_id": None},
+            {"kind": "output", "text": "warm", "grade_id": None}]))
     except Exception:  # noqa: BLE001 - only a head start: the real pages say what fails
         pass
     if tensorflow:
