@@ -38,6 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from classroom import make_class  # noqa: E402
 from test_containment import SOURCE, Replay, _submit  # noqa: E402
+from test_hub_setup import spawner_environment  # noqa: E402
 from test_term import OneWorker  # noqa: E402
 
 HOSTILE = ("Good idea. <script>alert(1)</script><img src=x onerror=alert(2)> "
@@ -212,26 +213,6 @@ def _kernel_lookup(cwd: Path, env: dict) -> str:
     return out.stdout.strip()
 
 
-def _hub_environment(settings: Settings, tmp_path: Path) -> dict:
-    """The users' server environment hub/jupyterhub_config.py builds from the hub's settings."""
-    from traitlets.config import Config
-
-    path = tmp_path / "settings.json"
-    path.write_text(json.dumps(settings.__dict__))
-    config = Config()
-    old = os.environ.get("STE_HUB_SETTINGS")
-    os.environ["STE_HUB_SETTINGS"] = str(path)
-    try:
-        exec(compile((ROOT / "hub" / "jupyterhub_config.py").read_text(), "jupyterhub_config.py", "exec"),
-             {"get_config": lambda: config})
-    finally:
-        if old is None:
-            del os.environ["STE_HUB_SETTINGS"]
-        else:
-            os.environ["STE_HUB_SETTINGS"] = old
-    return dict(config.Spawner.environment)
-
-
 def test_the_hubs_kernels_find_the_courses_checks(tmp_path):
     _scratch_course(tmp_path / "course")
     state = tmp_path / "state"
@@ -247,7 +228,7 @@ def test_the_hubs_kernels_find_the_courses_checks(tmp_path):
     settings = Settings(students=["ann"], instructor="teacher", course_id="ste", graders_group="g",
                         exchange="/x", state=str(state), venv="/v", proxy="/p", ip="127.0.0.1", port=1,
                         hub_port=2, proxy_api_port=3, student_config="/s", instructor_config="/i", checks=checks)
-    env = _hub_environment(settings, tmp_path)
+    env = spawner_environment(settings, "ann", tmp_path)  # a student's server
     assert env[CHECKS_ENV] == checks
     assert _kernel_lookup(home / "exercises" / "adv", {CHECKS_ENV: env[CHECKS_ENV]}) == "levels"
 
@@ -255,4 +236,4 @@ def test_the_hubs_kernels_find_the_courses_checks(tmp_path):
     shutil.rmtree(tmp_path / "course" / "checks")
     assert install_checks(tmp_path / "course", state) == "" and not (state / "checks").exists()
     settings.checks = ""
-    assert CHECKS_ENV not in _hub_environment(settings, tmp_path)
+    assert CHECKS_ENV not in spawner_environment(settings, "ann", tmp_path)
