@@ -12,7 +12,6 @@ process).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import subprocess
