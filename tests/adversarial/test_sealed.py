@@ -440,7 +440,10 @@ seen = {{"unshare": refused({SYSCALLS['unshare']}, 0x10000000),
         "vm_write": refused({SYSCALLS['process_vm_writev']}, os.getpid(), None, 0, None, 0, 0),
         "getfd": refused({SYSCALLS['pidfd_getfd']}, -1, 0, 0),
         "sync": refused({SYSCALLS['sync']}),
-        "syncfs": refused({SYSCALLS['syncfs']}, 0)}}
+        "syncfs": refused({SYSCALLS['syncfs']}, 0),
+        "io_setup": refused({SYSCALLS['io_setup']}, 1, None),
+        "fsync": libc.syscall({SYSCALLS['fsync']}, -1),  # 0: not run (EBADF, -1, if it ran)
+        "fdatasync": libc.syscall({SYSCALLS['fdatasync']}, -1)}}
 thread = threading.Thread(target=lambda: seen.update(thread=True))
 thread.start()
 thread.join()
@@ -453,7 +456,8 @@ def test_the_filter_refuses_namespaces_and_a_death_signal_and_lets_processes_sta
     ends = _ends(worker.run(_job("filter", FILTER_PROBE)))
     seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
     assert seen == {"unshare": 1, "pdeathsig": 1, "clone3": 38, "io_uring": 1, "ptrace": 1, "vm_read": 1,
-                    "vm_write": 1, "getfd": 1, "sync": 1, "syncfs": 1, "thread": True, "spawned": "42"}, seen
+                    "vm_write": 1, "getfd": 1, "sync": 1, "syncfs": 1, "io_setup": 1, "fsync": 0, "fdatasync": 0,
+                    "thread": True, "spawned": "42"}, seen
 
 
 LEASE = r"""
