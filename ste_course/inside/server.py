@@ -82,6 +82,7 @@ OWN_FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIG
                         signal.SIGTRAP, signal.SIGABRT})
 KEEPER_GRACE = 10.0  # seconds the keeper gets to end its notebook before it is killed
 OPEN_FILES = 256  # RLIMIT_NOFILE of each notebook process (the filter keeps it from raising it)
+PTYS = 8  # pseudo-terminals of a notebook's own devpts: the machine-wide pool (kernel.pty.max) is shared
 KEYCTL_JOIN_SESSION_KEYRING = 1
 _SERVER_FDS: list = []  # the server's reply channel: a forked child must not inherit it
 # ``cgroup.procs`` of the notebooks' memory group (ste_course.sandbox.WorkerGroup), given by a root
@@ -201,7 +202,8 @@ def _seal(scratch_bytes: int, shm_bytes: int) -> None:
     """The keeper's half of a notebook's seal: a user namespace of its own (the current uid and
     gid mapped to themselves: files keep their owners) and, owned by it, new PID, mount, network
     and IPC namespaces; every mount private, and a fresh tmpfs of at most ``scratch_bytes`` on
-    :data:`SCRATCH` and of ``shm_bytes`` on ``/dev/shm``, mode 0700, owned by the notebook.
+    :data:`SCRATCH` and of ``shm_bytes`` on ``/dev/shm``, mode 0700, owned by the notebook, and a
+    devpts of its own of at most :data:`PTYS` pseudo-terminals.
     The keeper's next child is PID 1 of the new PID namespace. Raises ``OSError`` when the
     kernel refuses a step."""
     uid, gid = os.geteuid(), os.getegid()
@@ -217,6 +219,9 @@ def _seal(scratch_bytes: int, shm_bytes: int) -> None:
         if os.path.isdir(target):
             _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
                    f"size={int(size)},nr_inodes=65536,mode=0700,uid={uid},gid={gid}")
+    if os.path.isdir("/dev/pts"):  # ptys of its own, a few: the machine's pool is shared (kernel.pty.max)
+        _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+               f"newinstance,ptmxmode=0666,mode=0600,max={PTYS}")
     for path, fd in kept:  # the code the notebook imports stays where it was, with its mounts' flags
         os.makedirs(path, mode=0o755, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
