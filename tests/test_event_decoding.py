@@ -64,7 +64,7 @@ def test_the_parent_survives_a_reply_it_must_not_decode(events):
               "print('{\"id\": ' + json.dumps(job['id']) + ', \"events\": ' + " + events + " + '}',"
               " flush=True)\nsys.stdin.readline()\n")
     worker = Worker(0, False, Limits(notebook_seconds=20.0))
-    worker._command = lambda probe=False: [sys.executable, "-c", script]
+    worker._command = lambda probe=False, group_fd=None: [sys.executable, "-c", script]
     before = _rss()
     try:
         started = time.monotonic()

@@ -285,11 +285,13 @@ def test_the_graders_publish_and_return_feedback_without_root(open_layout):
         (work / "graded" / "feedback" / "s1" / ASSIGNMENT / f"{ASSIGNMENT}.html").write_text("<p>page</p>")
         (work / "submitted" / "s1" / ASSIGNMENT).mkdir(parents=True)
         (work / "submitted" / "s1" / ASSIGNMENT / "submission_secret.txt").write_text("abc")
+        # the instructor's copy of the release (the checkout itself may sit in a folder only root enters)
+        shutil.copytree(ROOT / "exercises" / ASSIGNMENT, work / "exercises" / ASSIGNMENT)
         subprocess.run(["chown", "-R", "daemon:daemon", str(work)], check=True)
         graders = os.stat(layout.inbound).st_gid
         out = subprocess.run(["setpriv", "--reuid=daemon", "--regid=daemon", f"--groups={graders}", "--",
                               "env", f"PYTHONPATH={ROOT}", str(python), "-c", INSTRUCTOR_STEPS, str(layout.root),
-                              str(ROOT / "exercises"), str(work)], capture_output=True, text=True, timeout=120)
+                              str(work / "exercises"), str(work)], capture_output=True, text=True, timeout=120)
     finally:
         shutil.rmtree(work)
     assert out.returncode == 0, out.stderr

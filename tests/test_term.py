@@ -315,7 +315,7 @@ def test_feedback_renders_markdown_and_maths_and_is_sanitised(tmp_path):
     body = page.split("<body>", 1)[1]
     assert "<h2" in body and "<strong>STE</strong>" in body  # markdown rendered
     assert "<mfrac>" in body and 'display="block"' in body  # maths as MathML
-    assert 'class="highlight' in body and '<span class="k">def</span>' in body  # code highlighted
+    assert 'highlight hl-python"' in body and '<span class="k">def</span>' in body  # code highlighted (nbconvert writes class=" highlight ...")
     assert "Student: <b>ann</b>" in body and "<h1>adv / adv</h1>" in body  # who and what
     assert "test_value" in body and "0 / 2" in body and "0 / 3" in body and "0 / 1" in body  # each part
     tags, attributes = _parsed(body)

@@ -17,6 +17,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -256,7 +257,10 @@ def test_a_hand_grade_in_formgrader_on_the_hub_reaches_the_student(hub, browser)
     # the instructor's terminal on the hub, no root: publish again (the graders write outbound),
     # collect (the graders' group reads inbound, secrets included) and grade (the unprivileged
     # sandbox) into ~/graded
-    out = as_instructor(hub, "publish", ASSIGNMENT, "--exercises", str(ROOT / "exercises"), *exchange)
+    release = hub.base / "exercises"  # the instructor's copy (the checkout may sit where only root enters)
+    if not (release / ASSIGNMENT).exists():
+        shutil.copytree(ROOT / "exercises" / ASSIGNMENT, release / ASSIGNMENT)
+    out = as_instructor(hub, "publish", ASSIGNMENT, "--exercises", str(release), *exchange)
     assert f"published {ASSIGNMENT}" in out, out
     submitted = home / "submitted"
     as_instructor(hub, "collect", "--out", str(submitted), "--student", a, *exchange)
