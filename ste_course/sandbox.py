@@ -243,6 +243,24 @@ def _own_cgroup(controller: str) -> Path:
     raise OSError(f"no cgroup v1 {controller} hierarchy")
 
 
+FILE_MAX = Path("/proc/sys/fs/file-max")
+LONG_MAX = 2**63 - 1
+
+
+def lift_file_max() -> None:
+    """Raise the machine's limit of open files (``fs.file-max``) to the kernel's maximum, as
+    systemd does at boot, when it is lower (root only). Below the memory groups the machine-wide
+    table is not a bound worth keeping but a shared pool: a notebook whose processes map files
+    and close them (each mapping keeps its file open without a descriptor) filled this machine's
+    2,466,239 entries and made every other user's ``open`` fail (red team, round 4); its open
+    files are kernel memory charged to its own memory group, which bounds them instead."""
+    try:
+        if int(FILE_MAX.read_text().split()[0]) < LONG_MAX:
+            FILE_MAX.write_text(str(LONG_MAX))
+    except (OSError, ValueError, IndexError):
+        pass  # not root or no /proc/sys: the per-process limits stand
+
+
 class WorkerGroup:
     """The cgroups (v1) that hold one worker's sandbox: the fork server, its zygote and every
     notebook with its processes and its tmpfs pages.
@@ -273,6 +291,7 @@ class WorkerGroup:
     @classmethod
     def create(cls, name: str, limit: int, notebook_limit: int):
         try:
+            lift_file_max()
             path = _own_cgroup("memory") / name
             path.mkdir(exist_ok=True)  # left by a run that crashed: its processes are gone with their lease
             (path / "memory.limit_in_bytes").write_text(str(int(limit)))

@@ -70,6 +70,24 @@ def worker():
     worker.stop()
 
 
+MAPPER = r"""
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+held = []
+for _ in range(20_000):  # open, map, close: the file stays open, held by its mapping alone (no descriptor)
+    fd = os.open(sys.executable, os.O_RDONLY)
+    address = libc.mmap(None, 4096, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+    os.close(fd)
+    if address in (None, ctypes.c_void_p(-1).value):
+        break
+    held.append(address)
+import time
+time.sleep(2)  # held while the test reads the group's kernel memory
+print(json.dumps({"files": len(held)}))
+"""
+
 NOTEBOOK_GROUP = r"""
 import json
 print(json.dumps([line for line in open("/proc/self/cgroup").read().split() if ":memory:" in line]))
@@ -179,3 +197,32 @@ def test_a_notebook_of_many_busy_processes_leaves_the_other_workers_their_cpu():
     ends = [e for e in result["events"] if e.get("event") == "end"]
     share = json.loads(ends[0]["stdout"].strip().splitlines()[-1])["share"]
     assert share > 0.5, f"the neighbour got {share:.2f} of a core"
+
+
+def test_the_machines_open_file_table_is_not_a_pool_one_notebook_can_fill(worker):
+    """Red team, round 4: children that open, map and close files (a mapping keeps its file open
+    without a descriptor) filled this machine's fs.file-max (2,466,239) and made every other
+    user's open() fail with ENFILE. A root grader lifts the limit to the kernel's maximum (as
+    systemd does at boot); the files are kernel memory charged to the notebook's own group."""
+    from ste_course.sandbox import FILE_MAX, LONG_MAX
+
+    worker.start()
+    assert int(FILE_MAX.read_text().split()[0]) == LONG_MAX
+    kmem = worker.group.notebook / "memory.kmem.usage_in_bytes"
+    before, peak, done = int(kmem.read_text()), [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], int(kmem.read_text()))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = worker.run(_job("mapper", MAPPER))
+    finally:
+        done.set()
+        watcher.join()
+    ends = [e for e in result["events"] if e.get("event") == "end"]
+    assert json.loads(ends[0]["stdout"].strip().splitlines()[-1]) == {"files": 20_000}, result
+    assert peak[0] - before > 20_000 * 256, (before, peak)  # the open files' kernel memory, in its group
