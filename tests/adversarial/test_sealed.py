@@ -443,7 +443,9 @@ seen = {{"unshare": refused({SYSCALLS['unshare']}, 0x10000000),
         "syncfs": refused({SYSCALLS['syncfs']}, 0),
         "io_setup": refused({SYSCALLS['io_setup']}, 1, None),
         "fsync": libc.syscall({SYSCALLS['fsync']}, -1),  # 0: not run (EBADF, -1, if it ran)
-        "fdatasync": libc.syscall({SYSCALLS['fdatasync']}, -1)}}
+        "fdatasync": libc.syscall({SYSCALLS['fdatasync']}, -1),
+        "dontneed": libc.syscall({SYSCALLS['fadvise64']}, -1, 0, 0, 4),  # 0: not run (EBADF if it ran)
+        "willneed": refused({SYSCALLS['fadvise64']}, -1, 0, 0, 3)}}  # runs: EBADF
 ptys = []  # the machine's pool is shared: a notebook gets a devpts of its own, of a few
 try:
     while len(ptys) < 40:
@@ -464,7 +466,7 @@ def test_the_filter_refuses_namespaces_and_a_death_signal_and_lets_processes_sta
     seen = json.loads(ends[0]["stdout"].strip().splitlines()[-1])
     assert seen == {"unshare": 1, "pdeathsig": 1, "clone3": 38, "io_uring": 1, "ptrace": 1, "vm_read": 1,
                     "vm_write": 1, "getfd": 1, "sync": 1, "syncfs": 1, "io_setup": 1, "fsync": 0, "fdatasync": 0,
-                    "ptys": 8, "thread": True, "spawned": "42"}, seen
+                    "dontneed": 0, "willneed": 9, "ptys": 8, "thread": True, "spawned": "42"}, seen
 
 
 LEASE = r"""
