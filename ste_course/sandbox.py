@@ -343,8 +343,8 @@ class WorkerGroup:
     def remove(self) -> None:
         """Remove the groups once their processes are gone (a busy group is left for the next run)."""
         self.oom_kills()
-        for path in (self.notebook, self.path, self.cpu):
-            for _ in range(50 if path is not None else 0):
+        for path in (p for p in (self.notebook, self.path, self.cpu) if p is not None):
+            for _ in range(50):
                 try:
                     path.rmdir()
                     break

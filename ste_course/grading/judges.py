@@ -9,7 +9,8 @@ on a Dask worker):
   seed); the :class:`Ticket` is what the parent keeps while the notebook runs (two hashes).
 * :func:`judge_job`: read the submission again, make sure its bytes are those the run was
   planned from, draw the same cases again (deterministic: secret, student, cell, answers),
-  compute the references with ``ste_utils``, compare the worker's evidence, apply the late rule.
+  compute the references (NumPy for the built-in specs: :mod:`ste_course.references`), compare
+  the worker's evidence, apply the late rule.
 * :func:`with_page`: render the notebook's feedback page from plain data (its cells, evidence
   and part scores as a gradebook without hand edits holds them), so the parent only writes the
   file (nbconvert's rendering is most of what recording a notebook would cost it). The page is

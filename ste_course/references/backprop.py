@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ste_course.references.eigen import eigen_sum
+
 PARAMS = ("W1", "b1", "W2", "b2")
-
-
-PACKET = 4  # float64 lanes of TensorFlow's CPU kernels (AVX)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -40,25 +39,14 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def sum_rows(a: np.ndarray) -> np.ndarray:
-    """``tf.reduce_sum(a, axis=0)`` of a (B, M) matrix. M > 1: row after row. M = 1: TensorFlow
-    reduces the vector of B values in packets of :data:`PACKET` lanes (lane-wise sums, then the
-    lanes pairwise) and adds the rest one by one, then the two."""
+    """``tf.reduce_sum(a, axis=0)`` of a (B, M) matrix. M > 1: row after row. M = 1: a full
+    reduction of the B values, in Eigen's order (:func:`ste_course.references.eigen.eigen_sum`)."""
     if a.shape[1] != 1:
         out = a[0]
         for row in a[1:]:
             out = out + row
         return out
-    values = a[:, 0]
-    whole = len(values) // PACKET * PACKET
-    lanes = np.zeros(PACKET)
-    for j in range(0, whole, PACKET):
-        lanes = lanes + values[j:j + PACKET]
-    while len(lanes) > 1:
-        lanes = lanes[:len(lanes) // 2] + lanes[len(lanes) // 2:]
-    rest = 0.0
-    for v in values[whole:]:
-        rest = rest + v
-    return np.array([rest + lanes[0]])
+    return np.array([eigen_sum(a[:, 0])])
 
 
 def _dense_grads(x: np.ndarray, W: np.ndarray, upstream: np.ndarray) -> tuple:

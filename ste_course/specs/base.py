@@ -1,7 +1,8 @@
 """Specs and their comparison: the data and maths both sides of the sandbox share.
 
 A :class:`Spec` says how to draw cases, how to run the student's code on a case (the
-*evidence*: plain arrays), how to compute the reference with ``ste_utils`` and how to explain a
+*evidence*: plain arrays), how to compute the reference (NumPy in ``ste_course.references`` for
+the built-in specs, checked against ``ste_utils``) and how to explain a
 mismatch. Which side runs what:
 
 * **the grader (parent)**: :func:`draw_cases` (with a seed made of the instructor's secret),
